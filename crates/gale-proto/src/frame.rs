@@ -1,0 +1,539 @@
+//! Typed frames and their byte-exact encoding.
+//!
+//! Every frame is `length: u32 | type: u8 | body`, big-endian, where `length` counts
+//! the type byte and the body (so it is at least 1) and may not exceed the maximum
+//! frame size agreed in the handshake. Types 0x80 and above are optional: a receiver
+//! that does not know one skips it. An unknown type below 0x80 is a protocol error.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use thiserror::Error;
+
+use crate::limits::{FRAME_HEADER_LEN, MAGIC, MAX_LOCATION_LEN, MAX_SHORT_TEXT, MAX_SUB_ENTRIES};
+use crate::location::{Location, LocationError};
+use crate::message::Message;
+use crate::subscription::SubEntry;
+use crate::wire::{put_str16, Reader};
+
+/// Frame type bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FrameType {
+    Hello = 0x01,
+    Welcome = 0x02,
+    Publish = 0x10,
+    Deliver = 0x11,
+    Will = 0x12,
+    Subscribe = 0x20,
+    Unsubscribe = 0x21,
+    Ping = 0x30,
+    Pong = 0x31,
+    Lossage = 0x40,
+    Error = 0x7F,
+}
+
+impl FrameType {
+    pub fn from_u8(b: u8) -> Option<FrameType> {
+        use FrameType::*;
+        Some(match b {
+            0x01 => Hello,
+            0x02 => Welcome,
+            0x10 => Publish,
+            0x11 => Deliver,
+            0x12 => Will,
+            0x20 => Subscribe,
+            0x21 => Unsubscribe,
+            0x30 => Ping,
+            0x31 => Pong,
+            0x40 => Lossage,
+            0x7F => Error,
+            _ => return None,
+        })
+    }
+
+    /// Types from 0x80 up may be skipped by a receiver that does not know them.
+    pub fn is_optional(b: u8) -> bool {
+        b >= 0x80
+    }
+}
+
+/// Error codes carried by ERROR frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    UnsupportedVersion,
+    Malformed,
+    TooLarge,
+    BadLocation,
+    UnexpectedFrame,
+    LimitExceeded,
+    Timeout,
+    ShuttingDown,
+    Other(u16),
+}
+
+impl ErrorCode {
+    pub fn to_u16(self) -> u16 {
+        match self {
+            ErrorCode::UnsupportedVersion => 1,
+            ErrorCode::Malformed => 2,
+            ErrorCode::TooLarge => 3,
+            ErrorCode::BadLocation => 4,
+            ErrorCode::UnexpectedFrame => 5,
+            ErrorCode::LimitExceeded => 6,
+            ErrorCode::Timeout => 7,
+            ErrorCode::ShuttingDown => 8,
+            ErrorCode::Other(n) => n,
+        }
+    }
+
+    pub fn from_u16(n: u16) -> ErrorCode {
+        match n {
+            1 => ErrorCode::UnsupportedVersion,
+            2 => ErrorCode::Malformed,
+            3 => ErrorCode::TooLarge,
+            4 => ErrorCode::BadLocation,
+            5 => ErrorCode::UnexpectedFrame,
+            6 => ErrorCode::LimitExceeded,
+            7 => ErrorCode::Timeout,
+            8 => ErrorCode::ShuttingDown,
+            n => ErrorCode::Other(n),
+        }
+    }
+}
+
+/// Why bytes could not be decoded as a frame. "Need more bytes" is not an error: the
+/// decoders return `Ok(None)` for it.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum FrameError {
+    #[error("frame of {len} bytes exceeds the maximum frame size of {max} bytes")]
+    TooLarge { len: usize, max: usize },
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    #[error("bad location in frame: {0}")]
+    BadLocation(#[from] LocationError),
+    #[error("unknown frame type {0:#04x}")]
+    UnknownType(u8),
+}
+
+impl FrameError {
+    /// The error code to report to the peer for this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            FrameError::TooLarge { .. } => ErrorCode::TooLarge,
+            FrameError::Malformed(_) | FrameError::UnknownType(_) => ErrorCode::Malformed,
+            FrameError::BadLocation(_) => ErrorCode::BadLocation,
+        }
+    }
+}
+
+/// First frame from the connecting side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    pub min_version: u16,
+    pub max_version: u16,
+    pub max_frame: u32,
+    /// 0 for a client; 1 is reserved for server-to-server links.
+    pub role: u8,
+    pub agent: String,
+}
+
+/// The server's answer to HELLO.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Welcome {
+    pub version: u16,
+    pub max_frame: u32,
+    /// The server closes a connection silent for twice this long; clients ping
+    /// when idle for this long.
+    pub keepalive_ms: u32,
+    pub server: String,
+}
+
+/// A decoded frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Hello(Hello),
+    Welcome(Welcome),
+    Publish(Message),
+    Deliver(Message),
+    /// Sets (Some) or clears (None) this connection's will.
+    Will(Option<Message>),
+    Subscribe {
+        replace: bool,
+        entries: Vec<SubEntry>,
+    },
+    Unsubscribe {
+        entries: Vec<SubEntry>,
+    },
+    Ping(u64),
+    Pong(u64),
+    /// Messages the server dropped for this connection since the last LOSSAGE.
+    Lossage(u64),
+    Error {
+        code: ErrorCode,
+        text: String,
+    },
+}
+
+/// Reads the header at the front of `buf`. Returns `Ok(None)` until the whole frame
+/// has arrived, then `(type, total length including the 4-byte length field)`.
+/// A length over `max_frame` is refused as soon as the length field is read.
+pub fn peek(buf: &[u8], max_frame: u32) -> Result<Option<(u8, usize)>, FrameError> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes(buf[..4].try_into().expect("4 bytes"));
+    if len == 0 {
+        return Err(FrameError::Malformed(
+            "frame length 0 (no type byte)".into(),
+        ));
+    }
+    if len > max_frame {
+        return Err(FrameError::TooLarge {
+            len: len as usize,
+            max: max_frame as usize,
+        });
+    }
+    let total = 4 + len as usize;
+    if buf.len() < FRAME_HEADER_LEN || buf.len() < total {
+        return Ok(None);
+    }
+    Ok(Some((buf[4], total)))
+}
+
+fn put_entries(out: &mut BytesMut, entries: &[SubEntry]) {
+    out.put_u16(entries.len() as u16);
+    for e in entries {
+        out.put_u8(if e.positive { b'+' } else { b'-' });
+        put_str16(out, e.location.as_str());
+    }
+}
+
+fn get_entries(r: &mut Reader<'_>) -> Result<Vec<SubEntry>, FrameError> {
+    let n = r.u16()? as usize;
+    if n > MAX_SUB_ENTRIES {
+        return Err(FrameError::Malformed(format!(
+            "{n} subscription entries in one frame; the limit is {MAX_SUB_ENTRIES}"
+        )));
+    }
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let positive = match r.u8()? {
+            b'+' => true,
+            b'-' => false,
+            s => return Err(FrameError::Malformed(format!("subscription sign {s:#04x}"))),
+        };
+        let location = Location::from_canonical(r.str16(MAX_LOCATION_LEN)?)?;
+        v.push(SubEntry { positive, location });
+    }
+    Ok(v)
+}
+
+impl Frame {
+    pub fn frame_type(&self) -> FrameType {
+        match self {
+            Frame::Hello(_) => FrameType::Hello,
+            Frame::Welcome(_) => FrameType::Welcome,
+            Frame::Publish(_) => FrameType::Publish,
+            Frame::Deliver(_) => FrameType::Deliver,
+            Frame::Will(_) => FrameType::Will,
+            Frame::Subscribe { .. } => FrameType::Subscribe,
+            Frame::Unsubscribe { .. } => FrameType::Unsubscribe,
+            Frame::Ping(_) => FrameType::Ping,
+            Frame::Pong(_) => FrameType::Pong,
+            Frame::Lossage(_) => FrameType::Lossage,
+            Frame::Error { .. } => FrameType::Error,
+        }
+    }
+
+    /// Appends the whole frame, header included, to `out`.
+    pub fn encode(&self, out: &mut BytesMut) {
+        let start = out.len();
+        out.put_u32(0); // length, patched below
+        out.put_u8(self.frame_type() as u8);
+        match self {
+            Frame::Hello(h) => {
+                out.put_slice(&MAGIC);
+                out.put_u16(h.min_version);
+                out.put_u16(h.max_version);
+                out.put_u32(h.max_frame);
+                out.put_u8(h.role);
+                put_str16(out, &h.agent);
+            }
+            Frame::Welcome(w) => {
+                out.put_u16(w.version);
+                out.put_u32(w.max_frame);
+                out.put_u32(w.keepalive_ms);
+                put_str16(out, &w.server);
+            }
+            Frame::Publish(m) | Frame::Deliver(m) | Frame::Will(Some(m)) => m.encode(out),
+            Frame::Will(None) => {}
+            Frame::Subscribe { replace, entries } => {
+                out.put_u8(u8::from(*replace));
+                put_entries(out, entries);
+            }
+            Frame::Unsubscribe { entries } => put_entries(out, entries),
+            Frame::Ping(t) | Frame::Pong(t) | Frame::Lossage(t) => out.put_u64(*t),
+            Frame::Error { code, text } => {
+                out.put_u16(code.to_u16());
+                put_str16(out, &text[..text.len().min(MAX_SHORT_TEXT)]);
+            }
+        }
+        let len = (out.len() - start - 4) as u32;
+        out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    }
+
+    pub fn to_bytes(&self) -> Bytes {
+        let mut b = BytesMut::new();
+        self.encode(&mut b);
+        b.freeze()
+    }
+
+    /// Decodes the body of a frame of type `ty`. `Ok(None)` means an optional frame
+    /// type this version does not know, which the caller should skip.
+    pub fn decode_body(ty: u8, body: Bytes) -> Result<Option<Frame>, FrameError> {
+        let Some(t) = FrameType::from_u8(ty) else {
+            return if FrameType::is_optional(ty) {
+                Ok(None)
+            } else {
+                Err(FrameError::UnknownType(ty))
+            };
+        };
+        let mut r = Reader::new(&body, "frame");
+        let frame = match t {
+            FrameType::Hello => {
+                if r.take(4)? != MAGIC {
+                    return Err(FrameError::Malformed(
+                        "HELLO does not start with \"GALE\"".into(),
+                    ));
+                }
+                Frame::Hello(Hello {
+                    min_version: r.u16()?,
+                    max_version: r.u16()?,
+                    max_frame: r.u32()?,
+                    role: r.u8()?,
+                    agent: r.str16(MAX_SHORT_TEXT)?.to_string(),
+                })
+            }
+            FrameType::Welcome => Frame::Welcome(Welcome {
+                version: r.u16()?,
+                max_frame: r.u32()?,
+                keepalive_ms: r.u32()?,
+                server: r.str16(MAX_SHORT_TEXT)?.to_string(),
+            }),
+            FrameType::Publish => return Ok(Some(Frame::Publish(Message::decode(&body)?))),
+            FrameType::Deliver => return Ok(Some(Frame::Deliver(Message::decode(&body)?))),
+            FrameType::Will if body.is_empty() => Frame::Will(None),
+            FrameType::Will => return Ok(Some(Frame::Will(Some(Message::decode(&body)?)))),
+            FrameType::Subscribe => {
+                let flags = r.u8()?;
+                if flags & !1 != 0 {
+                    return Err(FrameError::Malformed(format!(
+                        "SUBSCRIBE flags {flags:#04x}"
+                    )));
+                }
+                Frame::Subscribe {
+                    replace: flags & 1 == 1,
+                    entries: get_entries(&mut r)?,
+                }
+            }
+            FrameType::Unsubscribe => Frame::Unsubscribe {
+                entries: get_entries(&mut r)?,
+            },
+            FrameType::Ping => Frame::Ping(r.u64()?),
+            FrameType::Pong => Frame::Pong(r.u64()?),
+            FrameType::Lossage => Frame::Lossage(r.u64()?),
+            FrameType::Error => Frame::Error {
+                code: ErrorCode::from_u16(r.u16()?),
+                text: r.str16(MAX_SHORT_TEXT)?.to_string(),
+            },
+        };
+        r.finish()?;
+        Ok(Some(frame))
+    }
+
+    /// Takes one whole frame off the front of `buf`. `Ok(None)` means more bytes are
+    /// needed. Optional frames of unknown type are consumed and skipped.
+    pub fn decode(buf: &mut BytesMut, max_frame: u32) -> Result<Option<Frame>, FrameError> {
+        loop {
+            let Some((ty, total)) = peek(buf, max_frame)? else {
+                return Ok(None);
+            };
+            let mut frame = buf.split_to(total).freeze();
+            frame.advance(FRAME_HEADER_LEN);
+            if let Some(f) = Frame::decode_body(ty, frame)? {
+                return Ok(Some(f));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::MessageId;
+    use proptest::prelude::*;
+
+    fn enc(f: &Frame) -> Vec<u8> {
+        f.to_bytes().to_vec()
+    }
+
+    fn round_trip(f: Frame) {
+        let mut b = BytesMut::from(&enc(&f)[..]);
+        assert_eq!(Frame::decode(&mut b, 1 << 20).unwrap(), Some(f));
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn byte_exact_control_frames() {
+        let hello = Frame::Hello(Hello {
+            min_version: 1,
+            max_version: 1,
+            max_frame: 0x0010_0000,
+            role: 0,
+            agent: "gsub".into(),
+        });
+        assert_eq!(
+            enc(&hello),
+            [
+                &[0, 0, 0, 20, 0x01][..],
+                b"GALE",
+                &[0, 1, 0, 1, 0, 0x10, 0, 0, 0, 0, 4],
+                b"gsub"
+            ]
+            .concat()
+        );
+        let welcome = Frame::Welcome(Welcome {
+            version: 1,
+            max_frame: 4096,
+            keepalive_ms: 30_000,
+            server: "h".into(),
+        });
+        assert_eq!(
+            enc(&welcome),
+            [0, 0, 0, 14, 0x02, 0, 1, 0, 0, 0x10, 0, 0, 0, 0x75, 0x30, 0, 1, b'h']
+        );
+        assert_eq!(
+            enc(&Frame::Ping(5)),
+            [0, 0, 0, 9, 0x30, 0, 0, 0, 0, 0, 0, 0, 5]
+        );
+        assert_eq!(enc(&Frame::Pong(5))[4], 0x31);
+        assert_eq!(
+            enc(&Frame::Lossage(258)),
+            [0, 0, 0, 9, 0x40, 0, 0, 0, 0, 0, 0, 1, 2]
+        );
+        assert_eq!(
+            enc(&Frame::Error {
+                code: ErrorCode::TooLarge,
+                text: "big".into()
+            }),
+            [0, 0, 0, 8, 0x7F, 0, 3, 0, 3, b'b', b'i', b'g']
+        );
+        assert_eq!(enc(&Frame::Will(None)), [0, 0, 0, 1, 0x12]);
+        let sub = Frame::Subscribe {
+            replace: true,
+            entries: vec![
+                SubEntry::include(Location::parse("a@x.org").unwrap()),
+                SubEntry::exclude(Location::parse("a.b@x.org").unwrap()),
+            ],
+        };
+        assert_eq!(
+            enc(&sub),
+            [
+                &[0, 0, 0, 26, 0x20, 1, 0, 2, b'+', 0, 7][..],
+                b"a@x.org",
+                &[b'-', 0, 9],
+                b"a.b@x.org"
+            ]
+            .concat()
+        );
+        for f in [hello, welcome, sub, Frame::Ping(1), Frame::Will(None)] {
+            round_trip(f);
+        }
+    }
+
+    #[test]
+    fn byte_exact_publish() {
+        let m = Message {
+            id: MessageId([0xAA; 16]),
+            hops: 0,
+            to: vec![Location::parse("a@x.org").unwrap()],
+            payload: Bytes::from_static(&[0]),
+        };
+        let want = [
+            &[0, 0, 0, 30, 0x10][..],
+            &[0xAA; 16],
+            &[0, 0, 1, 0, 7],
+            b"a@x.org",
+            &[0],
+        ]
+        .concat();
+        assert_eq!(enc(&Frame::Publish(m.clone())), want);
+        round_trip(Frame::Publish(m.clone()));
+        round_trip(Frame::Deliver(m.clone()));
+        round_trip(Frame::Will(Some(m)));
+    }
+
+    #[test]
+    fn incomplete_is_not_an_error() {
+        let full = enc(&Frame::Ping(9));
+        for cut in 0..full.len() {
+            let mut b = BytesMut::from(&full[..cut]);
+            assert_eq!(Frame::decode(&mut b, 1 << 20), Ok(None), "cut at {cut}");
+            assert_eq!(b.len(), cut, "nothing consumed");
+        }
+    }
+
+    #[test]
+    fn limits_and_garbage() {
+        let mut big = BytesMut::from(&[0x00, 0x20, 0x00, 0x01][..]);
+        assert_eq!(
+            Frame::decode(&mut big, 1 << 20),
+            Err(FrameError::TooLarge {
+                len: 0x20_0001,
+                max: 1 << 20
+            })
+        );
+        let mut zero = BytesMut::from(&[0, 0, 0, 0][..]);
+        assert!(matches!(
+            Frame::decode(&mut zero, 1 << 20),
+            Err(FrameError::Malformed(_))
+        ));
+        let mut unknown = BytesMut::from(&[0, 0, 0, 1, 0x55][..]);
+        assert_eq!(
+            Frame::decode(&mut unknown, 1 << 20),
+            Err(FrameError::UnknownType(0x55))
+        );
+        let mut trailing = BytesMut::from(&[0, 0, 0, 10, 0x30, 0, 0, 0, 0, 0, 0, 0, 5, 9][..]);
+        assert!(matches!(
+            Frame::decode(&mut trailing, 1 << 20),
+            Err(FrameError::Malformed(_))
+        ));
+        let mut badmagic = BytesMut::from(&[0, 0, 0, 5, 0x01, b'N', b'O', b'P', b'E'][..]);
+        assert!(Frame::decode(&mut badmagic, 1 << 20).is_err());
+    }
+
+    #[test]
+    fn optional_unknown_frames_are_skipped() {
+        let mut b = BytesMut::from(&[0, 0, 0, 3, 0x99, 1, 2][..]);
+        b.extend_from_slice(&enc(&Frame::Ping(1)));
+        assert_eq!(Frame::decode(&mut b, 1 << 20), Ok(Some(Frame::Ping(1))));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(data in prop::collection::vec(any::<u8>(), 0..256)) {
+            let mut b = BytesMut::from(&data[..]);
+            while let Ok(Some(_)) = Frame::decode(&mut b, 4096) {}
+        }
+
+        #[test]
+        fn arbitrary_bodies_never_panic(ty in any::<u8>(), data in prop::collection::vec(any::<u8>(), 0..128)) {
+            let _ = Frame::decode_body(ty, Bytes::from(data));
+        }
+
+        #[test]
+        fn ping_and_lossage_round_trip(t in any::<u64>()) {
+            round_trip(Frame::Ping(t));
+            round_trip(Frame::Lossage(t));
+        }
+    }
+}

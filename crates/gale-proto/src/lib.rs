@@ -1,0 +1,35 @@
+//! The Gale wire protocol, with no I/O policy and no cryptography.
+//!
+//! Module map:
+//! - [`limits`]: every size limit of the protocol, as named constants.
+//! - [`location`]: the [`Location`] newtype (`local.part@domain`) and its validation.
+//! - [`subscription`]: ordered `+`/`-` subscription lists and the reference matcher.
+//! - [`index`]: [`SubscriptionIndex`], the trie that matches a location against many
+//!   subscriptions at a cost independent of how many there are.
+//! - [`id`]: 128-bit [`MessageId`]s.
+//! - [`fragment`]: typed, named fragments (the message payload) and their encoding.
+//! - [`message`]: the routing header (id, hops, locations) in front of an opaque payload.
+//! - [`frame`]: typed frames, the frame header, and byte-exact encode/decode.
+//! - [`codec`]: a `tokio_util` codec over [`frame`] for clients.
+//!
+//! The format is specified byte by byte in `docs/protocol.md`; the tests in each module
+//! pin it.
+
+pub mod codec;
+pub mod fragment;
+pub mod frame;
+pub mod id;
+pub mod index;
+pub mod limits;
+pub mod location;
+pub mod message;
+pub mod subscription;
+mod wire;
+
+pub use fragment::{names, Fragment, Fragments, Payload, Timestamp, Value};
+pub use frame::{ErrorCode, Frame, FrameError, FrameType, Hello, Welcome};
+pub use id::MessageId;
+pub use index::SubscriptionIndex;
+pub use location::{Location, LocationError, Reserved};
+pub use message::{Message, MessageView};
+pub use subscription::{SubEntry, SubscriptionList};
