@@ -1,1 +1,146 @@
-fn main() {}
+//! galed: the Gale server. Argument parsing, logging and signals; the routing core
+//! is the gale-server library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use gale_server::{config::DEFAULT_PORT, Config, Router};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+
+const AFTER_HELP: &str = "\
+With no options galed listens on 0.0.0.0:11512 (Gale's port) with built-in defaults.
+
+Config file (TOML), every key optional:
+  listen = [\"0.0.0.0:11512\"]     name = \"myhost\"
+  keepalive_ms = 30000           handshake_timeout_ms = 10000
+  max_frame = 1048576            client_queue_bytes = 1048576
+  client_queue_frames = 65536    max_connections = 100000
+Command-line options override the file.
+
+Signals: SIGTERM or SIGINT shut down cleanly (clients are told and reconnect
+elsewhere); SIGUSR1 logs a status report (connections, subscriptions, queue
+depths, counters). Logging: RUST_LOG (default \"info\"), on standard error.
+
+Exit codes: 0 clean shutdown; 1 bad configuration or arguments; 2 cannot listen.";
+
+/// The Gale server: routes messages from gsend to gsub by location.
+#[derive(Parser, Debug)]
+#[command(version, about, after_help = AFTER_HELP)]
+struct Args {
+    /// Address to listen on, HOST:PORT (repeatable). Default 0.0.0.0:11512.
+    #[arg(short, long = "listen", value_name = "ADDR")]
+    listen: Vec<String>,
+    /// TOML configuration file.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Server name announced to clients (default: the host name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Keepalive period in milliseconds: idle connections are pinged after this
+    /// and closed after twice this with no traffic.
+    #[arg(long, value_name = "MS")]
+    keepalive_ms: Option<u64>,
+    /// Per-client queue limit in bytes before deliveries are dropped and counted.
+    #[arg(long, value_name = "BYTES")]
+    client_queue_bytes: Option<usize>,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let config = match load_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("galed: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("galed: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("galed: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load_config(args: &Args) -> Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if !args.listen.is_empty() {
+        config.listen = args.listen.clone();
+    }
+    if let Some(n) = &args.name {
+        config.name = n.clone();
+    }
+    if let Some(k) = args.keepalive_ms {
+        config.keepalive_ms = k;
+    }
+    if let Some(q) = args.client_queue_bytes {
+        config.client_queue_bytes = q;
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+async fn serve(config: Config) -> Result<()> {
+    let mut listeners = Vec::new();
+    for addr in &config.listen {
+        let addr = if addr.contains(':') {
+            addr.clone()
+        } else {
+            format!("{addr}:{DEFAULT_PORT}")
+        };
+        let l = TcpListener::bind(&addr).await.with_context(|| {
+            format!("cannot listen on {addr} (is another galed running there? choose another with --listen)")
+        })?;
+        // A stable line on stderr, for people and for tests that listen on port 0.
+        eprintln!("galed: listening on {}", l.local_addr()?);
+        listeners.push(l);
+    }
+    let shutdown = CancellationToken::new();
+    let router = Arc::new(Router::new(config));
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    let server = tokio::spawn(gale_server::serve(
+        listeners,
+        router.clone(),
+        shutdown.clone(),
+    ));
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
+            _ = usr1.recv() => {
+                for line in gale_server::status::report(&router).lines() {
+                    tracing::info!("{line}");
+                }
+            }
+        }
+    }
+    shutdown.cancel();
+    server.await.context("server task failed")?;
+    eprintln!("galed: shut down cleanly");
+    Ok(())
+}

@@ -143,12 +143,13 @@ impl<T> SubscriptionIndex<T> {
         out
     }
 
-    /// Calls `f` for the entries that accept the canonical location `loc`.
+    /// Calls `f` once for each owner that accepts the canonical location `loc`, with
+    /// that owner's deciding (latest covering) entry.
     ///
-    /// When no exclusion lies on the path, `f` sees every covering entry, so an owner
-    /// subscribed at two levels (`pub` and `pub.tv`) is seen twice: callers that
-    /// deliver must de-duplicate per owner. When exclusions are involved, each
-    /// owner's latest covering entry decides and `f` sees at most one entry per owner.
+    /// An owner must hold at most one entry per location (replace, don't add, when the
+    /// same location is subscribed again); then the common case (one node on the path
+    /// holds entries, none of them exclusions) calls `f` straight from the trie
+    /// without sorting or allocating.
     pub fn for_each_accepting(&self, loc: &str, mut f: impl FnMut(&IndexEntry<T>)) {
         let (local, domain) = split(loc);
         let Some(root) = self.domains.get(domain) else {
@@ -159,6 +160,7 @@ impl<T> SubscriptionIndex<T> {
         path[0] = Some(root);
         let mut depth = 1;
         let mut negatives = root.negatives;
+        let mut holding = usize::from(!root.entries.is_empty());
         let mut node = root;
         for seg in segments(local) {
             let Some(child) = node.children.get(seg) else {
@@ -170,10 +172,11 @@ impl<T> SubscriptionIndex<T> {
             path[depth] = Some(child);
             depth += 1;
             negatives += child.negatives;
+            holding += usize::from(!child.entries.is_empty());
             node = child;
         }
         let path = path[..depth].iter().flatten();
-        if negatives == 0 {
+        if negatives == 0 && holding <= 1 {
             for n in path {
                 n.entries.iter().for_each(&mut f);
             }
@@ -193,12 +196,11 @@ impl<T> SubscriptionIndex<T> {
         }
     }
 
-    /// The distinct owners that accept `loc`, sorted (for tests and diagnostics).
+    /// The owners that accept `loc`, sorted (for tests and diagnostics).
     pub fn accepting_owners(&self, loc: &str) -> Vec<u64> {
         let mut v = Vec::new();
         self.for_each_accepting(loc, |e| v.push(e.owner));
         v.sort_unstable();
-        v.dedup();
         v
     }
 }
@@ -256,6 +258,11 @@ mod tests {
             for (owner, list) in lists.iter().enumerate() {
                 let mut entries = Vec::new();
                 for (prio, (positive, l)) in list.iter().enumerate() {
+                    // One entry per owner and location: a repeat replaces the earlier one.
+                    if let Some(i) = entries.iter().position(|(_, e): &(usize, crate::SubEntry)| &e.location == l) {
+                        let (old_prio, _) = entries.remove(i);
+                        idx.remove(l, owner as u64, old_prio as u64);
+                    }
                     idx.insert(l, owner as u64, prio as u64, *positive, ());
                     entries.push((prio, crate::SubEntry { positive: *positive, location: l.clone() }));
                 }

@@ -69,12 +69,6 @@ impl<'a> Reader<'a> {
         ))
     }
 
-    pub(crate) fn i64(&mut self) -> Result<i64, FrameError> {
-        Ok(i64::from_be_bytes(
-            self.take(8)?.try_into().expect("8 bytes"),
-        ))
-    }
-
     /// A `u16` length followed by that many bytes of UTF-8.
     pub(crate) fn str16(&mut self, max: usize) -> Result<&'a str, FrameError> {
         let len = self.u16()? as usize;

@@ -1,1 +1,88 @@
+//! The galed routing core, as a library the `galed` binary wraps.
+//!
+//! Module map:
+//! - [`config`]: [`Config`], its defaults and the TOML config file.
+//! - [`outbox`]: the bounded per-connection outgoing queue that drops (and counts)
+//!   rather than blocking the publisher.
+//! - [`router`]: shared routing state: the subscription trie and the live connections.
+//! - [`connection`]: one client connection: handshake, frame dispatch, keepalive,
+//!   will, and the writer that drains the outbox with vectored writes.
+//! - [`status`]: the operator's view of the server's state.
+//!
+//! [`run`] serves listeners until a shutdown token fires; it is all `main` calls.
 
+pub mod config;
+pub mod connection;
+pub mod outbox;
+pub mod router;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::Config;
+pub use router::Router;
+
+/// How long shutdown waits for connections to flush and close.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// Serves `listeners` until `shutdown` is cancelled, then closes every connection
+/// (telling each client the server is shutting down) and returns.
+pub async fn run(listeners: Vec<TcpListener>, config: Config, shutdown: CancellationToken) {
+    let router = Arc::new(Router::new(config));
+    serve(listeners, router, shutdown).await
+}
+
+/// As [`run`], with a router the caller keeps (to read its status, say).
+pub async fn serve(listeners: Vec<TcpListener>, router: Arc<Router>, shutdown: CancellationToken) {
+    let tracker = TaskTracker::new();
+    for listener in listeners {
+        tracker.spawn(accept_loop(
+            listener,
+            router.clone(),
+            shutdown.clone(),
+            tracker.clone(),
+        ));
+    }
+    shutdown.cancelled().await;
+    tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not close within {SHUTDOWN_GRACE:?}; exiting anyway");
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    router: Arc<Router>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                tracker.spawn(connection::serve(
+                    router.clone(),
+                    stream,
+                    peer,
+                    shutdown.clone(),
+                ));
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: say so, back off briefly, go on.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Server configuration: defaults that need no file, and an optional TOML file.
+
+use std::path::Path;
+use std::time::Duration;
+
+use gale_proto::limits::{DEFAULT_MAX_FRAME, MIN_MAX_FRAME};
+use serde::Deserialize;
+
+/// Gale's port since 1999.
+pub const DEFAULT_PORT: u16 = 11512;
+
+/// galed's settings. Every field has a default, so no file is needed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Addresses to listen on.
+    pub listen: Vec<String>,
+    /// This server's name, sent in WELCOME and shown in logs.
+    pub name: String,
+    /// Idle time after which the server pings a connection; twice this with no
+    /// traffic at all and the connection is closed as dead.
+    pub keepalive_ms: u64,
+    /// How long a new connection has to complete its HELLO.
+    pub handshake_timeout_ms: u64,
+    /// Largest frame accepted or sent.
+    pub max_frame: u32,
+    /// Bytes of deliveries queued for one client before new ones are dropped.
+    pub client_queue_bytes: usize,
+    /// Frames queued for one client before new ones are dropped.
+    pub client_queue_frames: usize,
+    /// Connections served at once; more are refused with an error.
+    pub max_connections: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: vec![format!("0.0.0.0:{DEFAULT_PORT}")],
+            name: hostname(),
+            keepalive_ms: 30_000,
+            handshake_timeout_ms: 10_000,
+            max_frame: DEFAULT_MAX_FRAME,
+            client_queue_bytes: 1024 * 1024,
+            client_queue_frames: 65_536,
+            max_connections: 100_000,
+        }
+    }
+}
+
+/// A problem with the configuration file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {source}")]
+    Parse {
+        path: String,
+        source: Box<toml::de::Error>,
+    },
+    #[error("config value {field} = {value} is out of range: {why}")]
+    Range {
+        field: &'static str,
+        value: String,
+        why: String,
+    },
+}
+
+impl Config {
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: p.clone(),
+            source,
+        })?;
+        let cfg: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: p,
+            source: Box::new(e),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_frame < MIN_MAX_FRAME || self.max_frame > DEFAULT_MAX_FRAME {
+            return Err(ConfigError::Range {
+                field: "max_frame",
+                value: self.max_frame.to_string(),
+                why: format!("must be between {MIN_MAX_FRAME} and {DEFAULT_MAX_FRAME}"),
+            });
+        }
+        if self.keepalive_ms < 100 {
+            return Err(ConfigError::Range {
+                field: "keepalive_ms",
+                value: self.keepalive_ms.to_string(),
+                why: "must be at least 100".into(),
+            });
+        }
+        if self.client_queue_frames == 0 || self.client_queue_bytes < self.max_frame as usize {
+            return Err(ConfigError::Range {
+                field: "client_queue_bytes",
+                value: self.client_queue_bytes.to_string(),
+                why: "must hold at least one frame of max_frame bytes".into(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn keepalive(&self) -> Duration {
+        Duration::from_millis(self.keepalive_ms)
+    }
+
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        if let Ok(s) = std::str::from_utf8(&buf[..end]) {
+            if !s.is_empty() {
+                return s.to_string();
+            }
+        }
+    }
+    "galed".to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_overrides_defaults_and_rejects_unknowns() {
+        let dir = std::env::temp_dir().join(format!("galed-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.toml");
+        std::fs::write(&good, "listen = [\"127.0.0.1:0\"]\nkeepalive_ms = 500\n").unwrap();
+        let cfg = Config::from_file(&good).unwrap();
+        assert_eq!(cfg.listen, ["127.0.0.1:0"]);
+        assert_eq!(cfg.keepalive_ms, 500);
+        assert_eq!(cfg.max_frame, DEFAULT_MAX_FRAME);
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, "lisen = []\n").unwrap();
+        let err = Config::from_file(&bad).unwrap_err().to_string();
+        assert!(err.contains("unknown field `lisen`"), "{err}");
+        std::fs::write(&bad, "max_frame = 10\n").unwrap();
+        let err = Config::from_file(&bad).unwrap_err().to_string();
+        assert!(err.contains("max_frame = 10 is out of range"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,454 @@
+//! One client connection.
+//!
+//! A connection is two tasks: the reader (this module's [`serve`]) parses frames and
+//! acts on them in order, and the writer drains the connection's [`Outbox`] with
+//! vectored writes. Because the reader routes each PUBLISH before it reads the next
+//! frame, the PONG it queues for a PING confirms everything sent before that PING.
+//!
+//! Any protocol error (malformed, oversized or unexpected frame) closes this
+//! connection only: an ERROR frame is queued, the writer gets a moment to send it,
+//! and the socket is closed. The connection's will is then published.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use gale_proto::frame::{self, ErrorCode, Frame, FrameError, FrameType, Hello, Welcome};
+use gale_proto::limits::{FRAME_HEADER_LEN, MIN_MAX_FRAME, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
+use gale_proto::MessageView;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::outbox::{Batch, Outbox};
+use crate::router::{ConnInfo, ConnSubs, Router};
+
+/// Bytes asked of the socket per read when data is waiting.
+const READ_CHUNK: usize = 64 * 1024;
+/// Read buffers larger than this are released while the connection is idle.
+const IDLE_BUFFER_KEEP: usize = 0;
+/// How long a closing connection's writer may take to send what is queued.
+const CLOSE_FLUSH: Duration = Duration::from_millis(500);
+/// Most slices handed to one vectored write.
+const IOV_BATCH: usize = 64;
+
+/// Why a connection ended.
+#[derive(Debug)]
+enum End {
+    /// The peer closed the connection.
+    PeerClosed,
+    /// The server is shutting down.
+    Shutdown,
+    /// No traffic for two keepalive periods.
+    Dead,
+    /// A socket error.
+    Io(std::io::Error),
+    /// The peer broke the protocol; we told it why.
+    Protocol(ErrorCode, String),
+}
+
+/// Serves one accepted connection to the end.
+pub async fn serve(
+    router: Arc<Router>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let mut buf = BytesMut::new();
+    let hello = match tokio::time::timeout(
+        router.config.handshake_timeout(),
+        read_hello(&mut rd, &mut buf, router.config.max_frame),
+    )
+    .await
+    {
+        Ok(Ok(h)) => h,
+        Ok(Err(end)) => {
+            tracing::info!(%peer, "handshake failed: {}", describe(&end));
+            if let End::Protocol(code, text) = end {
+                let _ = wr.write_all(&Frame::Error { code, text }.to_bytes()).await;
+            }
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%peer, "no HELLO within {:?}; closing", router.config.handshake_timeout());
+            let text = "no HELLO received in time".to_string();
+            let _ = wr
+                .write_all(
+                    &Frame::Error {
+                        code: ErrorCode::Timeout,
+                        text,
+                    }
+                    .to_bytes(),
+                )
+                .await;
+            return;
+        }
+    };
+    if hello.min_version > PROTOCOL_VERSION || hello.max_version < MIN_PROTOCOL_VERSION {
+        let text = format!(
+            "this server speaks protocol versions {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}; \
+             the client offered {} to {}",
+            hello.min_version, hello.max_version
+        );
+        tracing::info!(%peer, "{text}");
+        let _ = wr
+            .write_all(
+                &Frame::Error {
+                    code: ErrorCode::UnsupportedVersion,
+                    text,
+                }
+                .to_bytes(),
+            )
+            .await;
+        return;
+    }
+    let version = hello.max_version.min(PROTOCOL_VERSION);
+    let max_frame = hello
+        .max_frame
+        .clamp(MIN_MAX_FRAME, router.config.max_frame);
+
+    let cfg = &router.config;
+    let outbox = Arc::new(Outbox::new(cfg.client_queue_frames, cfg.client_queue_bytes));
+    let info = ConnInfo {
+        peer,
+        agent: hello.agent.clone(),
+        since: Instant::now(),
+        outbox: outbox.clone(),
+        subscriptions: Arc::new(AtomicUsize::new(0)),
+        published: Arc::new(AtomicU64::new(0)),
+    };
+    let Some(id) = router.register(info.clone()) else {
+        tracing::warn!(%peer, "refusing connection: at the limit of {} connections", cfg.max_connections);
+        let text = format!(
+            "server is at its limit of {} connections; try another server",
+            cfg.max_connections
+        );
+        let _ = wr
+            .write_all(
+                &Frame::Error {
+                    code: ErrorCode::LimitExceeded,
+                    text,
+                }
+                .to_bytes(),
+            )
+            .await;
+        return;
+    };
+    let welcome = Frame::Welcome(Welcome {
+        version,
+        max_frame,
+        keepalive_ms: cfg.keepalive_ms.min(u32::MAX as u64) as u32,
+        server: cfg.name.clone(),
+    });
+    outbox.push_control(welcome.to_bytes());
+    tracing::debug!(%peer, id, agent = %hello.agent, "client connected");
+
+    let writer_stop = CancellationToken::new();
+    let writer = tokio::spawn(write_loop(wr, outbox.clone(), writer_stop.clone()));
+
+    let mut conn = Conn {
+        router: &router,
+        id,
+        outbox: &outbox,
+        info: &info,
+        subs: ConnSubs::default(),
+        will: None,
+        max_frame,
+    };
+    let end = conn.read_loop(&mut rd, buf, &shutdown).await;
+    let will = conn.will.take();
+    let mut subs = std::mem::take(&mut conn.subs);
+    router.unregister(id, &mut subs);
+
+    match &end {
+        End::Protocol(code, text) => {
+            router.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%peer, id, "closing connection: {text}");
+            outbox.push_control(
+                Frame::Error {
+                    code: *code,
+                    text: text.clone(),
+                }
+                .to_bytes(),
+            );
+        }
+        End::Shutdown => {
+            let text = "server is shutting down".to_string();
+            outbox.push_control(
+                Frame::Error {
+                    code: ErrorCode::ShuttingDown,
+                    text,
+                }
+                .to_bytes(),
+            );
+        }
+        other => tracing::debug!(%peer, id, "connection closed: {}", describe(other)),
+    }
+    outbox.close();
+    let mut writer = writer;
+    let _ = tokio::time::timeout(CLOSE_FLUSH, &mut writer).await;
+    writer_stop.cancel();
+
+    // A will is the connection's last word, spoken when it dies for any reason but
+    // the server's own shutdown (when nobody would be left to hear it).
+    if let (Some(frame), false) = (will, matches!(end, End::Shutdown)) {
+        if let Ok(view) = MessageView::parse(&frame[FRAME_HEADER_LEN..]) {
+            router.stats.wills_published.fetch_add(1, Ordering::Relaxed);
+            let n = router.route(&frame, &view, id);
+            tracing::debug!(%peer, id, fanout = n, "published will");
+        }
+    }
+}
+
+fn describe(end: &End) -> String {
+    match end {
+        End::PeerClosed => "closed by peer".into(),
+        End::Shutdown => "server shutting down".into(),
+        End::Dead => "no traffic for two keepalive periods".into(),
+        End::Io(e) => format!("socket error: {e}"),
+        End::Protocol(_, t) => t.clone(),
+    }
+}
+
+fn protocol(e: FrameError) -> End {
+    End::Protocol(e.code(), e.to_string())
+}
+
+/// Reads until one whole frame is buffered; it must be a HELLO.
+async fn read_hello(
+    rd: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+    max_frame: u32,
+) -> Result<Hello, End> {
+    loop {
+        if let Some((ty, total)) = frame::peek(buf, max_frame).map_err(protocol)? {
+            let mut f = buf.split_to(total).freeze();
+            f.advance(FRAME_HEADER_LEN);
+            return match Frame::decode_body(ty, f).map_err(protocol)? {
+                Some(Frame::Hello(h)) => Ok(h),
+                _ => Err(End::Protocol(
+                    ErrorCode::UnexpectedFrame,
+                    format!("expected HELLO, got frame type {ty:#04x}"),
+                )),
+            };
+        }
+        buf.reserve(1024);
+        match tokio::io::AsyncReadExt::read_buf(rd, buf).await {
+            Ok(0) => return Err(End::PeerClosed),
+            Ok(_) => {}
+            Err(e) => return Err(End::Io(e)),
+        }
+    }
+}
+
+struct Conn<'a> {
+    router: &'a Router,
+    id: u64,
+    outbox: &'a Arc<Outbox>,
+    info: &'a ConnInfo,
+    subs: ConnSubs,
+    /// The will as a ready-to-send DELIVER frame.
+    will: Option<Bytes>,
+    max_frame: u32,
+}
+
+impl Conn<'_> {
+    async fn read_loop(
+        &mut self,
+        rd: &mut OwnedReadHalf,
+        mut buf: BytesMut,
+        shutdown: &CancellationToken,
+    ) -> End {
+        // Keepalive runs on half-period ticks: ping after a full idle period, and
+        // give up after two.
+        let half = self.router.config.keepalive() / 2;
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + half, half);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut heard = false;
+        let mut idle_ticks = 0u32;
+        loop {
+            // Frames that arrived with the handshake (or a previous read) first.
+            if let Err(end) = self.process(&mut buf) {
+                return end;
+            }
+            if buf.is_empty() && buf.capacity() > IDLE_BUFFER_KEEP {
+                buf = BytesMut::new(); // idle connections hold no read buffer
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return End::Shutdown,
+                r = rd.readable() => {
+                    if let Err(e) = r { return End::Io(e); }
+                    buf.reserve(READ_CHUNK);
+                    match rd.try_read_buf(&mut buf) {
+                        Ok(0) => return End::PeerClosed,
+                        Ok(_) => heard = true,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => return End::Io(e),
+                    }
+                }
+                _ = ticker.tick() => {
+                    if std::mem::take(&mut heard) {
+                        idle_ticks = 0;
+                    } else {
+                        idle_ticks += 1;
+                        if idle_ticks == 2 {
+                            self.outbox.push_control(Frame::Ping(0).to_bytes());
+                        } else if idle_ticks >= 4 {
+                            return End::Dead;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Acts on every whole frame in `buf`.
+    fn process(&mut self, buf: &mut BytesMut) -> Result<(), End> {
+        while let Some((ty, total)) = frame::peek(buf, self.max_frame).map_err(protocol)? {
+            let mut raw = buf.split_to(total);
+            match FrameType::from_u8(ty) {
+                Some(FrameType::Publish) => {
+                    // Turn the PUBLISH into the DELIVER in place: same bytes, new type.
+                    raw[4] = FrameType::Deliver as u8;
+                    let frame = raw.freeze();
+                    let view = MessageView::parse(&frame[FRAME_HEADER_LEN..]).map_err(protocol)?;
+                    self.info.published.fetch_add(1, Ordering::Relaxed);
+                    self.router.route(&frame, &view, self.id);
+                }
+                Some(FrameType::Will) => {
+                    if raw.len() == FRAME_HEADER_LEN {
+                        self.will = None;
+                    } else {
+                        raw[4] = FrameType::Deliver as u8;
+                        let frame = raw.freeze();
+                        MessageView::parse(&frame[FRAME_HEADER_LEN..]).map_err(protocol)?;
+                        self.will = Some(frame);
+                    }
+                }
+                _ => {
+                    let mut body = raw.freeze();
+                    body.advance(FRAME_HEADER_LEN);
+                    if let Some(f) = Frame::decode_body(ty, body).map_err(protocol)? {
+                        self.control(f)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn control(&mut self, f: Frame) -> Result<(), End> {
+        match f {
+            Frame::Ping(token) => self.outbox.push_control(Frame::Pong(token).to_bytes()),
+            Frame::Pong(_) => {}
+            Frame::Subscribe { replace, entries } => {
+                self.router
+                    .subscribe(self.id, self.outbox, &mut self.subs, replace, &entries)
+                    .map_err(|e| End::Protocol(ErrorCode::LimitExceeded, e.to_string()))?;
+                self.info
+                    .subscriptions
+                    .store(self.subs.len(), Ordering::Relaxed);
+            }
+            Frame::Unsubscribe { entries } => {
+                self.router.unsubscribe(self.id, &mut self.subs, &entries);
+                self.info
+                    .subscriptions
+                    .store(self.subs.len(), Ordering::Relaxed);
+            }
+            Frame::Error { code, text } => {
+                tracing::info!(peer = %self.info.peer, ?code, "client reported an error: {text}");
+            }
+            other => {
+                return Err(End::Protocol(
+                    ErrorCode::UnexpectedFrame,
+                    format!("a client may not send {:?} frames", other.frame_type()),
+                ))
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Drains the outbox to the socket until it is closed and empty, or `stop` fires.
+async fn write_loop(mut wr: OwnedWriteHalf, outbox: Arc<Outbox>, stop: CancellationToken) {
+    let mut batch: VecDeque<Bytes> = VecDeque::new();
+    loop {
+        match outbox.take(&mut batch) {
+            Batch::Frames(lost) => {
+                if lost > 0 {
+                    // Reported ahead of the batch: the drops happened while it queued,
+                    // so a PONG in this batch also vouches that the loss was reported.
+                    batch.push_front(Frame::Lossage(lost).to_bytes());
+                }
+                let bytes: usize = batch.iter().map(|b| b.len()).sum();
+                let frames = batch.len();
+                let res = tokio::select! {
+                    r = write_batch(&mut wr, &mut batch) => r,
+                    _ = stop.cancelled() => return,
+                };
+                if res.is_err() {
+                    // The reader will notice the dead socket; stop writing.
+                    outbox.close();
+                    return;
+                }
+                outbox
+                    .stats
+                    .frames_out
+                    .fetch_add(frames as u64, Ordering::Relaxed);
+                outbox
+                    .stats
+                    .bytes_out
+                    .fetch_add(bytes as u64, Ordering::Relaxed);
+                if batch.capacity() > 1024 {
+                    batch = VecDeque::new();
+                }
+            }
+            Batch::Empty => {
+                tokio::select! {
+                    _ = outbox.wait() => {}
+                    _ = stop.cancelled() => return,
+                }
+            }
+            Batch::Closed => {
+                let _ = wr.shutdown().await;
+                return;
+            }
+        }
+    }
+}
+
+/// Writes every frame in `batch`, many per system call.
+async fn write_batch(wr: &mut OwnedWriteHalf, batch: &mut VecDeque<Bytes>) -> std::io::Result<()> {
+    while !batch.is_empty() {
+        let mut iov = [IoSlice::new(&[]); IOV_BATCH];
+        let n = batch.len().min(IOV_BATCH);
+        for (slot, b) in iov.iter_mut().zip(batch.iter()) {
+            *slot = IoSlice::new(b);
+        }
+        let mut written = wr.write_vectored(&iov[..n]).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 {
+            let front = batch
+                .front_mut()
+                .expect("written bytes came from the batch");
+            if written >= front.len() {
+                written -= front.len();
+                batch.pop_front();
+            } else {
+                front.advance(written);
+                written = 0;
+            }
+        }
+    }
+    Ok(())
+}
