@@ -1,0 +1,96 @@
+//! Locations and subscriptions from command-line arguments, completed with
+//! `$GALE_DOMAIN` when written without `@domain`.
+
+use gale_proto::subscription::SubscriptionArgError;
+use gale_proto::{Location, LocationError, SubscriptionList};
+use thiserror::Error;
+
+/// The domain for locations written without one.
+pub const DOMAIN_ENV: &str = "GALE_DOMAIN";
+
+#[derive(Debug, PartialEq, Eq, Error)]
+pub enum ArgError {
+    #[error("location {0:?} has no @domain and GALE_DOMAIN is not set: write it as {0}@example.org, or set GALE_DOMAIN")]
+    NoDomain(String),
+    #[error(transparent)]
+    Location(#[from] LocationError),
+    #[error(transparent)]
+    Subscription(#[from] SubscriptionArgError),
+}
+
+/// `$GALE_DOMAIN`, if set and not empty.
+pub fn domain_from_env() -> Option<String> {
+    std::env::var(DOMAIN_ENV)
+        .ok()
+        .map(|d| d.trim().to_string())
+        .filter(|d| !d.is_empty())
+}
+
+fn check_domains<S: AsRef<str>>(args: &[S], domain: Option<&str>) -> Result<(), ArgError> {
+    if domain.is_none() {
+        if let Some(a) = args
+            .iter()
+            .map(|a| a.as_ref())
+            .find(|a| *a != "-" && !a.contains('@'))
+        {
+            return Err(ArgError::NoDomain(a.to_string()));
+        }
+    }
+    Ok(())
+}
+
+/// Parses locations (gsend's recipients).
+pub fn parse_locations<S: AsRef<str>>(
+    args: &[S],
+    domain: Option<&str>,
+) -> Result<Vec<Location>, ArgError> {
+    check_domains(args, domain)?;
+    args.iter()
+        .map(|a| {
+            Ok(Location::parse_with_default(
+                a.as_ref(),
+                domain.unwrap_or(""),
+            )?)
+        })
+        .collect()
+}
+
+/// Parses a gsub subscription list: `a - b c` takes `a` and `c` but not `b`.
+pub fn parse_subscriptions<S: AsRef<str>>(
+    args: &[S],
+    domain: Option<&str>,
+) -> Result<SubscriptionList, ArgError> {
+    check_domains(args, domain)?;
+    Ok(SubscriptionList::from_args(args, domain.unwrap_or(""))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domains() {
+        let l = parse_locations(&["pub.tv", "x@Y.org"], Some("ofb.net")).unwrap();
+        assert_eq!(l[0].as_str(), "pub.tv@ofb.net");
+        assert_eq!(l[1].as_str(), "x@y.org");
+        let e = parse_locations(&["x@y.org", "pub.tv"], None).unwrap_err();
+        assert_eq!(e, ArgError::NoDomain("pub.tv".into()));
+        assert!(e.to_string().contains("set GALE_DOMAIN"));
+        assert!(parse_locations(&["a..b@x.org"], None).is_err());
+    }
+
+    #[test]
+    fn subscriptions() {
+        let s = parse_subscriptions(&["a@x.org", "-", "a.b@x.org"], None).unwrap();
+        assert_eq!(s.entries.len(), 2);
+        assert!(!s.entries[1].positive);
+        assert!(matches!(
+            parse_subscriptions(&["a", "-"], Some("x.org")),
+            Err(ArgError::Subscription(_))
+        ));
+        assert!(matches!(
+            parse_subscriptions(&["-", "a"], None),
+            Err(ArgError::NoDomain(_))
+        ));
+    }
+}

@@ -1,0 +1,56 @@
+//! Client configuration.
+
+use std::time::Duration;
+
+use gale_proto::{Message, SubscriptionList};
+
+use crate::backoff::Backoff;
+use crate::dedup::DEFAULT_DEDUP_CAPACITY;
+use crate::server::ServerAddr;
+
+/// Most publishes held (queued or sent but not yet confirmed) by default.
+pub const DEFAULT_QUEUE_LIMIT: usize = 10_000;
+/// Default idle time before the client pings the server.
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(30);
+/// Default limit on a TCP connect plus handshake, per server.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Capacity of the event channel; when it is full the client stops reading from
+/// the server, which then counts the messages it drops and reports them (LOSSAGE).
+pub const EVENT_CAPACITY: usize = 256;
+
+/// Everything [`crate::Client::start`] needs.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Servers to try, in order; on a lost connection the next one is tried first.
+    pub servers: Vec<ServerAddr>,
+    /// Sent in HELLO, e.g. `gsub/0.1.0`.
+    pub agent: String,
+    /// Sent (as a replacement) on every connection.
+    pub subscriptions: SubscriptionList,
+    /// Registered on every connection, with a fresh id each time.
+    pub will: Option<Message>,
+    /// Most publishes held at once; beyond it `publish` fails with `QueueFull`.
+    pub queue_limit: usize,
+    pub backoff: Backoff,
+    /// Ping after this long without sending; a server's smaller keepalive wins.
+    pub keepalive: Duration,
+    pub connect_timeout: Duration,
+    /// How many recent message ids to remember for dropping duplicates.
+    pub dedup_capacity: usize,
+}
+
+impl ClientConfig {
+    pub fn new(servers: Vec<ServerAddr>, agent: impl Into<String>) -> Self {
+        ClientConfig {
+            servers,
+            agent: agent.into(),
+            subscriptions: SubscriptionList::default(),
+            will: None,
+            queue_limit: DEFAULT_QUEUE_LIMIT,
+            backoff: Backoff::default(),
+            keepalive: DEFAULT_KEEPALIVE,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            dedup_capacity: DEFAULT_DEDUP_CAPACITY,
+        }
+    }
+}

@@ -1,0 +1,405 @@
+//! The human-readable display of messages, in the spirit of Gale's default gsub
+//! formatter: a rule, a `To:` header, the body wrapped to the terminal, and a
+//! right-aligned footer with sender and time. Presence notices take one line.
+
+use std::fmt::Write as _;
+
+use chrono::format::{Item, StrftimeItems};
+use chrono::{DateTime, Local, SecondsFormat, TimeZone, Utc};
+use gale_proto::fragment::names;
+use gale_proto::{Fragments, Payload, Timestamp};
+use textwrap::core::display_width;
+use thiserror::Error;
+
+use crate::event::{Delivery, Verify};
+
+/// Environment variable with a strftime format for message times.
+pub const TIME_FORMAT_ENV: &str = "GALE_TIME_FORMAT";
+/// Gale's default time format.
+pub const DEFAULT_TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
+/// Environment variable overriding the terminal width.
+pub const COLUMNS_ENV: &str = "GALE_COLUMNS";
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("bad time format {0:?} (see strftime(3), e.g. \"%Y-%m-%d %H:%M:%S\")")]
+pub struct BadTimeFormat(pub String);
+
+/// A validated strftime format, shown in local time or UTC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimeFormat {
+    format: String,
+    utc: bool,
+}
+
+impl Default for TimeFormat {
+    fn default() -> Self {
+        TimeFormat {
+            format: DEFAULT_TIME_FORMAT.into(),
+            utc: false,
+        }
+    }
+}
+
+impl TimeFormat {
+    /// Checks `format` now, so that rendering cannot fail later.
+    pub fn new(format: &str, utc: bool) -> Result<TimeFormat, BadTimeFormat> {
+        if StrftimeItems::new(format).any(|i| matches!(i, Item::Error)) {
+            return Err(BadTimeFormat(format.to_string()));
+        }
+        Ok(TimeFormat {
+            format: format.to_string(),
+            utc,
+        })
+    }
+
+    pub fn render(&self, ts: Timestamp) -> String {
+        let Some(t) = DateTime::<Utc>::from_timestamp(ts.secs, ts.nanos) else {
+            return format!("@{}", ts.secs);
+        };
+        let mut out = String::new();
+        let ok = if self.utc {
+            write!(out, "{}", t.format(&self.format))
+        } else {
+            write!(
+                out,
+                "{}",
+                Local.from_utc_datetime(&t.naive_utc()).format(&self.format)
+            )
+        };
+        if ok.is_err() {
+            // Validated in `new`; a locale-specific item could still fail.
+            return t.to_rfc3339_opts(SecondsFormat::Secs, true);
+        }
+        out
+    }
+}
+
+/// RFC 3339 in UTC, for JSON and hooks; `None` if out of chrono's range.
+pub fn rfc3339(ts: Timestamp) -> Option<String> {
+    DateTime::<Utc>::from_timestamp(ts.secs, ts.nanos)
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+}
+
+/// The message time: its `id.time`, else the time in its id.
+pub fn message_time(d: &Delivery) -> Timestamp {
+    d.fragments()
+        .and_then(|f| f.time(names::ID_TIME))
+        .unwrap_or_else(|| {
+            let ms = d.message.id.timestamp_ms();
+            Timestamp {
+                secs: (ms / 1000) as i64,
+                nanos: (ms % 1000) as u32 * 1_000_000,
+            }
+        })
+}
+
+/// How to display.
+#[derive(Debug, Clone)]
+pub struct Style {
+    pub width: usize,
+    pub color: bool,
+    pub time: TimeFormat,
+}
+
+impl Default for Style {
+    fn default() -> Self {
+        Style {
+            width: 80,
+            color: false,
+            time: TimeFormat::default(),
+        }
+    }
+}
+
+const BOLD: &str = "\x1b[1m";
+const GREEN: &str = "\x1b[32m";
+const CYAN: &str = "\x1b[36m";
+const RESET: &str = "\x1b[0m";
+
+impl Style {
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.color {
+            format!("{code}{text}{RESET}")
+        } else {
+            text.to_string()
+        }
+    }
+}
+
+/// Makes text safe for a terminal: control characters become `^X` (so a message
+/// cannot move the cursor or change colours) and tabs expand to 8-column stops.
+pub fn sanitize(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut col = 0;
+    for c in line.chars() {
+        match c {
+            '\t' => {
+                let n = 8 - col % 8;
+                out.extend(std::iter::repeat_n(' ', n));
+                col += n;
+            }
+            c if (c as u32) < 0x20 || c == '\x7f' => {
+                out.push('^');
+                out.push(((c as u8) ^ 0x40) as char);
+                col += 2;
+            }
+            c if c.is_control() => {
+                out.push('?');
+                col += 1;
+            }
+            c => {
+                out.push(c);
+                col += display_width(c.encode_utf8(&mut [0; 4]));
+            }
+        }
+    }
+    out
+}
+
+/// Wraps one body line to `width`, repeating its quote prefix (leading spaces,
+/// `>` and `|`) on every continuation line, as Gale's "Wacky Quoting Proposal" did.
+pub fn wrap_line(line: &str, width: usize, out: &mut Vec<String>) {
+    if display_width(line) <= width {
+        out.push(line.to_string());
+        return;
+    }
+    let split = line
+        .find(|c: char| !matches!(c, ' ' | '>' | '|'))
+        .unwrap_or(line.len());
+    let (prefix, rest) = line.split_at(split);
+    let avail = width.saturating_sub(display_width(prefix)).max(10);
+    let opts = textwrap::Options::new(avail).break_words(false);
+    for piece in textwrap::wrap(rest, opts) {
+        out.push(format!("{prefix}{piece}"));
+    }
+}
+
+/// Body text lines (CRLF or LF), trailing blank lines dropped, wrapped.
+pub fn wrap_body(body: &str, width: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in body.trim_end_matches(['\n', '\r']).split('\n') {
+        wrap_line(&sanitize(line.trim_end_matches('\r')), width, &mut out);
+    }
+    out
+}
+
+fn sender_label(d: &Delivery) -> String {
+    match d.verify {
+        Verify::Anonymous => "*anonymous*".into(),
+        Verify::Unverified => "*unverified*".into(),
+    }
+}
+
+/// The `To:` header: locations, `/keywords`, `re "subject"`.
+pub fn header(d: &Delivery, style: &Style) -> String {
+    let locs: Vec<&str> = d.message.to.iter().map(|l| l.as_str()).collect();
+    let mut h = format!("To: {}", style.paint(CYAN, &sanitize(&locs.join(" "))));
+    if let Some(f) = d.fragments() {
+        for kw in f.texts(names::MESSAGE_KEYWORD) {
+            h.push_str(&format!(" /{}", sanitize(kw)));
+        }
+        if let Some(s) = f.text(names::MESSAGE_SUBJECT) {
+            h.push_str(&format!(" re \"{}\"", sanitize(s)));
+        }
+    }
+    h
+}
+
+/// The right-aligned `-- sender (name) time --` footer.
+pub fn footer(d: &Delivery, style: &Style) -> String {
+    let mut who = sender_label(d);
+    if let Some(name) = d.fragments().and_then(|f| f.text(names::MESSAGE_SENDER)) {
+        who.push_str(&format!(" ({})", sanitize(name)));
+    }
+    let time = style.time.render(message_time(d));
+    let plain = format!("-- {who} {time} --");
+    let pad = style.width.saturating_sub(display_width(&plain));
+    format!(
+        "{}-- {} {time} --",
+        " ".repeat(pad),
+        style.paint(GREEN, &who)
+    )
+}
+
+/// A presence notice on one line: `* <time> <presence> <who> (name)`.
+fn presence_line(d: &Delivery, f: &Fragments, presence: &str, style: &Style) -> String {
+    let who: Vec<String> = d
+        .message
+        .to
+        .iter()
+        .map(|l| match l.local().strip_prefix("_gale.notice.") {
+            Some(user) => format!("{user}@{}", l.domain()),
+            None => l.as_str().to_string(),
+        })
+        .collect();
+    let mut line = format!(
+        "* {} {} {}",
+        style.time.render(message_time(d)),
+        sanitize(presence),
+        sanitize(&who.join(" "))
+    );
+    if let Some(name) = f.text(names::MESSAGE_SENDER) {
+        line.push_str(&format!(" ({})", sanitize(name)));
+    }
+    line
+}
+
+/// The whole display of one message, ending with a newline.
+pub fn format_delivery(d: &Delivery, style: &Style) -> String {
+    if let Some(f) = d.fragments() {
+        if let Some(p) = f.text(names::NOTICE_PRESENCE) {
+            return presence_line(d, f, p, style) + "\n";
+        }
+    }
+    let mut out = String::new();
+    out.push_str(&style.paint(BOLD, &"-".repeat(style.width.max(1))));
+    out.push('\n');
+    out.push_str(&header(d, style));
+    out.push('\n');
+    match &d.payload {
+        Payload::Plain(f) => {
+            if let Some(body) = f.text(names::MESSAGE_BODY) {
+                for line in wrap_body(body, style.width) {
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+            }
+        }
+        Payload::Sealed { kind, .. } => {
+            out.push_str(&format!(
+                "[signed or encrypted message (payload kind {kind}); this gsub cannot open it yet]\n"
+            ));
+        }
+    }
+    out.push_str(&footer(d, style));
+    out.push('\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use gale_proto::{Location, Message, MessageId, Value};
+
+    fn delivery(frags: Fragments) -> Delivery {
+        let m = Message {
+            id: MessageId([0; 16]),
+            hops: 0,
+            to: vec![Location::parse("pub.tv@ofb.net").unwrap()],
+            payload: Payload::Plain(frags).encode(),
+        };
+        Delivery::open(m).unwrap()
+    }
+
+    fn style(width: usize) -> Style {
+        Style {
+            width,
+            color: false,
+            time: TimeFormat::new(DEFAULT_TIME_FORMAT, true).unwrap(),
+        }
+    }
+
+    #[test]
+    fn wraps_and_keeps_quotes() {
+        let body = "> quoted text that is long enough to wrap around\nshort\n\n\tx\n";
+        assert_eq!(
+            wrap_body(body, 20),
+            [
+                "> quoted text that",
+                "> is long enough to",
+                "> wrap around",
+                "short",
+                "",
+                "        x"
+            ]
+        );
+        // Words longer than the width are not cut (URLs stay whole).
+        assert_eq!(
+            wrap_body("aaaaaaaaaaaaaaaaaaaaaaaa b", 10),
+            ["aaaaaaaaaaaaaaaaaaaaaaaa", "b"]
+        );
+    }
+
+    #[test]
+    fn control_characters_are_defused() {
+        assert_eq!(sanitize("a\x1b[31mb\x07"), "a^[[31mb^G");
+        assert_eq!(sanitize("\u{9b}x"), "?x");
+    }
+
+    #[test]
+    fn whole_message() {
+        let mut f = Fragments::new();
+        f.push_text("message.body", "hello there\r\n");
+        f.push_text("message.sender", "Dan Egnor");
+        f.push_text("message.keyword", "tv");
+        f.push_text("message.subject", "buffy");
+        f.push(
+            "id.time",
+            Value::Time(Timestamp {
+                secs: 1_795_253_200,
+                nanos: 0,
+            }),
+        );
+        let text = format_delivery(&delivery(f), &style(60));
+        let want = format!(
+            "{}\nTo: pub.tv@ofb.net /tv re \"buffy\"\nhello there\n{}-- *anonymous* (Dan Egnor) 2026-11-21 09:26:40 --\n",
+            "-".repeat(60),
+            " ".repeat(60 - 49)
+        );
+        assert_eq!(text, want);
+    }
+
+    #[test]
+    fn footer_falls_back_to_id_time_and_colour_is_optional() {
+        let d = delivery(Fragments::new());
+        let mut s = style(10);
+        let foot = footer(&d, &s);
+        assert_eq!(foot, "-- *anonymous* 1970-01-01 00:00:00 --");
+        s.color = true;
+        assert!(footer(&d, &s).contains("\x1b[32m*anonymous*\x1b[0m"));
+    }
+
+    #[test]
+    fn presence_and_sealed() {
+        let mut f = Fragments::new();
+        f.push_text("notice.presence", "in.present");
+        f.push("id.time", Value::Time(Timestamp { secs: 0, nanos: 0 }));
+        let mut d = delivery(f);
+        d.message.to = vec![Location::parse("_gale.notice.egnor@ofb.net").unwrap()];
+        assert_eq!(
+            format_delivery(&d, &style(40)),
+            "* 1970-01-01 00:00:00 in.present egnor@ofb.net\n"
+        );
+        let sealed = Message {
+            payload: Bytes::from_static(&[2, 1, 2]),
+            ..d.message.clone()
+        };
+        let d = Delivery::open(sealed).unwrap();
+        assert_eq!(d.verify, Verify::Unverified);
+        let text = format_delivery(&d, &style(40));
+        assert!(text.contains("cannot open it yet"));
+        assert!(text.contains("*unverified*"));
+    }
+
+    #[test]
+    fn time_formats() {
+        assert!(TimeFormat::new("%Y %Q", true).is_err());
+        let t = TimeFormat::new("%H:%M", true).unwrap();
+        assert_eq!(
+            t.render(Timestamp {
+                secs: 3600 + 120,
+                nanos: 0
+            }),
+            "01:02"
+        );
+        assert_eq!(
+            rfc3339(Timestamp {
+                secs: 0,
+                nanos: 5_000_000
+            })
+            .unwrap(),
+            "1970-01-01T00:00:00.005Z"
+        );
+    }
+}

@@ -1,0 +1,155 @@
+//! One JSON object per message, for scripts (`gsub --json`).
+//!
+//! Shape: `{"id", "to", "from", "verify", "encrypted", "time", "keywords", "body",
+//! "fragments"}`. Each fragment is `{"name", "type", "value"}`, where `type` is
+//! `text`, `data` (value in lower-case hex), `time` (RFC 3339, UTC), `number`,
+//! `list` (value is an array of fragments) or `unknown` (value in hex, and `code`
+//! holds the type byte).
+
+use gale_proto::fragment::{kind, names};
+use gale_proto::{Fragments, Payload, Value};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::event::Delivery;
+use crate::format::{message_time, rfc3339};
+
+#[derive(Serialize)]
+struct JsonMessage<'a> {
+    id: String,
+    to: Vec<&'a str>,
+    /// The verified sender; always null until messages are signed.
+    from: Option<String>,
+    verify: &'static str,
+    encrypted: bool,
+    time: Option<String>,
+    keywords: Vec<&'a str>,
+    body: Option<&'a str>,
+    fragments: Vec<JsonFragment<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonFragment<'a> {
+    name: &'a str,
+    #[serde(rename = "type")]
+    ty: &'static str,
+    value: serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<u8>,
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn fragments_json(f: &Fragments) -> Vec<JsonFragment<'_>> {
+    f.iter()
+        .map(|f| {
+            let (ty, value, code) = match &f.value {
+                Value::Text(t) => ("text", json!(t), None),
+                Value::Data(d) => ("data", json!(hex(d)), None),
+                Value::Time(t) => ("time", json!(rfc3339(*t)), None),
+                Value::Number(n) => ("number", json!(n), None),
+                Value::List(l) => ("list", json!(fragments_json(l)), None),
+                Value::Unknown { ty, raw } => ("unknown", json!(hex(raw)), Some(*ty)),
+            };
+            JsonFragment {
+                name: &f.name,
+                ty,
+                value,
+                code,
+            }
+        })
+        .collect()
+}
+
+/// The JSON line for `d`, without the newline.
+pub fn to_json(d: &Delivery) -> String {
+    let f = d.fragments();
+    let msg = JsonMessage {
+        id: d.message.id.to_string(),
+        to: d.message.to.iter().map(|l| l.as_str()).collect(),
+        from: None,
+        verify: d.verify.as_str(),
+        encrypted: matches!(d.payload, Payload::Sealed { kind: k, .. } if k == kind::ENCRYPTED),
+        time: f.and_then(|_| rfc3339(message_time(d))),
+        keywords: f
+            .map(|f| f.texts(names::MESSAGE_KEYWORD).collect())
+            .unwrap_or_default(),
+        body: f.and_then(|f| f.text(names::MESSAGE_BODY)),
+        fragments: f.map(fragments_json).unwrap_or_default(),
+    };
+    serde_json::to_string(&msg).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use gale_proto::{Location, Message, MessageId, Timestamp};
+
+    #[test]
+    fn shape() {
+        let mut f = Fragments::new();
+        f.push_text("message.body", "hi\n");
+        f.push_text("message.keyword", "k");
+        f.push("id.time", Value::Time(Timestamp { secs: 0, nanos: 0 }));
+        f.push("d", Value::Data(Bytes::from_static(&[0xab, 1])));
+        f.push("n", Value::Number(-2));
+        let mut inner = Fragments::new();
+        inner.push_text("t", "x");
+        f.push("l", Value::List(inner));
+        f.push(
+            "u",
+            Value::Unknown {
+                ty: 9,
+                raw: Bytes::from_static(&[7]),
+            },
+        );
+        let m = Message {
+            id: MessageId([0x11; 16]),
+            hops: 0,
+            to: vec![Location::parse("a@x.org").unwrap()],
+            payload: Payload::Plain(f).encode(),
+        };
+        let got: serde_json::Value =
+            serde_json::from_str(&to_json(&Delivery::open(m).unwrap())).unwrap();
+        let want = json!({
+            "id": "11111111111111111111111111111111",
+            "to": ["a@x.org"],
+            "from": null,
+            "verify": "anonymous",
+            "encrypted": false,
+            "time": "1970-01-01T00:00:00Z",
+            "keywords": ["k"],
+            "body": "hi\n",
+            "fragments": [
+                {"name": "message.body", "type": "text", "value": "hi\n"},
+                {"name": "message.keyword", "type": "text", "value": "k"},
+                {"name": "id.time", "type": "time", "value": "1970-01-01T00:00:00Z"},
+                {"name": "d", "type": "data", "value": "ab01"},
+                {"name": "n", "type": "number", "value": -2},
+                {"name": "l", "type": "list", "value": [{"name": "t", "type": "text", "value": "x"}]},
+                {"name": "u", "type": "unknown", "value": "07", "code": 9},
+            ]
+        });
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn sealed_is_opaque() {
+        let m = Message {
+            id: MessageId([0; 16]),
+            hops: 0,
+            to: vec![Location::parse("a@x.org").unwrap()],
+            payload: Bytes::from_static(&[2, 9]),
+        };
+        let got: serde_json::Value =
+            serde_json::from_str(&to_json(&Delivery::open(m).unwrap())).unwrap();
+        assert_eq!(got["encrypted"], json!(true));
+        assert_eq!(got["verify"], json!("unverified"));
+        assert_eq!(got["body"], json!(null));
+        assert_eq!(got["fragments"], json!([]));
+    }
+}

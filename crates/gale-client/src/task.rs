@@ -1,0 +1,475 @@
+//! The task that owns the connection: connects and fails over, replays state on
+//! every new connection, confirms publishes with PING/PONG, and feeds [`Events`].
+//!
+//! Publishes carry a sequence number. A PING sent after publish `n` is answered
+//! only after the server has processed everything before it, so its PONG confirms
+//! every publish up to `n`; until then they stay in `pending` and are sent again on
+//! the next connection.
+//!
+//! [`Events`]: crate::Events
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use gale_proto::limits::MAX_SUB_ENTRIES;
+use gale_proto::{Frame, Message, MessageId, SubscriptionList};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{sleep, sleep_until, Instant};
+
+use crate::client::{Command, Outgoing};
+use crate::config::ClientConfig;
+use crate::conn::{describe_io, Conn, End};
+use crate::dedup::RecentIds;
+use crate::event::{Delivery, Event};
+use crate::server::{parse_server_list, DEFAULT_SERVER};
+
+/// A connection that lasted this long was healthy: after losing it, reconnect at
+/// once. One that died sooner counts as a failure and waits for the back-off, so a
+/// server that accepts and drops at once is not hammered.
+const STABLE_CONNECTION: Duration = Duration::from_secs(2);
+/// Most commands handled before the next PING and flush to the socket.
+const BATCH: usize = 64;
+
+struct Pending {
+    seq: u64,
+    out: Outgoing,
+}
+
+pub(crate) struct Task {
+    cfg: ClientConfig,
+    cmds: mpsc::UnboundedReceiver<Command>,
+    events: mpsc::Sender<Event>,
+    subs: SubscriptionList,
+    will: Option<Message>,
+    /// Publishes not yet confirmed, in sequence order.
+    pending: VecDeque<Pending>,
+    next_seq: u64,
+    /// Flush waiters: resolved when no publish up to the sequence number is pending.
+    flushes: Vec<(u64, oneshot::Sender<()>)>,
+    closing: Option<oneshot::Sender<()>>,
+    recent: RecentIds,
+    /// Events waiting for room in the channel; while any wait, the socket is not read.
+    backlog: VecDeque<Event>,
+    next_token: u64,
+}
+
+impl Task {
+    pub fn new(
+        mut cfg: ClientConfig,
+        cmds: mpsc::UnboundedReceiver<Command>,
+        events: mpsc::Sender<Event>,
+    ) -> Task {
+        if cfg.servers.is_empty() {
+            cfg.servers = parse_server_list(DEFAULT_SERVER).expect("default server parses");
+        }
+        Task {
+            subs: std::mem::take(&mut cfg.subscriptions),
+            will: cfg.will.take(),
+            recent: RecentIds::new(cfg.dedup_capacity),
+            cfg,
+            cmds,
+            events,
+            pending: VecDeque::new(),
+            next_seq: 1,
+            flushes: Vec::new(),
+            closing: None,
+            backlog: VecDeque::new(),
+            next_token: 1,
+        }
+    }
+
+    pub async fn run(mut self) {
+        let n = self.cfg.servers.len();
+        let (mut start, mut failures) = (0usize, 0u32);
+        loop {
+            let mut got = None;
+            for k in 0..n {
+                let i = (start + k) % n;
+                let server = self.cfg.servers[i].clone();
+                match self.connect(i).await {
+                    None => return,
+                    Some(Ok(conn)) => {
+                        got = Some((i, conn));
+                        break;
+                    }
+                    Some(Err(error)) => self.emit(Event::ConnectFailed { server, error }).await,
+                }
+            }
+            if let Some((i, mut conn)) = got {
+                let began = Instant::now();
+                let (server, name) = (conn.server.clone(), conn.name.clone());
+                self.emit(Event::Connected {
+                    server: server.clone(),
+                    name,
+                })
+                .await;
+                let end = match self.replay(&mut conn).await {
+                    Ok(()) => self.serve(&mut conn).await,
+                    Err(end) => end,
+                };
+                drop(conn);
+                while let Some(ev) = self.backlog.pop_front() {
+                    self.emit(ev).await;
+                }
+                match end {
+                    End::Stop => return self.finish(),
+                    End::Lost(reason) => self.emit(Event::Disconnected { server, reason }).await,
+                }
+                if self.closing.is_some() {
+                    return self.finish();
+                }
+                start = (i + 1) % n;
+                if began.elapsed() >= STABLE_CONNECTION {
+                    failures = 0;
+                    continue;
+                }
+            }
+            let delay = self.cfg.backoff.delay(failures, rand::random::<f64>());
+            failures = failures.saturating_add(1);
+            self.emit(Event::Reconnecting {
+                attempt: failures,
+                delay,
+            })
+            .await;
+            if !self.pause(delay).await {
+                return self.finish();
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(done) = self.closing.take() {
+            let _ = done.send(());
+        }
+    }
+
+    async fn emit(&mut self, ev: Event) {
+        // A dropped receiver means nobody listens; carry on regardless.
+        let _ = self.events.send(ev).await;
+    }
+
+    /// Queues an event without waiting; see `backlog`.
+    fn push_event(&mut self, ev: Event) {
+        if self.backlog.is_empty() {
+            match self.events.try_send(ev) {
+                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Err(mpsc::error::TrySendError::Full(ev)) => self.backlog.push_back(ev),
+            }
+        } else {
+            self.backlog.push_back(ev);
+        }
+    }
+
+    /// Tries server `i`, still taking commands meanwhile. `None`: stop.
+    async fn connect(&mut self, i: usize) -> Option<Result<Conn, String>> {
+        let open = Conn::open(
+            self.cfg.servers[i].clone(),
+            self.cfg.agent.clone(),
+            self.cfg.keepalive,
+            self.cfg.connect_timeout,
+        );
+        tokio::pin!(open);
+        loop {
+            tokio::select! {
+                r = &mut open => return Some(r),
+                cmd = self.cmds.recv() => if !self.offline_command(cmd) {
+                    return None;
+                },
+            }
+        }
+    }
+
+    /// Waits `delay`, still taking commands. False: stop.
+    async fn pause(&mut self, delay: Duration) -> bool {
+        let wake = sleep(delay);
+        tokio::pin!(wake);
+        loop {
+            tokio::select! {
+                _ = &mut wake => return true,
+                cmd = self.cmds.recv() => if !self.offline_command(cmd) {
+                    return false;
+                },
+            }
+        }
+    }
+
+    /// Handles a command while not connected. False: stop.
+    fn offline_command(&mut self, cmd: Option<Command>) -> bool {
+        match cmd {
+            None => return false,
+            Some(Command::Publish(out)) => {
+                self.enqueue(out);
+            }
+            Some(Command::Flush(done)) => self.add_flush(done),
+            Some(Command::Subscribe(list)) => self.subs = list,
+            Some(Command::SetWill(will)) => self.will = will,
+            Some(Command::Close { clear_will, done }) => {
+                if clear_will {
+                    self.will = None;
+                }
+                self.closing = Some(done);
+                return false;
+            }
+        }
+        true
+    }
+
+    fn enqueue(&mut self, out: Outgoing) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.pending.push_back(Pending { seq, out });
+        seq
+    }
+
+    fn add_flush(&mut self, done: oneshot::Sender<()>) {
+        self.flushes.push((self.next_seq - 1, done));
+        self.resolve_flushes();
+    }
+
+    fn resolve_flushes(&mut self) {
+        let first_pending = self.pending.front().map_or(u64::MAX, |p| p.seq);
+        for (target, done) in std::mem::take(&mut self.flushes) {
+            if target < first_pending {
+                let _ = done.send(());
+            } else {
+                self.flushes.push((target, done));
+            }
+        }
+    }
+
+    /// Everything the server must know on a new connection, in order:
+    /// subscriptions, will, then every unconfirmed publish.
+    async fn replay(&mut self, conn: &mut Conn) -> Result<(), End> {
+        if !self.subs.entries.is_empty() {
+            self.write_subs(conn).await?;
+        }
+        if self.will.is_some() {
+            self.write_will(conn).await?;
+        }
+        self.drop_oversize(conn.max_frame);
+        for p in &self.pending {
+            conn.write(Frame::Publish(p.out.message.clone())).await?;
+            conn.sent = p.seq;
+        }
+        if conn.sent > conn.pinged {
+            self.ping(conn).await?;
+        }
+        conn.flush().await
+    }
+
+    async fn write_subs(&mut self, conn: &mut Conn) -> Result<(), End> {
+        let entries = &self.subs.entries;
+        if entries.is_empty() {
+            return conn
+                .write(Frame::Subscribe {
+                    replace: true,
+                    entries: Vec::new(),
+                })
+                .await;
+        }
+        for (k, chunk) in entries.chunks(MAX_SUB_ENTRIES).enumerate() {
+            conn.write(Frame::Subscribe {
+                replace: k == 0,
+                entries: chunk.to_vec(),
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Each connection's will gets a fresh id: wills of different connections are
+    /// different events, and receivers would drop a repeated id as a duplicate.
+    async fn write_will(&mut self, conn: &mut Conn) -> Result<(), End> {
+        let will = self.will.as_mut().map(|w| {
+            w.id = MessageId::generate();
+            w.clone()
+        });
+        conn.write(Frame::Will(will)).await
+    }
+
+    /// Drops publishes larger than this server's frame limit, which it could never
+    /// take, and says so.
+    fn drop_oversize(&mut self, max_frame: u32) {
+        let fits = |p: &Pending| p.out.message.encoded_len() < max_frame as usize;
+        if self.pending.iter().all(fits) {
+            return;
+        }
+        let (keep, drop): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(fits);
+        self.pending = keep;
+        for p in drop {
+            self.push_event(Event::PublishDropped {
+                id: p.out.message.id,
+                reason: format!(
+                    "{} bytes exceeds the server's frame limit of {max_frame}",
+                    p.out.message.encoded_len() + 1
+                ),
+            });
+        }
+        self.resolve_flushes();
+    }
+
+    async fn ping(&mut self, conn: &mut Conn) -> Result<u64, End> {
+        let token = self.next_token;
+        self.next_token += 1;
+        conn.ping(token).await?;
+        Ok(token)
+    }
+
+    async fn serve(&mut self, conn: &mut Conn) -> End {
+        match self.serve_loop(conn).await {
+            Ok(never) => match never {},
+            Err(End::Stop) if conn.close_token.is_some() => {
+                conn.shutdown().await;
+                End::Stop
+            }
+            Err(end) => end,
+        }
+    }
+
+    async fn serve_loop(&mut self, conn: &mut Conn) -> Result<std::convert::Infallible, End> {
+        // A permit borrows its sender; borrowing a clone leaves `self` free.
+        let events = self.events.clone();
+        loop {
+            let reading = self.backlog.is_empty();
+            let ping_at = conn.last_send + conn.keepalive;
+            // Silence only counts while we read: with a backlog we are the slow side.
+            let dead_at = conn
+                .awaiting
+                .filter(|_| reading)
+                .map(|t| t + conn.keepalive * 2);
+            tokio::select! {
+                biased;
+                cmd = self.cmds.recv() => {
+                    let Some(cmd) = cmd else { return Err(End::Stop) };
+                    self.online_command(cmd, conn).await?;
+                    for _ in 1..BATCH {
+                        match self.cmds.try_recv() {
+                            Ok(cmd) => self.online_command(cmd, conn).await?,
+                            Err(_) => break,
+                        }
+                    }
+                }
+                permit = events.reserve(), if !reading => match permit {
+                    Ok(permit) => {
+                        if let Some(ev) = self.backlog.pop_front() {
+                            permit.send(ev);
+                        }
+                    }
+                    Err(_) => self.backlog.clear(),
+                },
+                frame = conn.reader.next(), if reading => match frame {
+                    None => return Err(End::Lost("server closed the connection".into())),
+                    Some(Err(gale_proto::codec::CodecError::Io(e))) => {
+                        return Err(End::Lost(describe_io(&e)))
+                    }
+                    Some(Err(e)) => return Err(End::Lost(format!("protocol error: {e}"))),
+                    Some(Ok(frame)) => {
+                        conn.awaiting = None;
+                        self.on_frame(frame, conn).await?;
+                    }
+                },
+                _ = sleep_until(ping_at) => {
+                    self.ping(conn).await?;
+                }
+                _ = sleep_until(dead_at.unwrap_or(ping_at)), if dead_at.is_some() => {
+                    return Err(End::Lost(format!(
+                        "no answer from the server for {} s",
+                        (conn.keepalive * 2).as_secs()
+                    )));
+                }
+            }
+            if conn.sent > conn.pinged {
+                self.ping(conn).await?;
+            }
+            conn.flush().await?;
+        }
+    }
+
+    async fn online_command(&mut self, cmd: Command, conn: &mut Conn) -> Result<(), End> {
+        match cmd {
+            Command::Publish(out) => {
+                let seq = self.enqueue(out);
+                let before = self.pending.len();
+                self.drop_oversize(conn.max_frame);
+                if self.pending.len() == before {
+                    let msg = self
+                        .pending
+                        .back()
+                        .expect("just queued")
+                        .out
+                        .message
+                        .clone();
+                    conn.write(Frame::Publish(msg)).await?;
+                    conn.sent = seq;
+                }
+            }
+            Command::Flush(done) => self.add_flush(done),
+            Command::Subscribe(list) => {
+                self.subs = list;
+                self.write_subs(conn).await?;
+            }
+            Command::SetWill(will) => {
+                self.will = will;
+                self.write_will(conn).await?;
+            }
+            Command::Close { clear_will, done } => {
+                if clear_will {
+                    self.will = None;
+                    conn.write(Frame::Will(None)).await?;
+                }
+                self.closing = Some(done);
+                conn.close_token = Some(self.ping(conn).await?);
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_frame(&mut self, frame: Frame, conn: &mut Conn) -> Result<(), End> {
+        match frame {
+            Frame::Deliver(message) => {
+                if self.recent.insert(message.id) {
+                    let id = message.id;
+                    match Delivery::open(message) {
+                        Ok(d) => self.push_event(Event::Message(d)),
+                        Err(e) => self.push_event(Event::Undecodable {
+                            id,
+                            error: e.to_string(),
+                        }),
+                    }
+                }
+            }
+            Frame::Ping(token) => conn.write(Frame::Pong(token)).await?,
+            Frame::Pong(token) => {
+                // PONGs come back in order; one for a token we never sent is ignored.
+                if let Some(pos) = conn.pings.iter().position(|&(t, _)| t == token) {
+                    let (_, mark) = conn.pings[pos];
+                    conn.pings.drain(..=pos);
+                    self.confirm(mark);
+                }
+                if conn.close_token == Some(token) {
+                    return Err(End::Stop);
+                }
+            }
+            Frame::Lossage(n) => self.push_event(Event::Lossage(n)),
+            Frame::Error { code, text } => self.push_event(Event::ServerError { code, text }),
+            other => {
+                return Err(End::Lost(format!(
+                    "protocol error: the server sent a {:?} frame",
+                    other.frame_type()
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    /// The server has processed every publish up to `mark`.
+    fn confirm(&mut self, mark: u64) {
+        while self.pending.front().is_some_and(|p| p.seq <= mark) {
+            self.pending.pop_front();
+        }
+        self.resolve_flushes();
+    }
+}
