@@ -50,6 +50,15 @@ pub(crate) struct Conn {
     pub close_token: Option<u64>,
 }
 
+/// A duration for people: `250 ms`, `60 s`.
+pub(crate) fn human(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else {
+        format!("{} s", d.as_secs())
+    }
+}
+
 /// Says what went wrong with an I/O error in the words a user expects.
 pub(crate) fn describe_io(e: &io::Error) -> String {
     match e.kind() {
@@ -76,7 +85,7 @@ impl Conn {
         )
         .await
         {
-            Err(_) => return Err(format!("connect timed out after {} s", limit.as_secs_f32())),
+            Err(_) => return Err(format!("connect timed out after {}", human(limit))),
             Ok(Err(e)) => return Err(describe_io(&e)),
             Ok(Ok(s)) => s,
         };
@@ -100,8 +109,8 @@ impl Conn {
         let welcome = match timeout(limit, reader.next()).await {
             Err(_) => {
                 return Err(format!(
-                    "no answer to the handshake within {} s",
-                    limit.as_secs_f32()
+                    "no answer to the handshake within {}",
+                    human(limit)
                 ))
             }
             Ok(None) => return Err("server closed the connection during the handshake".into()),

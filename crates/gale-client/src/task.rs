@@ -19,7 +19,7 @@ use tokio::time::{sleep, sleep_until, Instant};
 
 use crate::client::{Command, Outgoing};
 use crate::config::ClientConfig;
-use crate::conn::{describe_io, Conn, End};
+use crate::conn::{describe_io, human, Conn, End};
 use crate::dedup::RecentIds;
 use crate::event::{Delivery, Event};
 use crate::server::{parse_server_list, DEFAULT_SERVER};
@@ -376,8 +376,8 @@ impl Task {
                 }
                 _ = sleep_until(dead_at.unwrap_or(ping_at)), if dead_at.is_some() => {
                     return Err(End::Lost(format!(
-                        "no answer from the server for {} s",
-                        (conn.keepalive * 2).as_secs()
+                        "no answer from the server for {}",
+                        human(conn.keepalive * 2)
                     )));
                 }
             }
