@@ -1,1 +1,72 @@
-fn main() {}
+//! gale-bench: measures a real galed process (release build) from raw-frame clients.
+//!
+//! Run with `cargo run --release -p gale-bench -- all` (it builds nothing itself: it
+//! starts `target/release/galed`, so build that first with `cargo build --release`).
+//! Each scenario prints one line of figures; `--runs N` repeats and prints medians.
+
+mod raw;
+mod scenarios;
+
+use anyhow::Result;
+use clap::Parser;
+
+/// Benchmarks for galed.
+#[derive(Parser, Debug)]
+struct Args {
+    /// Scenarios to run: fanout, latency, match, many, memory, stalled, or all.
+    #[arg(default_value = "all")]
+    which: Vec<String>,
+    /// Repeat each scenario this many times and report the median.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Path to the galed binary (default: next to this binary).
+    #[arg(long)]
+    galed: Option<std::path::PathBuf>,
+    /// Messages per throughput run.
+    #[arg(long, default_value_t = 2_000_000)]
+    messages: u64,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let galed = match args.galed {
+        Some(p) => p,
+        None => std::env::current_exe()?.with_file_name("galed"),
+    };
+    anyhow::ensure!(
+        galed.exists(),
+        "{} not found: run `cargo build --release` first",
+        galed.display()
+    );
+    let all = args.which.iter().any(|w| w == "all");
+    let want = |name: &str| all || args.which.iter().any(|w| w == name);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let cfg = scenarios::Setup {
+        galed,
+        runs: args.runs,
+        messages: args.messages,
+    };
+    if want("match") {
+        scenarios::matching(&cfg);
+    }
+    if want("fanout") {
+        rt.block_on(scenarios::fanout(&cfg, 1))?;
+        rt.block_on(scenarios::fanout(&cfg, 16))?;
+    }
+    if want("latency") {
+        scenarios::latency(&cfg, 10_000)?;
+    }
+    if want("many") {
+        rt.block_on(scenarios::many(&cfg, 10_000))?;
+    }
+    if want("memory") {
+        rt.block_on(scenarios::memory(&cfg, 5_000))?;
+    }
+    if want("stalled") {
+        rt.block_on(scenarios::stalled(&cfg))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,206 @@
+//! A minimal raw-frame client and a galed process handle, for benchmarks.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+use bytes::{Bytes, BytesMut};
+use gale_proto::frame::{Frame, Hello};
+use gale_proto::limits::DEFAULT_MAX_FRAME;
+use gale_proto::{Location, Message, SubEntry};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A galed child process, killed on drop.
+pub struct Galed {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Galed {
+    pub fn start(bin: &Path, extra: &[&str]) -> Result<Galed> {
+        let mut child = Command::new(bin)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let err = child.stderr.take().expect("piped");
+        let mut lines = BufReader::new(err).lines();
+        for line in lines.by_ref() {
+            let line = line?;
+            if let Some(a) = line.strip_prefix("galed: listening on ") {
+                let addr = a.trim().parse()?;
+                // Keep draining stderr so galed never blocks on a full pipe.
+                std::thread::spawn(move || for _ in lines {});
+                return Ok(Galed { child, addr });
+            }
+        }
+        bail!("galed exited before listening")
+    }
+
+    /// Resident set size of the galed process, in bytes.
+    pub fn rss(&self) -> Result<u64> {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let line = s
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .context("no VmRSS")?;
+        let kb: u64 = line.split_whitespace().nth(1).context("VmRSS")?.parse()?;
+        Ok(kb * 1024)
+    }
+}
+
+impl Drop for Galed {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn loc(s: &str) -> Location {
+    Location::parse(s).expect("valid location")
+}
+
+/// One PUBLISH frame with a `size`-byte payload; the id sits at bytes 5..21.
+pub fn publish_frame(to: &str, size: usize) -> Vec<u8> {
+    let mut payload = vec![0u8; size];
+    payload[0] = 0; // plain payload kind
+    Frame::Publish(Message::new(vec![loc(to)], Bytes::from(payload)))
+        .to_bytes()
+        .to_vec()
+}
+
+/// A subscriber's progress, watched by a pacing publisher.
+#[derive(Default)]
+pub struct Counter {
+    pub seen: std::sync::atomic::AtomicU64,
+    pub moved: tokio::sync::Notify,
+}
+
+pub struct Raw {
+    pub s: TcpStream,
+    pub buf: BytesMut,
+}
+
+impl Raw {
+    pub async fn connect(addr: SocketAddr) -> Result<Raw> {
+        let s = TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        let mut r = Raw {
+            s,
+            buf: BytesMut::with_capacity(4096),
+        };
+        let hello = Hello {
+            min_version: 1,
+            max_version: 1,
+            max_frame: DEFAULT_MAX_FRAME,
+            role: 0,
+            agent: "bench".into(),
+        };
+        r.s.write_all(&Frame::Hello(hello).to_bytes()).await?;
+        match r.next().await? {
+            Frame::Welcome(_) => Ok(r),
+            f => bail!("expected WELCOME, got {f:?}"),
+        }
+    }
+
+    pub async fn next(&mut self) -> Result<Frame> {
+        loop {
+            if let Some(f) = Frame::decode(&mut self.buf, DEFAULT_MAX_FRAME)? {
+                return Ok(f);
+            }
+            if self.s.read_buf(&mut self.buf).await? == 0 {
+                bail!("connection closed");
+            }
+        }
+    }
+
+    pub async fn subscribe(&mut self, locs: &[&str]) -> Result<()> {
+        let entries = locs.iter().map(|l| SubEntry::include(loc(l))).collect();
+        self.s
+            .write_all(
+                &Frame::Subscribe {
+                    replace: true,
+                    entries,
+                }
+                .to_bytes(),
+            )
+            .await?;
+        self.sync().await
+    }
+
+    /// PING/PONG barrier: the server has acted on everything sent before.
+    pub async fn sync(&mut self) -> Result<()> {
+        self.s.write_all(&Frame::Ping(77).to_bytes()).await?;
+        loop {
+            if let Frame::Pong(77) = self.next().await? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Counts deliveries and reported losses until `want` are accounted for or the
+    /// stream has been quiet for a second. Returns (delivered, lost, first, last).
+    pub async fn count(
+        mut self,
+        want: u64,
+        progress: std::sync::Arc<Counter>,
+    ) -> Result<(
+        u64,
+        u64,
+        Option<std::time::Instant>,
+        Option<std::time::Instant>,
+    )> {
+        let (mut got, mut lost) = (0u64, 0u64);
+        let (mut first, mut last) = (None, None);
+        let mut buf = vec![0u8; 1 << 20];
+        let mut have = 0usize;
+        while got + lost < want {
+            let n = match tokio::time::timeout(
+                std::time::Duration::from_secs(1),
+                self.s.read(&mut buf[have..]),
+            )
+            .await
+            {
+                Ok(r) => r?,
+                Err(_) => break,
+            };
+            if n == 0 {
+                break;
+            }
+            let now = std::time::Instant::now();
+            first.get_or_insert(now);
+            last = Some(now);
+            have += n;
+            let mut at = 0;
+            while have - at >= 5 {
+                let len = u32::from_be_bytes(buf[at..at + 4].try_into()?) as usize;
+                if have - at < 4 + len {
+                    break;
+                }
+                match buf[at + 4] {
+                    0x11 => got += 1,
+                    0x40 => lost += u64::from_be_bytes(buf[at + 5..at + 13].try_into()?),
+                    _ => {}
+                }
+                at += 4 + len;
+            }
+            progress
+                .seen
+                .store(got + lost, std::sync::atomic::Ordering::Relaxed);
+            progress.moved.notify_one();
+            buf.copy_within(at..have, 0);
+            have -= at;
+        }
+        Ok((got, lost, first, last))
+    }
+}
+
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    v[v.len() / 2]
+}

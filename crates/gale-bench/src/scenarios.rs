@@ -1,0 +1,411 @@
+//! The benchmark scenarios. Each starts its own galed and prints one line.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+use bytes::BytesMut;
+use gale_proto::frame::{Frame, Hello};
+use gale_proto::index::SubscriptionIndex;
+use gale_proto::limits::DEFAULT_MAX_FRAME;
+use tokio::io::AsyncWriteExt;
+
+use crate::raw::{loc, median, publish_frame, Galed, Raw};
+
+pub struct Setup {
+    pub galed: PathBuf,
+    pub runs: usize,
+    pub messages: u64,
+}
+
+/// Body size used by the throughput scenarios.
+const BODY: usize = 128;
+/// Frames per publisher write.
+const BATCH: usize = 512;
+
+/// Most messages in flight (published, not yet seen by the slowest subscriber) in
+/// the paced scenarios: well inside galed's default 1 MiB per-client queue.
+const WINDOW: u64 = 4096;
+
+pub type Progress = Arc<crate::raw::Counter>;
+
+fn progress() -> Progress {
+    Arc::new(crate::raw::Counter::default())
+}
+
+/// Writes `n` publishes, cycling through `templates`, each with a fresh id. With
+/// `pace`, it keeps at most [`WINDOW`] messages ahead of the slowest counter, so the
+/// figure measured is the rate delivered without loss, not the rate of dropping.
+async fn publish_n(
+    p: &mut Raw,
+    templates: &[Vec<u8>],
+    n: u64,
+    pace: &[Progress],
+    per_sub: u64,
+    window: u64,
+) -> Result<()> {
+    let mut out = Vec::with_capacity(BATCH * (templates[0].len() + 16));
+    let mut i = 0u64;
+    while i < n {
+        while !pace.is_empty() {
+            let (slowest, who) = pace
+                .iter()
+                .map(|c| c.seen.load(Ordering::Relaxed))
+                .zip(0..)
+                .min()
+                .unwrap_or((0, 0));
+            // With round-robin over many subscribers each sees 1/len of the stream.
+            if i.saturating_sub(slowest * per_sub) <= window {
+                break;
+            }
+            let woken = pace[who].moved.notified();
+            if pace[who].seen.load(Ordering::Relaxed) == slowest {
+                woken.await;
+            }
+        }
+        out.clear();
+        for _ in 0..BATCH.min((n - i) as usize) {
+            let t = &templates[(i % templates.len() as u64) as usize];
+            let start = out.len();
+            out.extend_from_slice(t);
+            out[start + 5..start + 13].copy_from_slice(&i.to_be_bytes());
+            i += 1;
+        }
+        p.s.write_all(&out).await?;
+    }
+    Ok(())
+}
+
+pub async fn fanout(cfg: &Setup, subs: usize) -> Result<()> {
+    let mut rates = Vec::new();
+    let mut losses = Vec::new();
+    for _ in 0..cfg.runs {
+        let g = Galed::start(&cfg.galed, &[])?;
+        let mut counters = Vec::new();
+        let mut pace = Vec::new();
+        for _ in 0..subs {
+            let mut s = Raw::connect(g.addr).await?;
+            s.subscribe(&["bench@x.org"]).await?;
+            let pr = progress();
+            pace.push(pr.clone());
+            counters.push(tokio::spawn(s.count(cfg.messages, pr)));
+        }
+        let mut p = Raw::connect(g.addr).await?;
+        let t = [publish_frame("bench@x.org", BODY)];
+        publish_n(&mut p, &t, cfg.messages, &pace, 1, WINDOW).await?;
+        p.sync().await?;
+        let (mut got, mut lost) = (0u64, 0u64);
+        let (mut first, mut last) = (None::<Instant>, None::<Instant>);
+        for c in counters {
+            let (g_, l_, f, la) = c.await??;
+            got += g_;
+            lost += l_;
+            first = match (first, f) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            last = match (last, la) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        let secs = match (first, last) {
+            (Some(f), Some(l)) if l > f => (l - f).as_secs_f64(),
+            _ => bail!("no deliveries"),
+        };
+        rates.push(got as f64 / secs);
+        losses.push(lost as f64 / (got + lost) as f64 * 100.0);
+    }
+    println!(
+        "fanout 1->{subs}: median {:.0} deliveries/s over {} runs (each: {:?}), {BODY}-byte bodies, \
+         median loss {:.2}%",
+        median(&mut rates.clone()),
+        cfg.runs,
+        rates.iter().map(|r| *r as u64).collect::<Vec<_>>(),
+        median(&mut losses),
+    );
+    Ok(())
+}
+
+/// Blocking handshake for the latency threads.
+fn blocking_client(addr: std::net::SocketAddr, sub: Option<&str>) -> Result<std::net::TcpStream> {
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_nodelay(true)?;
+    let hello = Hello {
+        min_version: 1,
+        max_version: 1,
+        max_frame: DEFAULT_MAX_FRAME,
+        role: 0,
+        agent: "bench".into(),
+    };
+    s.write_all(&Frame::Hello(hello).to_bytes())?;
+    if let Some(l) = sub {
+        let entries = vec![gale_proto::SubEntry::include(loc(l))];
+        s.write_all(
+            &Frame::Subscribe {
+                replace: true,
+                entries,
+            }
+            .to_bytes(),
+        )?;
+    }
+    s.write_all(&Frame::Ping(1).to_bytes())?;
+    let mut buf = BytesMut::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        while let Some(f) = Frame::decode(&mut buf, DEFAULT_MAX_FRAME)? {
+            if f == Frame::Pong(1) {
+                return Ok(s);
+            }
+        }
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            bail!("closed during handshake");
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+pub fn latency(cfg: &Setup, rate: u64) -> Result<()> {
+    let secs = 3u64;
+    let mut p50s = Vec::new();
+    let mut p99s = Vec::new();
+    let mut p999s = Vec::new();
+    for _ in 0..cfg.runs {
+        let g = Galed::start(&cfg.galed, &[])?;
+        let mut sub = blocking_client(g.addr, Some("lat@x.org"))?;
+        let mut publ = blocking_client(g.addr, None)?;
+        let base = Instant::now();
+        let total = rate * secs;
+        let reader = std::thread::spawn(move || -> Result<Vec<u64>> {
+            let mut lat = Vec::with_capacity(total as usize);
+            let mut buf = BytesMut::new();
+            let mut chunk = vec![0u8; 65536];
+            while (lat.len() as u64) < total {
+                let n = sub.read(&mut chunk)?;
+                if n == 0 {
+                    break;
+                }
+                let now = base.elapsed().as_nanos() as u64;
+                buf.extend_from_slice(&chunk[..n]);
+                while let Some(f) = Frame::decode(&mut buf, DEFAULT_MAX_FRAME)? {
+                    if let Frame::Deliver(m) = f {
+                        let sent = u64::from_be_bytes(m.payload[1..9].try_into()?);
+                        lat.push(now - sent);
+                    }
+                }
+            }
+            Ok(lat)
+        });
+        let mut frame = publish_frame("lat@x.org", BODY);
+        let payload_at = frame.len() - BODY;
+        let period = Duration::from_nanos(1_000_000_000 / rate);
+        let start = Instant::now();
+        for i in 0..total {
+            let due = start + period * i as u32;
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            frame[5..13].copy_from_slice(&i.to_be_bytes());
+            let ts = base.elapsed().as_nanos() as u64;
+            frame[payload_at + 1..payload_at + 9].copy_from_slice(&ts.to_be_bytes());
+            publ.write_all(&frame)?;
+        }
+        let mut lat = reader.join().expect("reader thread")?;
+        let warm = lat.len() / 10; // the first tenth warms caches and the scheduler
+        let mut lat = lat.split_off(warm);
+        lat.sort_unstable();
+        let pct =
+            |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] as f64 / 1000.0;
+        p50s.push(pct(0.50));
+        p99s.push(pct(0.99));
+        p999s.push(pct(0.999));
+    }
+    println!(
+        "latency at {rate} msgs/s, 1->1: median over {} runs p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us (p99 each: {:?})",
+        cfg.runs,
+        median(&mut p50s),
+        median(&mut p99s.clone()),
+        median(&mut p999s),
+        p99s.iter().map(|x| *x as u64).collect::<Vec<_>>(),
+    );
+    Ok(())
+}
+
+/// Cost of matching one location in the trie, against the number of subscriptions.
+pub fn matching(_cfg: &Setup) {
+    for n in [100usize, 10_000, 100_000] {
+        let mut idx = SubscriptionIndex::new();
+        let locs: Vec<String> = (0..n)
+            .map(|i| format!("pub.topic{}.sub{i}@x.org", i % 97))
+            .collect();
+        for (i, l) in locs.iter().enumerate() {
+            idx.insert(&loc(l), i as u64, 0, true, ());
+        }
+        let probes: Vec<String> = (0..1024).map(|i| locs[(i * 7919) % n].clone()).collect();
+        let misses: Vec<String> = (0..1024)
+            .map(|i| format!("pub.topic{}.none{i}@x.org", i % 97))
+            .collect();
+        for (what, set) in [("hit", &probes), ("miss", &misses)] {
+            let iters = 2_000_000usize;
+            let mut found = 0usize;
+            let t = Instant::now();
+            for i in 0..iters {
+                idx.for_each_accepting(&set[i & 1023], |_| found += 1);
+            }
+            let ns = t.elapsed().as_nanos() as f64 / iters as f64;
+            std::hint::black_box(found);
+            println!("match {what}: {n:>6} subscriptions: {ns:.0} ns per message");
+        }
+    }
+}
+
+pub async fn many(cfg: &Setup, n: usize) -> Result<()> {
+    let mut rates = Vec::new();
+    let per = 100u64;
+    for _ in 0..cfg.runs {
+        let g = Galed::start(&cfg.galed, &[])?;
+        let mut counters = Vec::with_capacity(n);
+        let mut pace = Vec::with_capacity(n);
+        let names: Vec<String> = (0..n).map(|i| format!("many.l{i}@x.org")).collect();
+        for chunk in names.chunks(250) {
+            let mut conns = Vec::new();
+            for name in chunk {
+                let name = name.clone();
+                let addr = g.addr;
+                conns.push(tokio::spawn(async move {
+                    let mut s = Raw::connect(addr).await?;
+                    s.subscribe(&[&name]).await?;
+                    anyhow::Ok(s)
+                }));
+            }
+            for c in conns {
+                let pr = progress();
+                pace.push(pr.clone());
+                counters.push(tokio::spawn(c.await??.count(per, pr)));
+            }
+        }
+        let templates: Vec<Vec<u8>> = names.iter().map(|l| publish_frame(l, BODY)).collect();
+        let mut p = Raw::connect(g.addr).await?;
+        // Round-robin: each subscriber may be up to 2 messages behind.
+        publish_n(
+            &mut p,
+            &templates,
+            per * n as u64,
+            &pace,
+            n as u64,
+            2 * n as u64,
+        )
+        .await?;
+        p.sync().await?;
+        let (mut got, mut lost) = (0u64, 0u64);
+        let (mut first, mut last) = (None::<Instant>, None::<Instant>);
+        for c in counters {
+            let (g_, l_, f, la) = c.await??;
+            got += g_;
+            lost += l_;
+            first = match (first, f) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            last = match (last, la) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        let secs = (last.unwrap() - first.unwrap()).as_secs_f64();
+        rates.push(got as f64 / secs);
+        if lost > 0 {
+            println!("  (many: {lost} lost)");
+        }
+    }
+    println!(
+        "{n} subscribers on {n} locations, round-robin publisher: median {:.0} deliveries/s (each: {:?})",
+        median(&mut rates.clone()),
+        rates.iter().map(|r| *r as u64).collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
+pub async fn memory(cfg: &Setup, n: usize) -> Result<()> {
+    let mut per = Vec::new();
+    for _ in 0..cfg.runs {
+        let g = Galed::start(&cfg.galed, &[])?;
+        let mut warm = Raw::connect(g.addr).await?;
+        warm.subscribe(&["warm.a@x.org", "warm.b@x.org", "warm.c@x.org"])
+            .await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let before = g.rss()?;
+        let mut conns = Vec::with_capacity(n);
+        for i in 0..n {
+            let mut s = Raw::connect(g.addr).await?;
+            let (a, b, c) = (
+                format!("m{i}.a@x.org"),
+                format!("m{i}.b@x.org"),
+                format!("m{i}.c@x.org"),
+            );
+            s.subscribe(&[&a, &b, &c]).await?;
+            conns.push(s);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let after = g.rss()?;
+        per.push((after.saturating_sub(before)) as f64 / n as f64);
+        drop(conns);
+    }
+    println!(
+        "memory: {:.0} bytes of galed RSS per idle connection holding 3 subscriptions ({n} connections; each run: {:?})",
+        median(&mut per.clone()),
+        per.iter().map(|x| *x as u64).collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
+pub async fn stalled(cfg: &Setup) -> Result<()> {
+    let n = cfg.messages.min(1_000_000);
+    let mut ratios = Vec::new();
+    let mut detail = Vec::new();
+    for _ in 0..cfg.runs {
+        let mut rate = [0f64; 2];
+        for (k, with_stalled) in [false, true].into_iter().enumerate() {
+            let g = Galed::start(&cfg.galed, &[])?;
+            let mut s = Raw::connect(g.addr).await?;
+            s.subscribe(&["st@x.org"]).await?;
+            let pr = progress();
+            let counter = tokio::spawn(s.count(n, pr.clone()));
+            let _stalled = if with_stalled {
+                let mut z = Raw::connect(g.addr).await?;
+                z.subscribe(&["st@x.org"]).await?;
+                Some(z) // subscribed, never read
+            } else {
+                None
+            };
+            let mut p = Raw::connect(g.addr).await?;
+            let t = Instant::now();
+            publish_n(
+                &mut p,
+                &[publish_frame("st@x.org", BODY)],
+                n,
+                &[pr],
+                1,
+                WINDOW,
+            )
+            .await?;
+            p.sync().await?;
+            rate[k] = n as f64 / t.elapsed().as_secs_f64();
+            counter.await??;
+        }
+        ratios.push(rate[1] / rate[0]);
+        detail.push((rate[0] as u64, rate[1] as u64));
+    }
+    println!(
+        "stalled subscriber: publisher rate with/without = median {:.3} (runs (without, with) msgs/s: {:?})",
+        median(&mut ratios),
+        detail
+    );
+    Ok(())
+}
