@@ -14,6 +14,7 @@
 //! - [`error`]: the [`ClientError`] enum.
 //! - [`args`]: locations and subscriptions from arguments, with `$GALE_DOMAIN`.
 //! - [`compose`]: [`Compose`], building outgoing messages (gsend).
+//! - [`input`]: reading gsend's standard input (whole body, or capped lines).
 //! - [`format`]: the human display of messages (gsub).
 //! - [`json`]: one JSON object per message (gsub `--json`).
 //! - [`hook`]: running a program per message (gsub `-f`).
@@ -29,6 +30,7 @@ pub mod error;
 pub mod event;
 pub mod format;
 pub mod hook;
+pub mod input;
 pub mod json;
 pub mod server;
 mod task;
