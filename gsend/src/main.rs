@@ -18,6 +18,9 @@ use tokio::sync::mpsc;
 
 const AGENT: &str = concat!("gsend/", env!("CARGO_PKG_VERSION"));
 
+/// Publishes held at once in --lines mode; past it, reading input waits.
+const LINES_QUEUE_LIMIT: usize = 1_000;
+
 const AFTER_HELP: &str = "\
 Locations without @domain get $GALE_DOMAIN. Arguments starting with '/' are keywords.
 The body is read from standard input until end of file; from a terminal, a line
@@ -278,7 +281,12 @@ async fn run(args: Args) -> Result<(), Failure> {
     };
 
     // Connect while the user types.
-    let (client, events) = Client::start(ClientConfig::new(servers, AGENT));
+    let mut config = ClientConfig::new(servers, AGENT);
+    if args.lines {
+        // Lines can be MAX_LINE long: keep the worst case to tens of megabytes.
+        config.queue_limit = LINES_QUEUE_LIMIT;
+    }
+    let (client, events) = Client::start(config);
     let status = Arc::new(Mutex::new(Status::default()));
     tokio::spawn(watch(events, status.clone()));
 

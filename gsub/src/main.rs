@@ -1,1 +1,256 @@
-fn main() {}
+//! gsub: subscribe to Gale locations and show each message (for a person), print
+//! it as JSON (for a script), or run a program for it. Argument parsing and
+//! process plumbing only; display, JSON and hooks live in gale-client.
+
+use std::io::{self, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use clap::Parser;
+use gale_client::args::{domain_from_env, parse_subscriptions};
+use gale_client::format::{
+    format_delivery, Style, TimeFormat, COLUMNS_ENV, DEFAULT_TIME_FORMAT, TIME_FORMAT_ENV,
+};
+use gale_client::hook::run_hook;
+use gale_client::json::to_json;
+use gale_client::server::servers_from_env;
+use gale_client::{Client, ClientConfig, Delivery, Event};
+use tokio::signal::unix::{signal, SignalKind};
+
+const AGENT: &str = concat!("gsub/", env!("CARGO_PKG_VERSION"));
+const SUBSCRIBE_ENV: &str = "GALE_SUBSCRIBE";
+
+const AFTER_HELP: &str = "\
+Subscriptions are read in order and the latest matching entry wins: a '-' before a
+location excludes it, so 'gsub pub@example.org - pub.spam@example.org' takes all of
+pub but pub.spam. Locations without @domain get $GALE_DOMAIN. With no locations,
+gsub subscribes to $GALE_SUBSCRIBE (white-space separated).
+
+gsub stays in the foreground and never gives up: when the server goes away it
+reports it on standard error and reconnects. Status lines on standard error start
+with \"gsub: \"; message losses are always reported, even with -q.
+
+Output: by default for a person (wrapped to the terminal or $GALE_COLUMNS, times in
+$GALE_TIME_FORMAT, colour only on a terminal and not with $NO_COLOR). --json prints
+one object per line; fragment data values are lower-case hex, times RFC 3339.
+-f PROGRAM runs PROGRAM (a path or a name on $PATH, run directly, not through a
+shell; write a script for arguments) once per message, one at a time, with the
+body on standard input and GALE_ID, GALE_TO, GALE_FROM, GALE_VERIFY,
+GALE_SENDER, GALE_KEYWORDS, GALE_TIME and GALE_TEXT_<NAME>, GALE_TIME_<NAME>,
+GALE_NUMBER_<NAME>, GALE_DATA_<NAME> for each fragment in its environment.
+
+Exit status:
+  0  normal end (SIGINT, SIGTERM, or the reader of standard output went away)
+  1  usage error, or standard output failed";
+
+/// Receive Gale messages.
+#[derive(Parser, Debug)]
+#[command(name = "gsub", version, after_help = AFTER_HELP)]
+struct Args {
+    /// Servers to try in order, as host[:port],host[:port]
+    /// [default: $GALE_SERVER, else localhost:11512]
+    #[arg(short = 's', long, value_name = "HOST[:PORT],...")]
+    server: Option<String>,
+
+    /// Print one JSON object per message, one per line
+    #[arg(long, conflicts_with = "program")]
+    json: bool,
+
+    /// Run PROGRAM for each message instead of printing it
+    #[arg(short = 'f', value_name = "PROGRAM")]
+    program: Option<PathBuf>,
+
+    /// Do not report connecting and reconnecting (losses are still reported)
+    #[arg(short = 'q', long)]
+    quiet: bool,
+
+    /// Locations to subscribe to; '-' excludes the location after it
+    #[arg(value_name = "LOCATION")]
+    locations: Vec<String>,
+}
+
+enum Output {
+    Human(Style),
+    Json,
+    Hook(PathBuf),
+}
+
+/// Writes to stdout; `Ok(false)` when the reader has gone away (not an error).
+fn write_out(text: &str) -> anyhow::Result<bool> {
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e).context("writing to standard output"),
+    }
+}
+
+fn human_style() -> Style {
+    let tty = io::stdout().is_terminal();
+    let width = std::env::var(COLUMNS_ENV)
+        .ok()
+        .and_then(|c| c.trim().parse::<usize>().ok())
+        .filter(|&w| w >= 20)
+        .unwrap_or_else(|| if tty { textwrap::termwidth() } else { 80 });
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let time = match std::env::var(TIME_FORMAT_ENV) {
+        Ok(f) => TimeFormat::new(&f, false).unwrap_or_else(|e| {
+            eprintln!("gsub: {e}; using {DEFAULT_TIME_FORMAT:?}");
+            TimeFormat::default()
+        }),
+        Err(_) => TimeFormat::default(),
+    };
+    Style {
+        // Leave the last column free: some terminals wrap when it is written.
+        width: width.saturating_sub(1).max(20),
+        color: tty && !no_color,
+        time,
+    }
+}
+
+/// Shows or hands off one message. `Ok(false)`: stdout is gone, stop.
+async fn deliver(output: &Output, d: &Delivery) -> anyhow::Result<bool> {
+    match output {
+        Output::Human(style) => write_out(&format_delivery(d, style)),
+        Output::Json => write_out(&(to_json(d) + "\n")),
+        Output::Hook(program) => {
+            match run_hook(program, d).await {
+                Ok(status) if status.success() => {}
+                Ok(status) => eprintln!(
+                    "gsub: {} {status} for message {}",
+                    program.display(),
+                    d.message.id
+                ),
+                Err(e) => eprintln!("gsub: {e}"),
+            }
+            Ok(true)
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
+    let mut locations = args.locations.clone();
+    if locations.is_empty() {
+        if let Ok(env) = std::env::var(SUBSCRIBE_ENV) {
+            locations = env.split_whitespace().map(String::from).collect();
+        }
+    }
+    if locations.is_empty() {
+        return Err(anyhow!(
+            "no location given: name what to subscribe to (e.g. gsub pub.test@example.org), \
+             or set GALE_SUBSCRIBE"
+        ));
+    }
+    let subscriptions = parse_subscriptions(&locations, domain_from_env().as_deref())?;
+    let servers = servers_from_env(args.server.as_deref()).context("bad server list")?;
+    let output = match (&args.program, args.json) {
+        (Some(p), _) => Output::Hook(p.clone()),
+        (None, true) => Output::Json,
+        (None, false) => Output::Human(human_style()),
+    };
+    let mut config = ClientConfig::new(servers, AGENT);
+    config.subscriptions = subscriptions;
+    let (client, mut events) = Client::start(config);
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let quiet = args.quiet;
+    let status = |line: String| {
+        if !quiet {
+            eprintln!("gsub: {line}");
+        }
+    };
+    loop {
+        let ev = tokio::select! {
+            _ = interrupt.recv() => break,
+            _ = terminate.recv() => break,
+            ev = events.next() => ev,
+        };
+        let Some(ev) = ev else {
+            return Ok(Some(anyhow!("the client stopped unexpectedly")));
+        };
+        match ev {
+            Event::Message(d) => match deliver(&output, &d).await {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => return Ok(Some(e)),
+            },
+            Event::Connected { server, name } => status(format!("connected to {server} ({name})")),
+            Event::Disconnected { server, reason } => {
+                status(format!("connection to {server} lost ({reason})"))
+            }
+            Event::Reconnecting { attempt, delay } => status(format!(
+                "reconnecting in {} ms (attempt {attempt})",
+                delay.as_millis()
+            )),
+            Event::ConnectFailed { server, error } => {
+                status(format!("cannot connect to {server}: {error}"))
+            }
+            Event::Lossage(n) => eprintln!(
+                "gsub: lost {n} message{} (server queue overflowed: this gsub was too slow)",
+                if n == 1 { "" } else { "s" }
+            ),
+            Event::ServerError { code, text } => eprintln!("gsub: server error ({code:?}): {text}"),
+            Event::Undecodable { id, error } => {
+                eprintln!("gsub: dropped message {id}, which could not be decoded: {error}")
+            }
+            Event::PublishDropped { id, reason } => {
+                eprintln!("gsub: message {id} not sent: {reason}")
+            }
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), client.close(true)).await;
+    Ok(None)
+}
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("gsub: cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(None) => ExitCode::SUCCESS,
+        Ok(Some(e)) | Err(e) => {
+            eprintln!("gsub: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("gsub").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn dash_is_a_location_separator_not_an_option() {
+        let a = parse(&["a@x.org", "-", "a.b@x.org"]).unwrap();
+        assert_eq!(a.locations, ["a@x.org", "-", "a.b@x.org"]);
+        let subs = parse_subscriptions(&a.locations, None).unwrap();
+        assert!(subs.entries[0].positive && !subs.entries[1].positive);
+        let a = parse(&["-q", "--json", "-", "a@x.org", "b@x.org"]).unwrap();
+        assert!(a.quiet && a.json);
+        assert_eq!(a.locations, ["-", "a@x.org", "b@x.org"]);
+        // Other words starting with '-' are options, and unknown ones are errors.
+        assert!(parse(&["a@x.org", "-x"]).is_err());
+        assert!(parse(&["--json", "-f", "prog", "a@x.org"]).is_err());
+    }
+}

@@ -97,6 +97,7 @@ impl Task {
                 }
             }
             if let Some((i, mut conn)) = got {
+                tracing::debug!(server = %conn.server, pending = self.pending.len(), "connected");
                 let began = Instant::now();
                 let (server, name) = (conn.server.clone(), conn.name.clone());
                 self.emit(Event::Connected {
@@ -112,6 +113,7 @@ impl Task {
                 while let Some(ev) = self.backlog.pop_front() {
                     self.emit(ev).await;
                 }
+                tracing::debug!(?end, "connection ended");
                 match end {
                     End::Stop => return self.finish(),
                     End::Lost(reason) => self.emit(Event::Disconnected { server, reason }).await,
