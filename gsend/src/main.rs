@@ -121,6 +121,7 @@ async fn watch(mut events: Events, status: Arc<Mutex<Status>>) {
             Event::ServerError { code, text } => format!("server error ({code:?}): {text}"),
             Event::PublishDropped { id, reason } => format!("message {id} dropped: {reason}"),
             Event::Reconnecting { .. }
+            | Event::Subscribed { .. }
             | Event::Message(_)
             | Event::Undecodable { .. }
             | Event::Lossage(_) => continue,

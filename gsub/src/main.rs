@@ -9,14 +9,17 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use clap::Parser;
-use gale_client::args::{domain_from_env, parse_subscriptions};
+use gale_client::args::{domain_from_env, parse_locations, parse_subscriptions};
+use gale_client::compose::sender_from_env;
 use gale_client::format::{
     format_delivery, Style, TimeFormat, COLUMNS_ENV, DEFAULT_TIME_FORMAT, TIME_FORMAT_ENV,
 };
 use gale_client::hook::run_hook;
 use gale_client::json::to_json;
+use gale_client::presence;
 use gale_client::server::servers_from_env;
 use gale_client::{Client, ClientConfig, Delivery, Event};
+use gale_proto::Location;
 use tokio::signal::unix::{signal, SignalKind};
 
 const AGENT: &str = concat!("gsub/", env!("CARGO_PKG_VERSION"));
@@ -65,6 +68,16 @@ struct Args {
     /// Do not report connecting and reconnecting (losses are still reported)
     #[arg(short = 'q', long)]
     quiet: bool,
+
+    /// Announce presence STATE (e.g. in.present, out.to.lunch) on
+    /// _gale.notice.<id>, and leave a will saying out.disconnected for the server
+    /// to publish if this gsub dies without saying goodbye
+    #[arg(short = 'p', long, value_name = "STATE")]
+    presence: Option<String>,
+
+    /// Who this gsub is, for presence [default: $GALE_ID, else $USER@$GALE_DOMAIN]
+    #[arg(long, value_name = "LOCATION")]
+    id: Option<String>,
 
     /// Locations to subscribe to; '-' excludes the location after it
     #[arg(value_name = "LOCATION")]
@@ -152,7 +165,23 @@ async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
     };
     let mut config = ClientConfig::new(servers, AGENT);
     config.subscriptions = subscriptions;
+    let presence = match &args.presence {
+        Some(state) => Some((presence_id(&args)?, state.clone())),
+        None => None,
+    };
+    let sender = sender_from_env();
+    if let Some((who, _)) = &presence {
+        config.will = Some(presence::notice(
+            who,
+            presence::DISCONNECTED,
+            sender.as_deref(),
+            AGENT,
+        )?);
+    }
     let (client, mut events) = Client::start(config);
+    if let Some((who, state)) = &presence {
+        client.publish(presence::notice(who, state, sender.as_deref(), AGENT)?)?;
+    }
     let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let quiet = args.quiet;
@@ -177,6 +206,14 @@ async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
                 Err(e) => return Ok(Some(e)),
             },
             Event::Connected { server, name } => status(format!("connected to {server} ({name})")),
+            Event::Subscribed { server, entries } => status(format!(
+                "subscribed to {} on {server}",
+                if entries == 1 {
+                    "1 location".to_string()
+                } else {
+                    format!("{entries} locations")
+                }
+            )),
             Event::Disconnected { server, reason } => {
                 status(format!("connection to {server} lost ({reason})"))
             }
@@ -200,8 +237,27 @@ async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
             }
         }
     }
+    if let Some((who, _)) = &presence {
+        // A goodbye in place of the will.
+        if let Ok(m) = presence::notice(who, presence::QUIT, sender.as_deref(), AGENT) {
+            let _ = client.publish(m);
+        }
+    }
     let _ = tokio::time::timeout(Duration::from_secs(2), client.close(true)).await;
     Ok(None)
+}
+
+/// Who this gsub announces itself as.
+fn presence_id(args: &Args) -> anyhow::Result<Location> {
+    let domain = domain_from_env();
+    let id = match &args.id {
+        Some(id) => id.clone(),
+        None => presence::id_from_env(domain.as_deref()).ok_or_else(|| {
+            anyhow!("presence needs to know who you are: give --id you@example.org, or set GALE_ID")
+        })?,
+    };
+    let loc = parse_locations(&[id.as_str()], domain.as_deref())?;
+    Ok(loc.into_iter().next().expect("one location"))
 }
 
 fn main() -> ExitCode {

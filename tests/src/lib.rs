@@ -1,1 +1,308 @@
+//! Test harness: start real galed, gsub and gsend processes and watch what they say.
+//!
+//! Every process is started on a loopback address with a port chosen at run time
+//! (galed listens on `127.0.0.1:0` and prints the address it got), and is killed
+//! when its handle drops. Waits are on lines a process prints, each with a generous
+//! deadline that only fires when something is broken.
 
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long any single expected event may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Path of one of the workspace's binaries, built by `cargo test --workspace`.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` (or `cargo build` first)",
+        path.display()
+    );
+    path
+}
+
+/// Lines read from a child's stream, delivered over a channel, and kept in a log.
+pub struct Lines {
+    rx: Receiver<String>,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Lines {
+    fn spawn(r: impl std::io::Read + Send + 'static) -> Lines {
+        let (tx, rx) = channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(r).lines() {
+                let Ok(line) = line else { break };
+                log2.lock().unwrap().push(line.clone());
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines { rx, log }
+    }
+
+    /// The next line, or None at end of stream; panics after `DEADLINE`.
+    pub fn next(&self) -> Option<String> {
+        self.next_within(DEADLINE)
+            .unwrap_or_else(|| panic!("no line within {DEADLINE:?}"))
+    }
+
+    /// The next line within `d`: Some(Some(line)), Some(None) at end of stream,
+    /// None if nothing came in time.
+    pub fn next_within(&self, d: Duration) -> Option<Option<String>> {
+        match self.rx.recv_timeout(d) {
+            Ok(l) => Some(Some(l)),
+            Err(RecvTimeoutError::Disconnected) => Some(None),
+            Err(RecvTimeoutError::Timeout) => None,
+        }
+    }
+
+    /// Reads lines until one contains `pat`; returns it. Panics at end of stream or
+    /// after `DEADLINE`, showing everything seen.
+    pub fn wait_for(&self, pat: &str) -> String {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.next_within(left) {
+                Some(Some(l)) if l.contains(pat) => return l,
+                Some(Some(_)) => {}
+                Some(None) => panic!("stream ended waiting for {pat:?}; saw:\n{}", self.dump()),
+                None => panic!(
+                    "no line with {pat:?} within {DEADLINE:?}; saw:\n{}",
+                    self.dump()
+                ),
+            }
+        }
+    }
+
+    /// A stream with no lines.
+    pub fn empty() -> Lines {
+        Lines::spawn(std::io::empty())
+    }
+
+    pub fn dump(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+/// A running galed, killed on drop.
+pub struct Galed {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub stderr: Lines,
+    args: Vec<String>,
+}
+
+impl Galed {
+    pub fn start(args: &[&str]) -> Galed {
+        Self::start_on("127.0.0.1:0", args)
+    }
+
+    pub fn start_on(listen: &str, args: &[&str]) -> Galed {
+        let mut child = Command::new(bin("galed"))
+            .args(["--listen", listen])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start galed");
+        let stderr = Lines::spawn(child.stderr.take().expect("piped"));
+        let line = stderr.wait_for("galed: listening on ");
+        let addr = line.rsplit(' ').next().unwrap().parse().expect("address");
+        Galed {
+            child,
+            addr,
+            stderr,
+            args: args.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// The server list to give clients.
+    pub fn server(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// SIGKILL: no goodbye to anyone.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Starts a new galed on the same address and options.
+    pub fn restart(&mut self) {
+        let args: Vec<&str> = self.args.iter().map(|s| s.as_str()).collect();
+        let addr = self.addr.to_string();
+        let new = Galed::start_on(&addr, &args);
+        let old = std::mem::replace(self, new);
+        drop(old);
+    }
+
+    pub fn wait(&mut self) -> ExitStatus {
+        self.child.wait().expect("wait galed")
+    }
+}
+
+impl Drop for Galed {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running gsub, killed on drop.
+pub struct Gsub {
+    pub child: Child,
+    pub stdout: Lines,
+    pub stderr: Lines,
+    unread: Option<std::process::ChildStdout>,
+}
+
+impl Gsub {
+    /// Starts `gsub --json` against `server`, and waits until its subscription is
+    /// confirmed by the server.
+    pub fn start(server: &str, args: &[&str]) -> Gsub {
+        let g = Self::spawn(server, &[&["--json"], args].concat());
+        g.stderr.wait_for("gsub: subscribed");
+        g
+    }
+
+    /// Starts `gsub --json` whose standard output nobody reads until
+    /// [`Gsub::resume`]: once the pipe fills, gsub blocks, as a stuck person's
+    /// terminal or a stuck script would.
+    pub fn start_stalled(server: &str, args: &[&str]) -> Gsub {
+        let mut g = Self::spawn_inner(server, &[&["--json"], args].concat(), false);
+        g.stderr.wait_for("gsub: subscribed");
+        g
+    }
+
+    /// Starts reading a stalled gsub's output.
+    pub fn resume(&mut self) {
+        if let Some(out) = self.unread.take() {
+            self.stdout = Lines::spawn(out);
+        }
+    }
+
+    /// Starts gsub without waiting for anything.
+    pub fn spawn(server: &str, args: &[&str]) -> Gsub {
+        Self::spawn_inner(server, args, true)
+    }
+
+    fn spawn_inner(server: &str, args: &[&str], read: bool) -> Gsub {
+        let mut child = Command::new(bin("gsub"))
+            .args(["-s", server])
+            .args(args)
+            .env_remove("GALE_SUBSCRIBE")
+            .env("GALE_DOMAIN", "example.org")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start gsub");
+        let out = child.stdout.take().expect("piped");
+        let stderr = Lines::spawn(child.stderr.take().expect("piped"));
+        let (stdout, unread) = if read {
+            (Lines::spawn(out), None)
+        } else {
+            (Lines::spawn(std::io::empty()), Some(out))
+        };
+        Gsub {
+            child,
+            stdout,
+            stderr,
+            unread,
+        }
+    }
+
+    /// The next message, as JSON.
+    pub fn message(&self) -> serde_json::Value {
+        let line = self.stdout.next().unwrap_or_else(|| {
+            panic!("gsub ended; stderr:\n{}", self.stderr.dump());
+        });
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad JSON {line:?}: {e}"))
+    }
+
+    /// The next message's body, without the final newline gsend gives a body.
+    pub fn body(&self) -> String {
+        let m = self.message();
+        m["body"]
+            .as_str()
+            .unwrap_or_default()
+            .trim_end_matches('\n')
+            .to_string()
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Gsub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs gsend to completion with `stdin` as input.
+pub fn gsend(server: &str, args: &[&str], stdin: &str) -> Output {
+    let mut child = gsend_spawn(server, args);
+    let mut input = child.stdin.take().expect("piped");
+    let data = stdin.to_string();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(data.as_bytes());
+    });
+    let out = child.wait_with_output().expect("gsend output");
+    writer.join().unwrap();
+    out
+}
+
+/// Starts gsend with piped stdin, stdout and stderr.
+pub fn gsend_spawn(server: &str, args: &[&str]) -> Child {
+    Command::new(bin("gsend"))
+        .args(["-s", server])
+        .args(args)
+        .env("GALE_DOMAIN", "example.org")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start gsend")
+}
+
+/// Runs gsend and insists that it succeeded.
+pub fn send_ok(server: &str, args: &[&str], stdin: &str) {
+    let out = gsend(server, args, stdin);
+    assert!(
+        out.status.success(),
+        "gsend {args:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A free loopback port (bound then released), for tests that need to start a
+/// server later on an address clients were already given.
+pub fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}

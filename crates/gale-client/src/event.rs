@@ -71,6 +71,13 @@ pub enum Event {
         /// The name the server gave in WELCOME.
         name: String,
     },
+    /// The server has installed this client's subscription list (sent after
+    /// every connect and every change, once the server confirms it).
+    Subscribed {
+        server: ServerAddr,
+        /// Entries in the list.
+        entries: usize,
+    },
     Disconnected {
         server: ServerAddr,
         reason: String,

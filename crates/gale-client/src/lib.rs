@@ -18,6 +18,7 @@
 //! - [`format`]: the human display of messages (gsub).
 //! - [`json`]: one JSON object per message (gsub `--json`).
 //! - [`hook`]: running a program per message (gsub `-f`).
+//! - [`presence`]: presence notices and the disconnection will (gsub `-p`).
 
 pub mod args;
 pub mod backoff;
@@ -32,6 +33,7 @@ pub mod format;
 pub mod hook;
 pub mod input;
 pub mod json;
+pub mod presence;
 pub mod server;
 mod task;
 

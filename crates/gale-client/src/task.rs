@@ -52,6 +52,9 @@ pub(crate) struct Task {
     /// Events waiting for room in the channel; while any wait, the socket is not read.
     backlog: VecDeque<Event>,
     next_token: u64,
+    /// The PING that follows the latest SUBSCRIBE: its PONG means the server has
+    /// installed the subscriptions, which is when [`Event::Subscribed`] is sent.
+    sub_token: Option<u64>,
 }
 
 impl Task {
@@ -76,6 +79,7 @@ impl Task {
             closing: None,
             backlog: VecDeque::new(),
             next_token: 1,
+            sub_token: None,
         }
     }
 
@@ -243,6 +247,7 @@ impl Task {
     /// Everything the server must know on a new connection, in order:
     /// subscriptions, will, then every unconfirmed publish.
     async fn replay(&mut self, conn: &mut Conn) -> Result<(), End> {
+        self.sub_token = None;
         if !self.subs.entries.is_empty() {
             self.write_subs(conn).await?;
         }
@@ -277,6 +282,7 @@ impl Task {
             })
             .await?;
         }
+        self.sub_token = Some(self.ping(conn).await?);
         Ok(())
     }
 
@@ -450,6 +456,13 @@ impl Task {
                     let (_, mark) = conn.pings[pos];
                     conn.pings.drain(..=pos);
                     self.confirm(mark);
+                }
+                if self.sub_token == Some(token) {
+                    self.sub_token = None;
+                    self.push_event(Event::Subscribed {
+                        server: conn.server.clone(),
+                        entries: self.subs.entries.len(),
+                    });
                 }
                 if conn.close_token == Some(token) {
                     return Err(End::Stop);

@@ -35,7 +35,7 @@ const IDLE_BUFFER_KEEP: usize = 0;
 /// How long a closing connection's writer may take to send what is queued.
 const CLOSE_FLUSH: Duration = Duration::from_millis(500);
 /// Most slices handed to one vectored write.
-const IOV_BATCH: usize = 64;
+const IOV_BATCH: usize = 512;
 
 /// Why a connection ended.
 #[derive(Debug)]
