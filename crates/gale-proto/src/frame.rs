@@ -199,6 +199,19 @@ pub fn peek(buf: &[u8], max_frame: u32) -> Result<Option<(u8, usize)>, FrameErro
     Ok(Some((buf[4], total)))
 }
 
+/// The longest prefix of `s` of at most `max` bytes that ends on a character
+/// boundary.
+pub fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 fn put_entries(out: &mut BytesMut, entries: &[SubEntry]) {
     out.put_u16(entries.len() as u16);
     for e in entries {
@@ -274,7 +287,7 @@ impl Frame {
             Frame::Ping(t) | Frame::Pong(t) | Frame::Lossage(t) => out.put_u64(*t),
             Frame::Error { code, text } => {
                 out.put_u16(code.to_u16());
-                put_str16(out, &text[..text.len().min(MAX_SHORT_TEXT)]);
+                put_str16(out, truncate(text, MAX_SHORT_TEXT));
             }
         }
         let len = (out.len() - start - 4) as u32;
@@ -509,6 +522,21 @@ mod tests {
         ));
         let mut badmagic = BytesMut::from(&[0, 0, 0, 5, 0x01, b'N', b'O', b'P', b'E'][..]);
         assert!(Frame::decode(&mut badmagic, 1 << 20).is_err());
+    }
+
+    #[test]
+    fn long_error_text_is_cut_on_a_character_boundary() {
+        let text = format!("a{}", "é".repeat(600)); // byte 1024 is inside an 'é'
+        let mut b = BytesMut::from(
+            &enc(&Frame::Error {
+                code: ErrorCode::Malformed,
+                text,
+            })[..],
+        );
+        match Frame::decode(&mut b, 1 << 20).unwrap() {
+            Some(Frame::Error { text, .. }) => assert_eq!(text.len(), 1023),
+            f => panic!("{f:?}"),
+        }
     }
 
     #[test]

@@ -91,6 +91,13 @@ impl Config {
                 why: format!("must be between {MIN_MAX_FRAME} and {DEFAULT_MAX_FRAME}"),
             });
         }
+        if self.name.is_empty() || self.name.len() > gale_proto::limits::MAX_SHORT_TEXT {
+            return Err(ConfigError::Range {
+                field: "name",
+                value: format!("{:?}", self.name),
+                why: format!("must be 1 to {} bytes", gale_proto::limits::MAX_SHORT_TEXT),
+            });
+        }
         if self.keepalive_ms < 100 {
             return Err(ConfigError::Range {
                 field: "keepalive_ms",

@@ -109,13 +109,34 @@ pub async fn serve(
             .await;
         return;
     }
+    if hello.role != 0 {
+        let text = format!(
+            "HELLO role {} is not served here: this server takes clients (role 0) only",
+            hello.role
+        );
+        tracing::info!(%peer, "{text}");
+        let _ = wr
+            .write_all(
+                &Frame::Error {
+                    code: ErrorCode::UnexpectedFrame,
+                    text,
+                }
+                .to_bytes(),
+            )
+            .await;
+        return;
+    }
     let version = hello.max_version.min(PROTOCOL_VERSION);
     let max_frame = hello
         .max_frame
         .clamp(MIN_MAX_FRAME, router.config.max_frame);
 
     let cfg = &router.config;
-    let outbox = Arc::new(Outbox::new(cfg.client_queue_frames, cfg.client_queue_bytes));
+    let outbox = Arc::new(Outbox::new(
+        cfg.client_queue_frames,
+        cfg.client_queue_bytes,
+        max_frame,
+    ));
     let info = ConnInfo {
         peer,
         agent: hello.agent.clone(),

@@ -36,6 +36,8 @@ pub struct Outbox {
     notify: Notify,
     max_frames: usize,
     max_bytes: usize,
+    /// Largest frame (length field value) this client agreed to receive.
+    max_frame: usize,
     pub stats: OutboxStats,
 }
 
@@ -52,23 +54,28 @@ pub enum Batch {
 }
 
 impl Outbox {
-    pub fn new(max_frames: usize, max_bytes: usize) -> Outbox {
+    pub fn new(max_frames: usize, max_bytes: usize, max_frame: u32) -> Outbox {
         Outbox {
             queue: Mutex::new(Queue::default()),
             notify: Notify::new(),
             max_frames,
             max_bytes,
+            max_frame: max_frame as usize,
             stats: OutboxStats::default(),
         }
     }
 
-    /// Queues a delivery, or drops and counts it if the queue is full. Never blocks.
+    /// Queues a delivery, or drops and counts it if the queue is full or the frame
+    /// is larger than this client agreed to receive. Never blocks.
     pub fn push(&self, frame: Bytes) -> bool {
         let mut q = self.queue.lock();
         if q.closed {
             return false;
         }
-        if q.frames.len() >= self.max_frames || q.bytes + frame.len() > self.max_bytes {
+        if q.frames.len() >= self.max_frames
+            || q.bytes + frame.len() > self.max_bytes
+            || frame.len() - 4 > self.max_frame
+        {
             q.unreported += 1;
             drop(q);
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -141,7 +148,7 @@ mod tests {
 
     #[test]
     fn drops_and_counts_when_full() {
-        let ob = Outbox::new(2, 1000);
+        let ob = Outbox::new(2, 1000, 4096);
         assert!(ob.push(Bytes::from_static(b"a")));
         assert!(ob.push(Bytes::from_static(b"b")));
         assert!(!ob.push(Bytes::from_static(b"c")), "over the frame limit");
@@ -152,7 +159,7 @@ mod tests {
         assert_eq!(ob.stats.dropped.load(Ordering::Relaxed), 1);
         batch.clear();
         assert!(matches!(ob.take(&mut batch), Batch::Empty));
-        let small = Outbox::new(100, 4);
+        let small = Outbox::new(100, 4, 4096);
         assert!(small.push(Bytes::from_static(b"abc")));
         assert!(
             !small.push(Bytes::from_static(b"de")),
@@ -162,5 +169,14 @@ mod tests {
         assert!(!small.push(Bytes::from_static(b"x")));
         assert!(matches!(small.take(&mut VecDeque::new()), Batch::Frames(1)));
         assert!(matches!(small.take(&mut VecDeque::new()), Batch::Closed));
+        let tiny = Outbox::new(100, 1000, 8);
+        assert!(
+            tiny.push(Bytes::from_static(b"1234abcdefgh")),
+            "length 8 fits"
+        );
+        assert!(
+            !tiny.push(Bytes::from_static(b"1234abcdefghi")),
+            "length 9 does not"
+        );
     }
 }
