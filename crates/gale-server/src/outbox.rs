@@ -74,7 +74,7 @@ impl Outbox {
         }
         if q.frames.len() >= self.max_frames
             || q.bytes + frame.len() > self.max_bytes
-            || frame.len() - 4 > self.max_frame
+            || frame.len().saturating_sub(4) > self.max_frame
         {
             q.unreported += 1;
             drop(q);
