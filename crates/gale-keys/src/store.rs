@@ -1,0 +1,404 @@
+//! The key store: key files under the user's Gale directory and the system's.
+//!
+//! ```text
+//! GALE_DIR (default ~/.gale)          GALE_SYS_DIR (default /etc/gale)
+//!   auth/private/NAME.gpri  0600 files in a 0700 directory: your secret keys
+//!   auth/trusted/NAME.gpub  trust anchors (installed with `gkey trust`)
+//!   auth/local/NAME.gpub    known public keys; trusted only through a chain
+//!   auth/cache/NAME.gpub    public keys learned from the network
+//!   auth/seen               "NAME KEYID" lines: every key id seen per name
+//! ```
+//!
+//! NAME is [`KeyName::file_stem`]: bytes outside `[A-Za-z0-9._@+-]` are written as
+//! `%XX`, so `pub.*@ofb.net` is `pub.%2A@ofb.net.gpub`. The user's directory is
+//! searched before the system's; files are written only to the user's unless a
+//! caller asks for the system's. Every write goes to a temporary file in the same
+//! directory, then is renamed into place, so readers never see half a key.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use rand_core::{OsRng, RngCore};
+use thiserror::Error;
+use zeroize::Zeroizing;
+
+use crate::key::{KeyError, KeyId, PublicKey, SecretKey, MAX_KEY_FILE};
+use crate::name::KeyName;
+
+/// Extension of public key files.
+pub const PUBLIC_EXT: &str = "gpub";
+/// Extension of secret key files.
+pub const SECRET_EXT: &str = "gpri";
+
+/// Where a public key file lives, in order of trust.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dir {
+    /// `auth/trusted`: anchors.
+    Trusted,
+    /// `auth/local`: installed by hand, verified through a chain.
+    Local,
+    /// `auth/cache`: learned from the network.
+    Cache,
+}
+
+impl Dir {
+    fn sub(self) -> &'static str {
+        match self {
+            Dir::Trusted => "auth/trusted",
+            Dir::Local => "auth/local",
+            Dir::Cache => "auth/cache",
+        }
+    }
+}
+
+/// Where a key was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The public half of one of our secret keys, at this path.
+    Secret(PathBuf),
+    /// A public key file in one of the directories.
+    Public(Dir, PathBuf),
+}
+
+/// Problems reading or writing key files.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("a secret key for {name} already exists at {path}; to replace it (and lose the old one for good) add --force")]
+    SecretExists { name: KeyName, path: PathBuf },
+    #[error(
+        "secret key file {path} can be read by other users (mode {mode:o}); run: chmod 600 {path}"
+    )]
+    SecretReadable { path: PathBuf, mode: u32 },
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("key file {path} is damaged or not a key")]
+    Key {
+        path: PathBuf,
+        #[source]
+        source: KeyError,
+    },
+    #[error("no home directory (HOME is unset); set GALE_DIR to where your Gale keys should live")]
+    NoHome,
+}
+
+/// The key directories of one user, and optionally of the system.
+#[derive(Debug, Clone)]
+pub struct KeyStore {
+    user: PathBuf,
+    system: Option<PathBuf>,
+}
+
+impl KeyStore {
+    /// A store over these directories (tests use temporary ones).
+    pub fn new(user: impl Into<PathBuf>, system: Option<PathBuf>) -> KeyStore {
+        KeyStore {
+            user: user.into(),
+            system,
+        }
+    }
+
+    /// The store named by `GALE_DIR` (default `~/.gale`) and `GALE_SYS_DIR` (default
+    /// `/etc/gale`).
+    pub fn from_env() -> Result<KeyStore, StoreError> {
+        let user = match std::env::var_os("GALE_DIR") {
+            Some(d) if !d.is_empty() => PathBuf::from(d),
+            _ => PathBuf::from(std::env::var_os("HOME").ok_or(StoreError::NoHome)?).join(".gale"),
+        };
+        let system = match std::env::var_os("GALE_SYS_DIR") {
+            Some(d) if !d.is_empty() => PathBuf::from(d),
+            _ => PathBuf::from("/etc/gale"),
+        };
+        Ok(KeyStore::new(user, Some(system)))
+    }
+
+    pub fn user_dir(&self) -> &Path {
+        &self.user
+    }
+
+    pub fn system_dir(&self) -> Option<&Path> {
+        self.system.as_deref()
+    }
+
+    fn roots(&self) -> impl Iterator<Item = &Path> {
+        std::iter::once(self.user.as_path()).chain(self.system.as_deref())
+    }
+
+    /// Where the user's secret key for `name` is (or would be).
+    pub fn secret_path(&self, name: &KeyName) -> PathBuf {
+        self.user
+            .join("auth/private")
+            .join(format!("{}.{SECRET_EXT}", name.file_stem()))
+    }
+
+    /// Where the user's (or, with `system`, the system's) public key file for
+    /// `name` in `dir` is (or would be).
+    pub fn public_path(&self, dir: Dir, name: &KeyName, system: bool) -> PathBuf {
+        let root = match (system, &self.system) {
+            (true, Some(s)) => s.as_path(),
+            _ => self.user.as_path(),
+        };
+        root.join(dir.sub())
+            .join(format!("{}.{PUBLIC_EXT}", name.file_stem()))
+    }
+
+    /// Writes a secret key as a 0600 file in a 0700 directory. Refuses to replace an
+    /// existing one unless `force`.
+    pub fn write_secret(&self, key: &SecretKey, force: bool) -> Result<PathBuf, StoreError> {
+        let path = self.secret_path(key.name());
+        let dir = self.user.join("auth/private");
+        make_dir(&dir, 0o700)?;
+        // Tighten a private directory someone made by hand with a wider mode.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(|source| {
+            StoreError::Write {
+                path: dir.clone(),
+                source,
+            }
+        })?;
+        let tmp = write_temp(&dir, &key.encode(), 0o600)?;
+        let result = if force {
+            fs::rename(&tmp, &path)
+        } else {
+            // A hard link fails if the name exists, so no check-then-write race.
+            fs::hard_link(&tmp, &path).and_then(|()| fs::remove_file(&tmp))
+        };
+        if let Err(e) = result {
+            let _ = fs::remove_file(&tmp);
+            return Err(if e.kind() == io::ErrorKind::AlreadyExists {
+                StoreError::SecretExists {
+                    name: key.name().clone(),
+                    path,
+                }
+            } else {
+                StoreError::Write { path, source: e }
+            });
+        }
+        Ok(path)
+    }
+
+    /// Our secret key for `name` (the user's first, then the system's).
+    pub fn secret(&self, name: &KeyName) -> Result<Option<(SecretKey, PathBuf)>, StoreError> {
+        for root in self.roots() {
+            let path = root
+                .join("auth/private")
+                .join(format!("{}.{SECRET_EXT}", name.file_stem()));
+            let Some(buf) = read_limited(&path)? else {
+                continue;
+            };
+            if let Ok(meta) = fs::metadata(&path) {
+                let mode = meta.permissions().mode() & 0o777;
+                if mode & 0o077 != 0 {
+                    return Err(StoreError::SecretReadable { path, mode });
+                }
+            }
+            let key = SecretKey::decode(&buf).map_err(|source| StoreError::Key {
+                path: path.clone(),
+                source,
+            })?;
+            return Ok(Some((key, path)));
+        }
+        Ok(None)
+    }
+
+    /// Every secret key the user holds (damaged files are skipped).
+    pub fn secrets(&self) -> Vec<SecretKey> {
+        self.names_in(&self.user.join("auth/private"), SECRET_EXT)
+            .into_iter()
+            .filter_map(|n| self.secret(&n).ok().flatten().map(|(k, _)| k))
+            .collect()
+    }
+
+    /// Writes a public key file (0644), replacing any earlier one for that name.
+    pub fn write_public(
+        &self,
+        dir: Dir,
+        key: &PublicKey,
+        system: bool,
+    ) -> Result<PathBuf, StoreError> {
+        let path = self.public_path(dir, &key.name, system);
+        let parent = path.parent().expect("a key path has a directory");
+        make_dir(parent, 0o755)?;
+        let tmp = write_temp(parent, &key.encode(), 0o644)?;
+        fs::rename(&tmp, &path).map_err(|source| {
+            let _ = fs::remove_file(&tmp);
+            StoreError::Write {
+                path: path.clone(),
+                source,
+            }
+        })?;
+        Ok(path)
+    }
+
+    /// Every copy of a public key named `name`: our secret keys' public halves first,
+    /// then trusted, local and cache, the user's before the system's. Damaged files
+    /// are skipped.
+    pub fn find(&self, name: &KeyName) -> Vec<(Source, PublicKey)> {
+        let mut out = Vec::new();
+        if let Ok(Some((k, path))) = self.secret(name) {
+            out.push((Source::Secret(path), k.public().clone()));
+        }
+        for dir in [Dir::Trusted, Dir::Local, Dir::Cache] {
+            for system in [false, true] {
+                if system && self.system.is_none() {
+                    continue;
+                }
+                let path = self.public_path(dir, name, system);
+                if let Ok(Some(buf)) = read_limited(&path) {
+                    if let Ok(k) = PublicKey::decode(&buf) {
+                        if &k.name == name {
+                            out.push((Source::Public(dir, path), k));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The public key named `name` with id `id`, from anywhere in the store; the
+    /// copy with the most signatures wins. Fits [`crate::envelope::open`]'s lookup.
+    pub fn lookup(&self, name: &KeyName, id: KeyId) -> Option<PublicKey> {
+        self.find(name)
+            .into_iter()
+            .map(|(_, k)| k)
+            .filter(|k| k.id() == id)
+            .max_by_key(|k| k.signatures.len())
+    }
+
+    /// The names of every key file with extension `ext` in `dir`.
+    pub fn names_in(&self, dir: &Path, ext: &str) -> Vec<KeyName> {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        let mut names: Vec<KeyName> = entries
+            .filter_map(|e| {
+                let name = e.ok()?.file_name().into_string().ok()?;
+                KeyName::from_file_stem(name.strip_suffix(&format!(".{ext}"))?)
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn seen_path(&self) -> PathBuf {
+        self.user.join("auth/seen")
+    }
+
+    /// Key ids recorded for `name`, oldest first.
+    pub fn seen_ids(&self, name: &KeyName) -> Result<Vec<KeyId>, StoreError> {
+        Ok(self
+            .read_seen()?
+            .into_iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, id)| id)
+            .collect())
+    }
+
+    /// Records that `name` had key `id`.
+    pub fn record_seen(&self, name: &KeyName, id: KeyId) -> Result<(), StoreError> {
+        let mut seen = self.read_seen()?;
+        if seen.iter().any(|(n, i)| n == name && *i == id) {
+            return Ok(());
+        }
+        seen.push((name.clone(), id));
+        let text: String = seen.iter().map(|(n, i)| format!("{n} {i}\n")).collect();
+        let path = self.seen_path();
+        let dir = path.parent().expect("auth has a parent");
+        make_dir(dir, 0o755)?;
+        let tmp = write_temp(dir, text.as_bytes(), 0o644)?;
+        fs::rename(&tmp, &path).map_err(|source| StoreError::Write { path, source })
+    }
+
+    fn read_seen(&self) -> Result<Vec<(KeyName, KeyId)>, StoreError> {
+        let path = self.seen_path();
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(StoreError::Read { path, source }),
+        };
+        // Lines we cannot read are skipped, not fatal: the record only feeds warnings.
+        Ok(text
+            .lines()
+            .filter_map(|l| {
+                let (n, i) = l.split_once(' ')?;
+                Some((KeyName::parse(n).ok()?, i.trim().parse().ok()?))
+            })
+            .collect())
+    }
+}
+
+fn make_dir(dir: &Path, mode: u32) -> Result<(), StoreError> {
+    let err = |source| StoreError::Write {
+        path: dir.to_path_buf(),
+        source,
+    };
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)
+        .map_err(err)?;
+    // `mode` is filtered by the umask; the private directory must be 0700 whatever it is.
+    fs::set_permissions(dir, fs::Permissions::from_mode(mode)).map_err(err)
+}
+
+/// Writes `data` to a new file in `dir` created with `mode` (never wider) and synced.
+fn write_temp(dir: &Path, data: &[u8], mode: u32) -> Result<PathBuf, StoreError> {
+    let path = dir.join(format!(".tmp-{:016x}", OsRng.next_u64()));
+    let err = |source| StoreError::Write {
+        path: path.clone(),
+        source,
+    };
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&path)
+        .map_err(err)?;
+    let written = f
+        .set_permissions(fs::Permissions::from_mode(mode))
+        .and_then(|()| f.write_all(data))
+        .and_then(|()| f.sync_all());
+    if let Err(e) = written {
+        let _ = fs::remove_file(&path);
+        return Err(err(e));
+    }
+    Ok(path)
+}
+
+/// A key file's contents, `None` if it does not exist; at most [`MAX_KEY_FILE`] bytes.
+/// The buffer is sized up front and zeroized on drop, as it may hold a secret key.
+fn read_limited(path: &Path) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+    let err = |source| StoreError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(err(e)),
+    };
+    let len = f
+        .metadata()
+        .map_or(0, |m| m.len() as usize)
+        .min(MAX_KEY_FILE)
+        + 1;
+    let mut buf = Zeroizing::new(Vec::with_capacity(len));
+    f.take(MAX_KEY_FILE as u64 + 1)
+        .read_to_end(&mut buf)
+        .map_err(err)?;
+    Ok(Some(buf))
+}
