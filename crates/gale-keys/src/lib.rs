@@ -11,7 +11,8 @@
 //!   (signed) and 2 (encrypted), and batch signature checking.
 //! - [`store`]: [`KeyStore`], the key files under `GALE_DIR` and `GALE_SYS_DIR`.
 //! - [`trust`]: [`KeyStore::verify`] (chains to anchors), [`KeyStore::note_seen`]
-//!   (changed keys), [`KeyStore::resolve`] and [`KeyStore::recipients`].
+//!   (changed keys), [`KeyStore::import`], [`KeyStore::resolve`] and
+//!   [`KeyStore::recipients`].
 //! - [`hex`]: hex text for ids and test vectors.
 //!
 //! Every domain-separation label is a versioned constant
@@ -68,4 +69,4 @@ pub use envelope::{open, seal, sign, EnvelopeError, Opened, SigState};
 pub use key::{Fingerprint, KeyError, KeyId, KeySignature, KeyTemplate, PublicKey, SecretKey};
 pub use name::{KeyName, NameError};
 pub use store::{Dir, KeyStore, Source, StoreError};
-pub use trust::{Chain, KeyChanged, Recipients, Trust, TrustError};
+pub use trust::{Chain, Imported, KeyChanged, Recipients, Trust, TrustError};

@@ -2,11 +2,14 @@
 //! to a location must be encrypted to.
 //!
 //! Rules (see `docs/security.md`):
-//! - A key is *verified* if it is an anchor (a key in `auth/trusted`, or the public
-//!   half of one of our secret keys, with exactly the same contents), or if it
+//! - A key is *verified* if it is an anchor (a key in `auth/trusted`, the user's or
+//!   the system's, with exactly the same contents), or if it
 //!   carries a valid signature by its parent (by name, [`KeyName::parent`]) and that
 //!   parent is itself verified, up to [`MAX_CHAIN_DEPTH`] links.
 //! - Every key along the chain, anchors included, must be unexpired.
+//! - Holding a secret key does not make it an anchor (Gale trusted its private
+//!   directory): your own key shows the trust everyone else can give it, so an
+//!   unsigned key of yours shows as unverified until it is signed or trusted.
 //! - A key whose id for a known name changes is reported as [`KeyChanged`].
 //! - The controlling key of a location is the most general existing wildcard key
 //!   (`*@dom`, then `a.*@dom`, ...), else the exact key, as in Gale; a verified key is
@@ -96,6 +99,19 @@ impl fmt::Display for KeyChanged {
     }
 }
 
+/// What [`KeyStore::import`] did.
+#[derive(Debug, Clone)]
+pub struct Imported {
+    /// The file written.
+    pub path: std::path::PathBuf,
+    /// True if the key is one of ours and its signatures went into our secret file.
+    pub into_secret: bool,
+    /// Signatures added (all of them for a newly stored key).
+    pub new_signatures: usize,
+    /// Set if `name` was known with another key: warn loudly.
+    pub changed: Option<KeyChanged>,
+}
+
 /// Who a message to a location goes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recipients {
@@ -133,13 +149,14 @@ pub enum TrustError {
 }
 
 impl KeyStore {
-    /// True if `key` is an anchor: a trusted file or one of our own keys, with the
-    /// same contents (not merely the same key material).
+    /// True if `key` is an anchor: a file in `auth/trusted` with the same contents
+    /// (not merely the same key material, so nobody can reuse an anchor's key with
+    /// other members or another redirect).
     pub fn is_anchor(&self, key: &PublicKey) -> bool {
         let body = key.body();
-        self.find(&key.name).iter().any(|(src, k)| {
-            matches!(src, Source::Secret(_) | Source::Public(Dir::Trusted, _)) && k.body() == body
-        })
+        self.find(&key.name)
+            .iter()
+            .any(|(src, k)| matches!(src, Source::Public(Dir::Trusted, _)) && k.body() == body)
     }
 
     /// How far `key` can be trusted at time `now`.
@@ -228,6 +245,36 @@ impl KeyStore {
             old,
             new: id,
         }))
+    }
+
+    /// Stores a public key learned or received (in `auth/local` or `auth/cache`):
+    /// if it is one of our own keys, its signatures are merged into our secret key
+    /// file instead. Reports a changed key for a known name.
+    pub fn import(&self, key: &PublicKey, dir: Dir) -> Result<Imported, StoreError> {
+        let id = key.id();
+        let mut merged = None;
+        if let Some((mut mine, _)) = self.secret(&key.name)? {
+            if mine.id() == id {
+                if let Ok(n) = mine.merge_signatures(key) {
+                    merged = Some((self.write_secret(&mine, true)?, n));
+                }
+            }
+        }
+        let (path, into_secret, new_signatures) = match merged {
+            Some((path, n)) => (path, true, n),
+            None => (
+                self.write_public(dir, key, false)?,
+                false,
+                key.signatures.len(),
+            ),
+        };
+        let changed = self.note_seen(&key.name, id)?;
+        Ok(Imported {
+            path,
+            into_secret,
+            new_signatures,
+            changed,
+        })
     }
 
     /// The key that controls `loc`, if any is usable (see the module rules).

@@ -281,11 +281,16 @@ fn signatures_merge_into_our_secret_key() {
     let (_t, store, [_net, ofb, egnor]) = chain_store();
     store.write_secret(&egnor, false).unwrap();
     let (mut mine, _) = store.secret(egnor.name()).unwrap().unwrap();
+    // Holding the secret does not make an unsigned key trusted.
+    assert!(matches!(
+        store.verify(mine.public(), NOW),
+        Trust::Unverified { .. }
+    ));
     assert_eq!(mine.merge_signatures(&signed(&egnor, &ofb)).unwrap(), 1);
     store.write_secret(&mine, true).unwrap();
     let (back, _) = store.secret(egnor.name()).unwrap().unwrap();
     assert_eq!(back.public().signatures.len(), 1);
-    // Our own keys are anchors, and the merged key still verifies through net.
+    // The merged key verifies through ofb.net and net.
     assert!(store.verify(back.public(), NOW).is_verified());
     assert!(mine
         .merge_signatures(&signed(&key("egnor@ofb.net", 9), &ofb))
