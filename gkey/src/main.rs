@@ -1,0 +1,494 @@
+//! gkey: make, show, sign, export, import and trust Gale keys. A thin command line
+//! over the `gale-keys` library; see docs/security.md.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use gale_keys::key::MAX_KEY_FILE;
+use gale_keys::{Dir, KeyName, KeyStore, KeyTemplate, PublicKey, SecretKey, Source};
+use gale_proto::Timestamp;
+
+const EXIT_HELP: &str = "\
+Keys live under GALE_DIR (default ~/.gale) and GALE_SYS_DIR (default /etc/gale):
+auth/private (your secret keys, 0600), auth/trusted (anchors), auth/local and
+auth/cache (other keys, trusted only through a chain of signatures).
+
+Exit status: 0 success; 1 error (the message says what to do); 2 bad usage;
+3 `gkey show` found the key but it is not verified.";
+
+/// Make, show, sign, export, import and trust Gale keys.
+#[derive(Parser, Debug)]
+#[command(name = "gkey", version, after_help = EXIT_HELP)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Make a new key pair and save the secret key (0600) under auth/private.
+    ///
+    /// The key is signed with its parent's secret key if you hold it (egnor@ofb.net's
+    /// parent is ofb.net); otherwise it is saved unsigned and gkey says how to get it
+    /// signed.
+    Gen {
+        /// Key name: a location (you@example.org), a wildcard (pub.*@example.org) or a
+        /// domain (example.org).
+        name: String,
+        /// Owner description shown with the key, e.g. "Dan Egnor".
+        #[arg(long)]
+        owner: Option<String>,
+        /// Expire the key this many days from now.
+        #[arg(long, value_name = "DAYS")]
+        expires: Option<u32>,
+        /// Make a group key with this member (repeatable); messages to the group are
+        /// encrypted to its members.
+        #[arg(long, value_name = "LOC")]
+        member: Vec<String>,
+        /// Make the location public: the world is a member, messages go in clear.
+        #[arg(long)]
+        public: bool,
+        /// Forward messages for this key's locations to another location.
+        #[arg(long, value_name = "LOC")]
+        redirect: Option<String>,
+        /// Replace an existing secret key of this name (the old one is lost for good).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show a key: id, fingerprint, owner, times, members, signatures and chain of trust.
+    Show {
+        /// A key name, or a .gpub/.gpri file.
+        key: String,
+    },
+    /// Sign a public key read from stdin as its parent; write it to stdout.
+    ///
+    /// Use as a filter: gkey sign < egnor.gpub > egnor.signed.gpub
+    Sign {
+        /// Sign as this key, which must be the key's parent (default: the parent).
+        #[arg(long = "as", value_name = "PARENT")]
+        as_: Option<String>,
+    },
+    /// Write a public key (with its signatures) to stdout.
+    Export {
+        name: String,
+        /// Write the SECRET key instead; needs --force as well.
+        #[arg(long)]
+        secret: bool,
+        /// Confirms --secret.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Add a public key to auth/local (or, if it is your own key signed by its
+    /// parent, add the signatures to your secret key).
+    Import {
+        /// A .gpub file; - or nothing for stdin.
+        file: Option<PathBuf>,
+    },
+    /// Install a key as a trust anchor: it and every key it signs become verified.
+    Trust {
+        /// A key name already in the store, or a .gpub file.
+        key: String,
+        /// Install it for every user (in GALE_SYS_DIR) instead of only for you.
+        #[arg(long)]
+        system: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("gkey: error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  because: {cause}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(args: Args) -> Result<ExitCode> {
+    let store = KeyStore::from_env()?;
+    let now = now();
+    match args.command {
+        Command::Gen {
+            name,
+            owner,
+            expires,
+            member,
+            public,
+            redirect,
+            force,
+        } => gen(
+            &store, now, &name, owner, expires, member, public, redirect, force,
+        ),
+        Command::Show { key } => show(&store, now, &key),
+        Command::Sign { as_ } => sign(&store, as_),
+        Command::Export {
+            name,
+            secret,
+            force,
+        } => export(&store, &name, secret, force),
+        Command::Import { file } => import(&store, now, file),
+        Command::Trust { key, system } => trust(&store, now, &key, system),
+    }
+}
+
+fn now() -> Timestamp {
+    Timestamp {
+        secs: Timestamp::now().secs,
+        nanos: 0,
+    }
+}
+
+fn parse_name(s: &str) -> Result<KeyName> {
+    Ok(KeyName::parse(s)?)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gen(
+    store: &KeyStore,
+    now: Timestamp,
+    name: &str,
+    owner: Option<String>,
+    expires: Option<u32>,
+    mut members: Vec<String>,
+    public: bool,
+    redirect: Option<String>,
+    force: bool,
+) -> Result<ExitCode> {
+    let name = parse_name(name)?;
+    if !force && store.secret_path(&name).exists() {
+        bail!(
+            "a secret key for {name} already exists at {}; to replace it (and lose the old one for good) add --force",
+            store.secret_path(&name).display()
+        );
+    }
+    for m in &members {
+        gale_proto::Location::parse(m).with_context(|| format!("--member {m:?}"))?;
+    }
+    if let Some(r) = &redirect {
+        gale_proto::Location::parse(r).with_context(|| format!("--redirect {r:?}"))?;
+    }
+    if public {
+        members.push(String::new());
+    }
+    let group = !members.is_empty() || redirect.is_some();
+    let mut t = KeyTemplate::new(name.clone(), now);
+    t.owner = owner;
+    t.expires = expires.map(|d| Timestamp {
+        secs: now.secs + i64::from(d) * 86_400,
+        nanos: 0,
+    });
+    t.members = members;
+    t.redirect = redirect;
+    t.encryption = !group;
+    let mut key = SecretKey::generate(t, &mut rand_core::OsRng);
+
+    let parent = name.parent();
+    let signer = match &parent {
+        Some(p) => store.secret(p)?.map(|(k, _)| k),
+        None => None,
+    };
+    if let Some(signer) = &signer {
+        let mut public = key.public().clone();
+        signer.sign_key(&mut public)?;
+        key.merge_signatures(&public)?;
+    }
+    let path = store.write_secret(&key, force)?;
+    store.note_seen(&name, key.id())?;
+
+    println!("made key {name}");
+    print_key(key.public());
+    println!("  secret       {}", path.display());
+    let stem = name.file_stem();
+    match (&parent, &signer) {
+        (_, Some(_)) => {}
+        (None, None) => eprintln!(
+            "gkey: warning: {name} is a top-level key: nobody signs it. Others can trust it only by installing it:\n  gkey export {name} > {stem}.gpub   then, on their side:   gkey trust {stem}.gpub"
+        ),
+        (Some(p), None) => {
+            eprintln!(
+                "gkey: warning: {name} is UNSIGNED: you do not hold the secret key of {p}, so nobody can verify it yet.\n  To get it signed, send the public key to the owner of {p}:\n    gkey export {name} > {stem}.gpub\n  they run:\n    gkey sign < {stem}.gpub > {stem}.signed.gpub\n  and you install the result with:\n    gkey import {stem}.signed.gpub"
+            );
+            if name.local().is_none() {
+                eprintln!("  Or, with no parent to sign it, users can trust {name} directly: gkey trust {stem}.gpub\n  (you too: run `gkey trust {name}` so the keys you sign with it show as verified)");
+            }
+        }
+    }
+    if group {
+        println!("  (a group or redirect key has no encryption key of its own: messages to it are encrypted to its members)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn time(t: Timestamp) -> String {
+    chrono::DateTime::from_timestamp(t.secs, 0)
+        .map(|d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| format!("{} seconds after 1970", t.secs))
+}
+
+fn print_key(k: &PublicKey) {
+    println!("  id           {}", k.id());
+    println!("  fingerprint  {}", k.fingerprint());
+    if let Some(o) = &k.owner {
+        println!("  owner        {o}");
+    }
+    println!("  created      {}", time(k.created));
+    println!(
+        "  expires      {}",
+        k.expires.map_or("never".to_string(), time)
+    );
+    let algs = if k.encryption.is_some() {
+        "ed25519 signing, x25519 encryption"
+    } else {
+        "ed25519 signing only"
+    };
+    println!("  keys         {algs}");
+    if !k.members.is_empty() {
+        let m: Vec<&str> = k
+            .members
+            .iter()
+            .map(|m| if m.is_empty() { "*everyone*" } else { m })
+            .collect();
+        println!("  members      {}", m.join(", "));
+    }
+    if let Some(r) = &k.redirect {
+        println!("  redirect     {r}");
+    }
+    for s in &k.signatures {
+        println!("  signed by    {} ({})", s.signer, s.signer_id);
+    }
+    if k.signatures.is_empty() {
+        println!("  signed by    nobody");
+    }
+}
+
+fn read_input(path: Option<&Path>) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    let limit = MAX_KEY_FILE as u64 + 1;
+    match path {
+        None => {
+            std::io::stdin()
+                .take(limit)
+                .read_to_end(&mut buf)
+                .context("cannot read standard input")?;
+        }
+        Some(p) if p == Path::new("-") => return read_input(None),
+        Some(p) => {
+            std::fs::File::open(p)
+                .and_then(|f| f.take(limit).read_to_end(&mut buf))
+                .with_context(|| format!("cannot read {}", p.display()))?;
+        }
+    }
+    Ok(buf)
+}
+
+/// A key from a file (public or secret), or the store's copies of a name.
+fn load(store: &KeyStore, what: &str) -> Result<Vec<(String, PublicKey)>> {
+    let path = Path::new(what);
+    if path.is_file() {
+        let buf = read_input(Some(path))?;
+        let key = match PublicKey::decode(&buf) {
+            Err(gale_keys::KeyError::IsSecretKey) => SecretKey::decode(&buf)?.public().clone(),
+            r => r.with_context(|| format!("{what} is not a usable key file"))?,
+        };
+        return Ok(vec![(format!("file {what}"), key)]);
+    }
+    let name = KeyName::parse(what)
+        .with_context(|| format!("{what:?} is neither a key file nor a key name"))?;
+    let mut out: Vec<(String, PublicKey)> = Vec::new();
+    for (src, k) in store.find(&name) {
+        if out
+            .iter()
+            .any(|(_, o)| o.body() == k.body() && o.signatures == k.signatures)
+        {
+            continue;
+        }
+        let src = match src {
+            Source::Secret(p) => format!("your secret key {}", p.display()),
+            Source::Public(_, p) => p.display().to_string(),
+        };
+        out.push((src, k));
+    }
+    if out.is_empty() {
+        bail!(
+            "no key named {name} in {} or the system directory; import it with `gkey import FILE`, or make it with `gkey gen {name}`",
+            store.user_dir().display()
+        );
+    }
+    Ok(out)
+}
+
+fn show(store: &KeyStore, now: Timestamp, what: &str) -> Result<ExitCode> {
+    let keys = load(store, what)?;
+    let mut ids: Vec<_> = keys.iter().map(|(_, k)| k.id()).collect();
+    ids.dedup();
+    let mut all_verified = true;
+    for (src, k) in &keys {
+        println!("key {}", k.name);
+        println!("  from         {src}");
+        print_key(k);
+        let chain = store.verify_chain(k, now);
+        let links: Vec<String> = chain
+            .links
+            .iter()
+            .map(|l| format!("{} ({})", l.name, l.id()))
+            .collect();
+        println!("  chain        {}", links.join(" <- "));
+        println!("  trust        {}", chain.trust);
+        all_verified &= chain.trust.is_verified();
+        println!();
+    }
+    if ids.len() > 1 {
+        eprintln!("gkey: warning: there are {} different keys named {}; compare their fingerprints with the owner", ids.len(), keys[0].1.name);
+    }
+    Ok(if all_verified {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
+
+fn sign(store: &KeyStore, as_: Option<String>) -> Result<ExitCode> {
+    if std::io::stdin().is_terminal() || std::io::stdout().is_terminal() {
+        bail!("gkey sign is a filter and will not read a key from, or write one to, a terminal; run: gkey sign < key.gpub > key.signed.gpub");
+    }
+    let buf = read_input(None)?;
+    let mut key = PublicKey::decode(&buf).context("standard input is not a public key")?;
+    let Some(parent) = key.name.parent() else {
+        bail!(
+            "{} is a top-level key: nobody signs it; users install it with `gkey trust`",
+            key.name
+        );
+    };
+    if let Some(a) = as_ {
+        let a = parse_name(&a)?;
+        if a != parent {
+            bail!("{a} cannot sign {}: only its parent {parent} can (a signature by any other key would not make it verifiable)", key.name);
+        }
+    }
+    let Some((signer, path)) = store.secret(&parent)? else {
+        bail!(
+            "you hold no secret key for {parent} (looked in {}); only the owner of {parent} can sign {}",
+            store.secret_path(&parent).display(),
+            key.name
+        );
+    };
+    signer.sign_key(&mut key)?;
+    std::io::stdout()
+        .write_all(&key.encode())
+        .and_then(|()| std::io::stdout().flush())
+        .context("cannot write the signed key to standard output")?;
+    eprintln!(
+        "gkey: signed {} (id {}, owner {}) as {parent} (id {}, {})\n  fingerprint {}\n  check this fingerprint with the key's owner before handing the signed key back",
+        key.name,
+        key.id(),
+        key.owner.as_deref().unwrap_or("not given"),
+        signer.id(),
+        path.display(),
+        key.fingerprint()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn export(store: &KeyStore, name: &str, secret: bool, force: bool) -> Result<ExitCode> {
+    let name = parse_name(name)?;
+    if std::io::stdout().is_terminal() {
+        bail!(
+            "key files are binary; redirect the output: gkey export {name} > {}.gpub",
+            name.file_stem()
+        );
+    }
+    let bytes = if secret {
+        if !force {
+            bail!("--secret writes your SECRET key, which lets anyone read your messages and sign as you; add --force if that is what you mean");
+        }
+        let Some((k, _)) = store.secret(&name)? else {
+            bail!("you hold no secret key for {name}");
+        };
+        k.encode().to_vec()
+    } else {
+        let keys = load(store, name.as_str())?;
+        keys[0].1.encode()
+    };
+    std::io::stdout()
+        .write_all(&bytes)
+        .and_then(|()| std::io::stdout().flush())
+        .context("cannot write the key to standard output")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn import(store: &KeyStore, now: Timestamp, file: Option<PathBuf>) -> Result<ExitCode> {
+    let buf = read_input(file.as_deref())?;
+    let key = match PublicKey::decode(&buf) {
+        Err(gale_keys::KeyError::IsSecretKey) => bail!(
+            "this is a secret key; gkey imports only public keys. To install a secret key, copy it into {} with mode 0600",
+            store.user_dir().join("auth/private").display()
+        ),
+        r => r.context("not a public key file")?,
+    };
+    let done = store.import(&key, Dir::Local)?;
+    if let Some(changed) = &done.changed {
+        eprintln!("gkey: {changed}");
+    }
+    if done.into_secret {
+        println!(
+            "added {} signature(s) to your own key {} in {}",
+            done.new_signatures,
+            key.name,
+            done.path.display()
+        );
+    } else {
+        println!(
+            "imported {} ({}) into {}",
+            key.name,
+            key.id(),
+            done.path.display()
+        );
+    }
+    println!("  trust        {}", store.verify(&key, now));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn trust(store: &KeyStore, now: Timestamp, what: &str, system: bool) -> Result<ExitCode> {
+    let keys = load(store, what)?;
+    if keys.len() > 1 && keys.iter().any(|(_, k)| k.id() != keys[0].1.id()) {
+        bail!("there are several different keys named {what}; trust one by giving its file");
+    }
+    let key = &keys[0].1;
+    if key.is_expired(now) {
+        bail!(
+            "{} expired on {}; an expired key cannot be an anchor",
+            key.name,
+            time(key.expires.unwrap_or(now))
+        );
+    }
+    let path = store.write_public(Dir::Trusted, key, system)?;
+    if let Some(changed) = store.note_seen(&key.name, key.id())? {
+        eprintln!("gkey: {changed}");
+    }
+    println!(
+        "TRUSTED: {} is now a trust anchor{}.",
+        key.name,
+        if system {
+            " for every user of this system"
+        } else {
+            ""
+        }
+    );
+    println!("  id           {}", key.id());
+    println!("  fingerprint  {}", key.fingerprint());
+    println!("  file         {}", path.display());
+    println!(
+        "Every key that {} signs, and every key below those, now shows as verified.",
+        key.name
+    );
+    println!("Make sure this fingerprint is right (ask the key's owner over another channel);");
+    println!("to undo, delete {}", path.display());
+    Ok(ExitCode::SUCCESS)
+}

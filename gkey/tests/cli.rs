@@ -1,0 +1,109 @@
+//! gkey end to end: the real binary against temporary key directories.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn gkey(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gkey"));
+    cmd.args(args)
+        .env("GALE_DIR", dir)
+        .env("GALE_SYS_DIR", dir.join("no-system"))
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    if let Some(input) = stdin {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(input).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn gen_sign_import_trust_show() {
+    let t = tempfile::tempdir().unwrap();
+    let (admin, user) = (t.path().join("admin"), t.path().join("user"));
+
+    let out = gkey(&admin, &["gen", "ofb.net", "--owner", "OFB"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = gkey(
+        &user,
+        &["gen", "egnor@ofb.net", "--owner", "Dan Egnor"],
+        None,
+    );
+    assert!(out.status.success());
+    assert!(
+        text(&out.stderr).contains("gkey sign <"),
+        "{}",
+        text(&out.stderr)
+    );
+    let secret = user.join("auth/private/egnor@ofb.net.gpri");
+    assert_eq!(
+        std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // Never overwritten without --force.
+    let before = std::fs::read(&secret).unwrap();
+    let out = gkey(&user, &["gen", "egnor@ofb.net"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("--force"));
+    assert_eq!(std::fs::read(&secret).unwrap(), before);
+
+    // Unsigned: shown, but exit 3.
+    assert_eq!(
+        gkey(&user, &["show", "egnor@ofb.net"], None).status.code(),
+        Some(3)
+    );
+
+    let public = gkey(&user, &["export", "egnor@ofb.net"], None).stdout;
+    let out = gkey(&admin, &["sign", "--as", "other.net"], Some(&public));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("only its parent ofb.net"));
+    let out = gkey(&admin, &["sign"], Some(&public));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let signed = user.join("signed.gpub");
+    std::fs::write(&signed, &out.stdout).unwrap();
+    let out = gkey(&user, &["import", signed.to_str().unwrap()], None);
+    assert!(
+        text(&out.stdout).contains("added 1 signature"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let domain = gkey(&admin, &["export", "ofb.net"], None).stdout;
+    let out = gkey(&user, &["trust", "-"], Some(&domain));
+    // `trust` takes a name or a file, not stdin.
+    assert_eq!(out.status.code(), Some(1));
+    let dfile = user.join("ofb.gpub");
+    std::fs::write(&dfile, &domain).unwrap();
+    let out = gkey(&user, &["trust", dfile.to_str().unwrap()], None);
+    assert!(text(&out.stdout).contains("TRUSTED"));
+    let out = gkey(&user, &["show", "egnor@ofb.net"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("verified (trust anchor ofb.net)"));
+}
+
+#[test]
+fn secret_export_needs_force() {
+    let t = tempfile::tempdir().unwrap();
+    assert!(gkey(t.path(), &["gen", "a@x.org"], None).status.success());
+    let out = gkey(t.path(), &["export", "a@x.org", "--secret"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("--force"));
+    let out = gkey(
+        t.path(),
+        &["export", "a@x.org", "--secret", "--force"],
+        None,
+    );
+    assert!(out.stdout.starts_with(b"GALESEC\x01"));
+}
