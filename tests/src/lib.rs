@@ -189,7 +189,7 @@ impl Gsub {
     /// [`Gsub::resume`]: once the pipe fills, gsub blocks, as a stuck person's
     /// terminal or a stuck script would.
     pub fn start_stalled(server: &str, args: &[&str]) -> Gsub {
-        let mut g = Self::spawn_inner(server, &[&["--json"], args].concat(), false);
+        let g = Self::spawn_inner(server, &[&["--json"], args].concat(), false);
         g.stderr.wait_for("gsub: subscribed");
         g
     }

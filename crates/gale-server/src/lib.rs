@@ -13,6 +13,7 @@
 
 pub mod config;
 pub mod connection;
+pub mod interest;
 pub mod outbox;
 pub mod router;
 pub mod status;
