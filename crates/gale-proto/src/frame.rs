@@ -175,7 +175,10 @@ pub enum Frame {
     Lossage(u64),
     /// Server link only: changes to the locations the sender wants (`+` adds, `-`
     /// withdraws); with `reset`, the entries replace everything sent before.
-    Interest { reset: bool, entries: Vec<SubEntry> },
+    Interest {
+        reset: bool,
+        entries: Vec<SubEntry>,
+    },
     /// Asks the server for its status report.
     StatusRequest,
     /// The server's status report, as JSON text.
@@ -376,9 +379,14 @@ impl Frame {
             FrameType::Interest => {
                 let flags = r.u8()?;
                 if flags & !1 != 0 {
-                    return Err(FrameError::Malformed(format!("INTEREST flags {flags:#04x}")));
+                    return Err(FrameError::Malformed(format!(
+                        "INTEREST flags {flags:#04x}"
+                    )));
                 }
-                Frame::Interest { reset: flags & 1 == 1, entries: get_entries(&mut r)? }
+                Frame::Interest {
+                    reset: flags & 1 == 1,
+                    entries: get_entries(&mut r)?,
+                }
             }
             FrameType::StatusRequest => Frame::StatusRequest,
             FrameType::Status => {
@@ -497,10 +505,25 @@ mod tests {
             reset: false,
             entries: vec![SubEntry::exclude(Location::parse("a@x.org").unwrap())],
         };
-        assert_eq!(enc(&interest), [&[0, 0, 0, 14, 0x50, 0, 0, 1, b'-', 0, 7][..], b"a@x.org"].concat());
+        assert_eq!(
+            enc(&interest),
+            [&[0, 0, 0, 14, 0x50, 0, 0, 1, b'-', 0, 7][..], b"a@x.org"].concat()
+        );
         assert_eq!(enc(&Frame::StatusRequest), [0, 0, 0, 1, 0x60]);
-        assert_eq!(enc(&Frame::Status("{}".into())), [0, 0, 0, 3, 0x61, b'{', b'}']);
-        for f in [hello, welcome, sub, interest, Frame::StatusRequest, Frame::Status("{}".into()), Frame::Ping(1), Frame::Will(None)] {
+        assert_eq!(
+            enc(&Frame::Status("{}".into())),
+            [0, 0, 0, 3, 0x61, b'{', b'}']
+        );
+        for f in [
+            hello,
+            welcome,
+            sub,
+            interest,
+            Frame::StatusRequest,
+            Frame::Status("{}".into()),
+            Frame::Ping(1),
+            Frame::Will(None),
+        ] {
             round_trip(f);
         }
     }

@@ -88,8 +88,14 @@ impl Interest {
         // Newly advertised; what it covers is no longer advertised on its own.
         let hidden = self.exposed_below(loc);
         self.want.insert(k, (1, loc.clone()));
-        let mut out = vec![Delta { add: true, location: loc.clone() }];
-        out.extend(hidden.into_iter().map(|location| Delta { add: false, location }));
+        let mut out = vec![Delta {
+            add: true,
+            location: loc.clone(),
+        }];
+        out.extend(hidden.into_iter().map(|location| Delta {
+            add: false,
+            location,
+        }));
         out
     }
 
@@ -108,15 +114,25 @@ impl Interest {
         if self.covered(loc) {
             return Vec::new();
         }
-        let mut out = vec![Delta { add: false, location: loc.clone() }];
+        let mut out = vec![Delta {
+            add: false,
+            location: loc.clone(),
+        }];
         let exposed = self.exposed_below(loc);
-        out.extend(exposed.into_iter().map(|location| Delta { add: true, location }));
+        out.extend(exposed.into_iter().map(|location| Delta {
+            add: true,
+            location,
+        }));
         out
     }
 
     /// The aggregated set, for a full sync.
     pub fn advertised(&self) -> Vec<Location> {
-        self.want.values().filter(|(_, l)| !self.covered(l)).map(|(_, l)| l.clone()).collect()
+        self.want
+            .values()
+            .filter(|(_, l)| !self.covered(l))
+            .map(|(_, l)| l.clone())
+            .collect()
     }
 
     /// Distinct locations wanted (before aggregation).
@@ -140,7 +156,10 @@ mod tests {
     }
 
     fn d(add: bool, s: &str) -> Delta {
-        Delta { add, location: l(s) }
+        Delta {
+            add,
+            location: l(s),
+        }
     }
 
     #[test]
@@ -149,24 +168,53 @@ mod tests {
         assert_eq!(i.add(&l("pub.tv@x.org")), [d(true, "pub.tv@x.org")]);
         assert_eq!(i.add(&l("pub.tv@x.org")), []);
         assert_eq!(i.add(&l("pub.tv.buffy@x.org")), [], "covered by pub.tv");
-        assert_eq!(i.add(&l("pub.tvguide@x.org")), [d(true, "pub.tvguide@x.org")], "not covered");
+        assert_eq!(
+            i.add(&l("pub.tvguide@x.org")),
+            [d(true, "pub.tvguide@x.org")],
+            "not covered"
+        );
         assert_eq!(
             i.add(&l("pub@x.org")),
-            [d(true, "pub@x.org"), d(false, "pub.tv@x.org"), d(false, "pub.tvguide@x.org")]
+            [
+                d(true, "pub@x.org"),
+                d(false, "pub.tv@x.org"),
+                d(false, "pub.tvguide@x.org")
+            ]
         );
         assert_eq!(i.advertised(), [l("pub@x.org")]);
         assert_eq!(
             i.remove(&l("pub@x.org")),
-            [d(false, "pub@x.org"), d(true, "pub.tv@x.org"), d(true, "pub.tvguide@x.org")]
+            [
+                d(false, "pub@x.org"),
+                d(true, "pub.tv@x.org"),
+                d(true, "pub.tvguide@x.org")
+            ]
         );
         assert_eq!(i.remove(&l("pub.tv@x.org")), [], "one source left");
-        assert_eq!(i.remove(&l("pub.tv@x.org")), [d(false, "pub.tv@x.org"), d(true, "pub.tv.buffy@x.org")]);
-        assert_eq!(i.add(&l("@x.org")), [d(true, "@x.org"), d(false, "pub.tv.buffy@x.org"), d(false, "pub.tvguide@x.org")]);
-        assert_eq!(i.add(&l("a@y.org")), [d(true, "a@y.org")], "other domains are separate");
+        assert_eq!(
+            i.remove(&l("pub.tv@x.org")),
+            [d(false, "pub.tv@x.org"), d(true, "pub.tv.buffy@x.org")]
+        );
+        assert_eq!(
+            i.add(&l("@x.org")),
+            [
+                d(true, "@x.org"),
+                d(false, "pub.tv.buffy@x.org"),
+                d(false, "pub.tvguide@x.org")
+            ]
+        );
+        assert_eq!(
+            i.add(&l("a@y.org")),
+            [d(true, "a@y.org")],
+            "other domains are separate"
+        );
     }
 
     fn arb_loc() -> impl Strategy<Value = Location> {
-        (prop::collection::vec(prop::sample::select(vec!["a", "b", "a-b"]), 0..4), prop::sample::select(vec!["x.org", "y.org"]))
+        (
+            prop::collection::vec(prop::sample::select(vec!["a", "b", "a-b"]), 0..4),
+            prop::sample::select(vec!["x.org", "y.org"]),
+        )
             .prop_map(|(segs, dom)| l(&format!("{}@{dom}", segs.join("."))))
     }
 
