@@ -21,7 +21,12 @@ Config file (TOML), every key optional:
   keepalive_ms = 30000           handshake_timeout_ms = 10000
   max_frame = 1048576            client_queue_bytes = 1048576
   client_queue_frames = 65536    max_connections = 100000
+  links = [\"a.example.org:11512,b.example.org:11512\"]   dedup_cache = 65536
 Command-line options override the file.
+
+Links: --link HOST:PORT[,ALT:PORT] (repeatable, or links = [...] in the file) dials
+another galed; alternates are tried in turn. `galed --status HOST:PORT` prints a
+running galed's state (clients, links, interest, queues, counters) as JSON.
 
 Signals: SIGTERM or SIGINT shut down cleanly (clients are told and reconnect
 elsewhere); SIGUSR1 logs a status report (connections, subscriptions, queue
@@ -49,6 +54,13 @@ struct Args {
     /// Per-client queue limit in bytes before deliveries are dropped and counted.
     #[arg(long, value_name = "BYTES")]
     client_queue_bytes: Option<usize>,
+    /// Link to another galed, HOST:PORT; list alternates to try in turn as
+    /// HOST:PORT,HOST:PORT (repeatable, one option per link).
+    #[arg(long = "link", value_name = "HOST:PORT[,...]")]
+    links: Vec<String>,
+    /// Print the status of the galed at ADDR (HOST:PORT) as JSON, and exit.
+    #[arg(long, value_name = "ADDR", exclusive = true)]
+    status: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -61,6 +73,18 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let args = Args::parse();
+    if let Some(addr) = &args.status {
+        return match tokio::runtime::Runtime::new()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(print_status(addr)))
+        {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("galed: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let config = match load_config(&args) {
         Ok(c) => c,
         Err(e) => {
@@ -101,11 +125,55 @@ fn load_config(args: &Args) -> Result<Config> {
     if let Some(q) = args.client_queue_bytes {
         config.client_queue_bytes = q;
     }
+    config.links.extend(args.links.iter().cloned());
+    for spec in &config.links {
+        gale_server::link::parse_link(spec).map_err(anyhow::Error::msg)?;
+    }
     config.validate()?;
     Ok(config)
 }
 
-async fn serve(config: Config) -> Result<()> {
+/// Asks a running galed for its status and prints the JSON it returns.
+async fn print_status(addr: &str) -> Result<()> {
+    use gale_proto::frame::{Frame, Hello};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = if addr.contains(':') {
+        addr.to_string()
+    } else {
+        format!("{addr}:{DEFAULT_PORT}")
+    };
+    let mut s = tokio::net::TcpStream::connect(&addr)
+        .await
+        .with_context(|| format!("cannot connect to galed at {addr}"))?;
+    let hello = Hello {
+        min_version: 1,
+        max_version: 1,
+        max_frame: gale_proto::limits::DEFAULT_MAX_FRAME,
+        role: 0,
+        agent: "galed --status".into(),
+    };
+    let mut out = Frame::Hello(hello).to_bytes().to_vec();
+    out.extend_from_slice(&Frame::StatusRequest.to_bytes());
+    s.write_all(&out).await?;
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        while let Some(f) = Frame::decode(&mut buf, gale_proto::limits::DEFAULT_MAX_FRAME)? {
+            match f {
+                Frame::Status(json) => {
+                    println!("{json}");
+                    return Ok(());
+                }
+                Frame::Error { text, .. } => anyhow::bail!("galed at {addr} refused: {text}"),
+                _ => {}
+            }
+        }
+        if s.read_buf(&mut buf).await? == 0 {
+            anyhow::bail!("galed at {addr} closed the connection without a status");
+        }
+    }
+}
+
+async fn serve(mut config: Config) -> Result<()> {
     let mut listeners = Vec::new();
     for addr in &config.listen {
         let addr = if addr.contains(':') {
@@ -119,6 +187,13 @@ async fn serve(config: Config) -> Result<()> {
         // A stable line on stderr, for people and for tests that listen on port 0.
         eprintln!("galed: listening on {}", l.local_addr()?);
         listeners.push(l);
+    }
+    // Server names must differ between linked servers; the host name alone does
+    // not when several run on one host, so the default adds the port.
+    if config.name == Config::default().name {
+        if let Some(l) = listeners.first() {
+            config.name = format!("{}:{}", config.name, l.local_addr()?.port());
+        }
     }
     let shutdown = CancellationToken::new();
     let router = Arc::new(Router::new(config));

@@ -189,7 +189,7 @@ impl Gsub {
     /// [`Gsub::resume`]: once the pipe fills, gsub blocks, as a stuck person's
     /// terminal or a stuck script would.
     pub fn start_stalled(server: &str, args: &[&str]) -> Gsub {
-        let mut g = Self::spawn_inner(server, &[&["--json"], args].concat(), false);
+        let g = Self::spawn_inner(server, &[&["--json"], args].concat(), false);
         g.stderr.wait_for("gsub: subscribed");
         g
     }
@@ -305,4 +305,147 @@ pub fn send_ok(server: &str, args: &[&str], stdin: &str) {
 pub fn free_addr() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap()
+}
+
+impl Galed {
+    /// Starts a galed named `name` with links to `links` (each a `--link` value).
+    pub fn start_linked(name: &str, links: &[String], extra: &[&str]) -> Galed {
+        let mut args: Vec<String> = vec![
+            "--name".into(),
+            name.into(),
+            "--keepalive-ms".into(),
+            "1000".into(),
+        ];
+        for l in links {
+            args.push("--link".into());
+            args.push(l.clone());
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        Galed::start(&args)
+    }
+
+    /// Same, on a given address (to restart a server where others expect it).
+    pub fn start_linked_on(addr: &str, name: &str, links: &[String]) -> Galed {
+        let mut args: Vec<String> = vec![
+            "--name".into(),
+            name.into(),
+            "--keepalive-ms".into(),
+            "1000".into(),
+        ];
+        for l in links {
+            args.push("--link".into());
+            args.push(l.clone());
+        }
+        let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        Galed::start_on(addr, &args)
+    }
+
+    /// The server's status report (`galed --status`).
+    pub fn status(&self) -> serde_json::Value {
+        let out = Command::new(bin("galed"))
+            .args(["--status", &self.addr.to_string()])
+            .output()
+            .expect("galed --status");
+        assert!(
+            out.status.success(),
+            "galed --status: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("status JSON")
+    }
+
+    /// The status entry of the link to `peer`, if that link is up.
+    pub fn link(&self, peer: &str) -> Option<serde_json::Value> {
+        let s = self.status();
+        s["links"]
+            .as_array()?
+            .iter()
+            .find(|l| l["peer"] == peer)
+            .cloned()
+    }
+
+    /// Number of links up.
+    pub fn links_up(&self) -> usize {
+        self.status()["links"].as_array().map_or(0, |a| a.len())
+    }
+}
+
+/// Waits until `cond` holds, checking every 20 ms, for at most `DEADLINE`.
+/// For state that is only visible by asking (a server's status), not printed.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(
+            Instant::now() < end,
+            "timed out after {DEADLINE:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A raw protocol client, for what gsub cannot do on demand (unsubscribe).
+pub struct RawClient {
+    s: std::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawClient {
+    pub fn connect(addr: SocketAddr) -> RawClient {
+        use gale_proto::frame::{Frame, Hello};
+        let s = std::net::TcpStream::connect(addr).expect("connect");
+        let mut c = RawClient { s, buf: Vec::new() };
+        let hello = Hello {
+            min_version: 1,
+            max_version: 1,
+            max_frame: 1 << 20,
+            role: 0,
+            agent: "test".into(),
+        };
+        c.send(&Frame::Hello(hello));
+        c.sync();
+        c
+    }
+
+    pub fn send(&mut self, f: &gale_proto::Frame) {
+        self.s.write_all(&f.to_bytes()).expect("write");
+    }
+
+    /// PING, and read until its PONG.
+    pub fn sync(&mut self) {
+        use gale_proto::Frame;
+        self.send(&Frame::Ping(42));
+        self.s.set_read_timeout(Some(DEADLINE)).unwrap();
+        loop {
+            let mut b = bytes::BytesMut::from(&self.buf[..]);
+            while let Some(f) = Frame::decode(&mut b, 1 << 20).expect("frame") {
+                if f == Frame::Pong(42) {
+                    self.buf = b.to_vec();
+                    return;
+                }
+            }
+            self.buf = b.to_vec();
+            let mut chunk = [0u8; 4096];
+            let n = std::io::Read::read(&mut self.s, &mut chunk).expect("read");
+            assert!(n > 0, "server closed the connection");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    pub fn subscribe(&mut self, loc: &str) {
+        let l = gale_proto::Location::parse(loc).unwrap();
+        self.send(&gale_proto::Frame::Subscribe {
+            replace: false,
+            entries: vec![gale_proto::SubEntry::include(l)],
+        });
+        self.sync();
+    }
+
+    pub fn unsubscribe(&mut self, loc: &str) {
+        let l = gale_proto::Location::parse(loc).unwrap();
+        self.send(&gale_proto::Frame::Unsubscribe {
+            entries: vec![gale_proto::SubEntry::include(l)],
+        });
+        self.sync();
+    }
 }

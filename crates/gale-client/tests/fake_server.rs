@@ -94,6 +94,12 @@ async fn connects_subscribes_and_receives_once() {
         }
         f => panic!("expected SUBSCRIBE, got {f:?}"),
     }
+    // The subscription is confirmed by the PONG to the PING that follows it.
+    let Frame::Ping(t) = server.recv().await else {
+        panic!("expected the PING that confirms the subscription")
+    };
+    server.send(Frame::Pong(t)).await;
+    next_matching(&mut events, |e| matches!(e, Event::Subscribed { .. })).await;
     // The same message twice, then another: the duplicate is dropped.
     let m1 = message("one");
     let m2 = message("two");
@@ -124,6 +130,7 @@ async fn publish_and_flush_confirmed_by_pong() {
     let mut server = FakeConn::accept(&listener).await;
     next_matching(&mut events, |e| matches!(e, Event::Connected { .. })).await;
     assert!(matches!(server.recv().await, Frame::Subscribe { .. }));
+    assert!(matches!(server.recv().await, Frame::Ping(_)), "subscription ping");
     let m = message("hello");
     client.publish(m.clone()).unwrap();
     assert_eq!(client.held(), 1);
@@ -148,6 +155,7 @@ async fn reconnect_resends_subscription_and_unconfirmed_publishes() {
     let (listener, client, mut events) = setup(&["a"]).await;
     let mut first = FakeConn::accept(&listener).await;
     assert!(matches!(first.recv().await, Frame::Subscribe { .. }));
+    assert!(matches!(first.recv().await, Frame::Ping(_)), "subscription ping");
     let m = message("keep me");
     client.publish(m.clone()).unwrap();
     assert_eq!(first.recv().await, Frame::Publish(m.clone()));
@@ -166,6 +174,7 @@ async fn reconnect_resends_subscription_and_unconfirmed_publishes() {
         }
         f => panic!("expected SUBSCRIBE, got {f:?}"),
     }
+    assert!(matches!(second.recv().await, Frame::Ping(_)), "subscription ping");
     assert_eq!(second.recv().await, Frame::Publish(m));
     let Frame::Ping(token) = second.recv().await else {
         panic!("expected PING")

@@ -28,6 +28,9 @@ pub enum FrameType {
     Ping = 0x30,
     Pong = 0x31,
     Lossage = 0x40,
+    Interest = 0x50,
+    StatusRequest = 0x60,
+    Status = 0x61,
     Error = 0x7F,
 }
 
@@ -45,6 +48,9 @@ impl FrameType {
             0x30 => Ping,
             0x31 => Pong,
             0x40 => Lossage,
+            0x50 => Interest,
+            0x60 => StatusRequest,
+            0x61 => Status,
             0x7F => Error,
             _ => return None,
         })
@@ -167,6 +173,16 @@ pub enum Frame {
     Pong(u64),
     /// Messages the server dropped for this connection since the last LOSSAGE.
     Lossage(u64),
+    /// Server link only: changes to the locations the sender wants (`+` adds, `-`
+    /// withdraws); with `reset`, the entries replace everything sent before.
+    Interest {
+        reset: bool,
+        entries: Vec<SubEntry>,
+    },
+    /// Asks the server for its status report.
+    StatusRequest,
+    /// The server's status report, as JSON text.
+    Status(String),
     Error {
         code: ErrorCode,
         text: String,
@@ -253,6 +269,9 @@ impl Frame {
             Frame::Ping(_) => FrameType::Ping,
             Frame::Pong(_) => FrameType::Pong,
             Frame::Lossage(_) => FrameType::Lossage,
+            Frame::Interest { .. } => FrameType::Interest,
+            Frame::StatusRequest => FrameType::StatusRequest,
+            Frame::Status(_) => FrameType::Status,
             Frame::Error { .. } => FrameType::Error,
         }
     }
@@ -284,6 +303,12 @@ impl Frame {
                 put_entries(out, entries);
             }
             Frame::Unsubscribe { entries } => put_entries(out, entries),
+            Frame::Interest { reset, entries } => {
+                out.put_u8(u8::from(*reset));
+                put_entries(out, entries);
+            }
+            Frame::StatusRequest => {}
+            Frame::Status(text) => out.put_slice(text.as_bytes()),
             Frame::Ping(t) | Frame::Pong(t) | Frame::Lossage(t) => out.put_u64(*t),
             Frame::Error { code, text } => {
                 out.put_u16(code.to_u16());
@@ -351,6 +376,24 @@ impl Frame {
             FrameType::Unsubscribe => Frame::Unsubscribe {
                 entries: get_entries(&mut r)?,
             },
+            FrameType::Interest => {
+                let flags = r.u8()?;
+                if flags & !1 != 0 {
+                    return Err(FrameError::Malformed(format!(
+                        "INTEREST flags {flags:#04x}"
+                    )));
+                }
+                Frame::Interest {
+                    reset: flags & 1 == 1,
+                    entries: get_entries(&mut r)?,
+                }
+            }
+            FrameType::StatusRequest => Frame::StatusRequest,
+            FrameType::Status => {
+                let text = std::str::from_utf8(r.rest())
+                    .map_err(|e| FrameError::Malformed(format!("STATUS is not UTF-8: {e}")))?;
+                Frame::Status(text.to_string())
+            }
             FrameType::Ping => Frame::Ping(r.u64()?),
             FrameType::Pong => Frame::Pong(r.u64()?),
             FrameType::Lossage => Frame::Lossage(r.u64()?),
@@ -458,7 +501,29 @@ mod tests {
             ]
             .concat()
         );
-        for f in [hello, welcome, sub, Frame::Ping(1), Frame::Will(None)] {
+        let interest = Frame::Interest {
+            reset: false,
+            entries: vec![SubEntry::exclude(Location::parse("a@x.org").unwrap())],
+        };
+        assert_eq!(
+            enc(&interest),
+            [&[0, 0, 0, 14, 0x50, 0, 0, 1, b'-', 0, 7][..], b"a@x.org"].concat()
+        );
+        assert_eq!(enc(&Frame::StatusRequest), [0, 0, 0, 1, 0x60]);
+        assert_eq!(
+            enc(&Frame::Status("{}".into())),
+            [0, 0, 0, 3, 0x61, b'{', b'}']
+        );
+        for f in [
+            hello,
+            welcome,
+            sub,
+            interest,
+            Frame::StatusRequest,
+            Frame::Status("{}".into()),
+            Frame::Ping(1),
+            Frame::Will(None),
+        ] {
             round_trip(f);
         }
     }

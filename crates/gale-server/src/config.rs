@@ -30,6 +30,11 @@ pub struct Config {
     pub client_queue_frames: usize,
     /// Connections served at once; more are refused with an error.
     pub max_connections: usize,
+    /// Server links to dial: each entry is `host:port`, or alternates tried in turn,
+    /// `a:11512,b:11512`.
+    pub links: Vec<String>,
+    /// Recently seen message ids remembered to drop duplicates (links only).
+    pub dedup_cache: usize,
 }
 
 impl Default for Config {
@@ -43,6 +48,8 @@ impl Default for Config {
             client_queue_bytes: 1024 * 1024,
             client_queue_frames: 65_536,
             max_connections: 100_000,
+            links: Vec::new(),
+            dedup_cache: 65_536,
         }
     }
 }

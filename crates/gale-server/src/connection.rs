@@ -33,13 +33,13 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Read buffers larger than this are released while the connection is idle.
 const IDLE_BUFFER_KEEP: usize = 0;
 /// How long a closing connection's writer may take to send what is queued.
-const CLOSE_FLUSH: Duration = Duration::from_millis(500);
+pub(crate) const CLOSE_FLUSH: Duration = Duration::from_millis(500);
 /// Most slices handed to one vectored write.
 const IOV_BATCH: usize = 512;
 
 /// Why a connection ended.
 #[derive(Debug)]
-enum End {
+pub(crate) enum End {
     /// The peer closed the connection.
     PeerClosed,
     /// The server is shutting down.
@@ -109,9 +109,13 @@ pub async fn serve(
             .await;
         return;
     }
+    if hello.role == 1 {
+        return crate::link::serve_accepted(router, rd, wr, buf, hello, peer, shutdown).await;
+    }
     if hello.role != 0 {
         let text = format!(
-            "HELLO role {} is not served here: this server takes clients (role 0) only",
+            "HELLO role {} is not served here: this server takes clients (role 0) and \
+             server links (role 1)",
             hello.role
         );
         tracing::info!(%peer, "{text}");
@@ -183,7 +187,11 @@ pub async fn serve(
         will: None,
         max_frame,
     };
-    let end = conn.read_loop(&mut rd, buf, &shutdown).await;
+    let keepalive = router.config.keepalive();
+    let end = read_frames(&mut rd, buf, keepalive, &outbox, &shutdown, |b| {
+        conn.process(b)
+    })
+    .await;
     let will = conn.will.take();
     let mut subs = std::mem::take(&mut conn.subs);
     router.unregister(id, &mut subs);
@@ -228,7 +236,7 @@ pub async fn serve(
     }
 }
 
-fn describe(end: &End) -> String {
+pub(crate) fn describe(end: &End) -> String {
     match end {
         End::PeerClosed => "closed by peer".into(),
         End::Shutdown => "server shutting down".into(),
@@ -238,12 +246,12 @@ fn describe(end: &End) -> String {
     }
 }
 
-fn protocol(e: FrameError) -> End {
+pub(crate) fn protocol(e: FrameError) -> End {
     End::Protocol(e.code(), e.to_string())
 }
 
 /// Reads until one whole frame is buffered; it must be a HELLO.
-async fn read_hello(
+pub(crate) async fn read_hello(
     rd: &mut OwnedReadHalf,
     buf: &mut BytesMut,
     max_frame: u32,
@@ -269,6 +277,60 @@ async fn read_hello(
     }
 }
 
+/// Reads frames until the connection ends, handing each batch of bytes to
+/// `process`, and keeps the connection alive: after a keepalive period of silence
+/// it sends PING, and after two it gives up. Idle connections hold no read buffer.
+pub(crate) async fn read_frames(
+    rd: &mut OwnedReadHalf,
+    mut buf: BytesMut,
+    keepalive: Duration,
+    outbox: &Outbox,
+    shutdown: &CancellationToken,
+    mut process: impl FnMut(&mut BytesMut) -> Result<(), End>,
+) -> End {
+    // Half-period ticks: ping after a full idle period, give up after two.
+    let half = keepalive / 2;
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + half, half);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut heard = false;
+    let mut idle_ticks = 0u32;
+    loop {
+        // Frames that arrived with the handshake (or a previous read) first.
+        if let Err(end) = process(&mut buf) {
+            return end;
+        }
+        if buf.is_empty() && buf.capacity() > IDLE_BUFFER_KEEP {
+            buf = BytesMut::new();
+        }
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return End::Shutdown,
+            r = rd.readable() => {
+                if let Err(e) = r { return End::Io(e); }
+                buf.reserve(READ_CHUNK);
+                match rd.try_read_buf(&mut buf) {
+                    Ok(0) => return End::PeerClosed,
+                    Ok(_) => heard = true,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => return End::Io(e),
+                }
+            }
+            _ = ticker.tick() => {
+                if std::mem::take(&mut heard) {
+                    idle_ticks = 0;
+                } else {
+                    idle_ticks += 1;
+                    if idle_ticks == 2 {
+                        outbox.push_control(Frame::Ping(0).to_bytes());
+                    } else if idle_ticks >= 4 {
+                        return End::Dead;
+                    }
+                }
+            }
+        }
+    }
+}
+
 struct Conn<'a> {
     router: &'a Router,
     id: u64,
@@ -281,56 +343,6 @@ struct Conn<'a> {
 }
 
 impl Conn<'_> {
-    async fn read_loop(
-        &mut self,
-        rd: &mut OwnedReadHalf,
-        mut buf: BytesMut,
-        shutdown: &CancellationToken,
-    ) -> End {
-        // Keepalive runs on half-period ticks: ping after a full idle period, and
-        // give up after two.
-        let half = self.router.config.keepalive() / 2;
-        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + half, half);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut heard = false;
-        let mut idle_ticks = 0u32;
-        loop {
-            // Frames that arrived with the handshake (or a previous read) first.
-            if let Err(end) = self.process(&mut buf) {
-                return end;
-            }
-            if buf.is_empty() && buf.capacity() > IDLE_BUFFER_KEEP {
-                buf = BytesMut::new(); // idle connections hold no read buffer
-            }
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => return End::Shutdown,
-                r = rd.readable() => {
-                    if let Err(e) = r { return End::Io(e); }
-                    buf.reserve(READ_CHUNK);
-                    match rd.try_read_buf(&mut buf) {
-                        Ok(0) => return End::PeerClosed,
-                        Ok(_) => heard = true,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                        Err(e) => return End::Io(e),
-                    }
-                }
-                _ = ticker.tick() => {
-                    if std::mem::take(&mut heard) {
-                        idle_ticks = 0;
-                    } else {
-                        idle_ticks += 1;
-                        if idle_ticks == 2 {
-                            self.outbox.push_control(Frame::Ping(0).to_bytes());
-                        } else if idle_ticks >= 4 {
-                            return End::Dead;
-                        }
-                    }
-                }
-            }
-        }
-    }
-
     /// Acts on every whole frame in `buf`.
     fn process(&mut self, buf: &mut BytesMut) -> Result<(), End> {
         while let Some((ty, total)) = frame::peek(buf, self.max_frame).map_err(protocol)? {
@@ -342,7 +354,9 @@ impl Conn<'_> {
                     let frame = raw.freeze();
                     let view = MessageView::parse(&frame[FRAME_HEADER_LEN..]).map_err(protocol)?;
                     self.info.published.fetch_add(1, Ordering::Relaxed);
-                    self.router.route(&frame, &view, self.id);
+                    if self.router.first_sighting(&view, self.id) {
+                        self.router.route(&frame, &view, self.id);
+                    }
                 }
                 Some(FrameType::Will) => {
                     if raw.len() == FRAME_HEADER_LEN {
@@ -370,6 +384,10 @@ impl Conn<'_> {
         match f {
             Frame::Ping(token) => self.outbox.push_control(Frame::Pong(token).to_bytes()),
             Frame::Pong(_) => {}
+            Frame::StatusRequest => {
+                let report = crate::status::json(self.router);
+                self.outbox.push_control(Frame::Status(report).to_bytes());
+            }
             Frame::Subscribe { replace, entries } => {
                 self.router
                     .subscribe(self.id, self.outbox, &mut self.subs, replace, &entries)
@@ -399,7 +417,11 @@ impl Conn<'_> {
 }
 
 /// Drains the outbox to the socket until it is closed and empty, or `stop` fires.
-async fn write_loop(mut wr: OwnedWriteHalf, outbox: Arc<Outbox>, stop: CancellationToken) {
+pub(crate) async fn write_loop(
+    mut wr: OwnedWriteHalf,
+    outbox: Arc<Outbox>,
+    stop: CancellationToken,
+) {
     let mut batch: VecDeque<Bytes> = VecDeque::new();
     loop {
         match outbox.take(&mut batch) {

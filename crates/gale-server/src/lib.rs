@@ -7,12 +7,20 @@
 //! - [`router`]: shared routing state: the subscription trie and the live connections.
 //! - [`connection`]: one client connection: handshake, frame dispatch, keepalive,
 //!   will, and the writer that drains the outbox with vectored writes.
-//! - [`status`]: the operator's view of the server's state.
+//! - [`interest`]: aggregating and diffing the interest advertised over one link.
+//! - [`federation`]: the live links and split-horizon interest propagation.
+//! - [`link`]: dialling links (alternates, back-off) and serving them.
+//! - [`dedup`]: the recent-message-id cache that stops duplicates and cycles.
+//! - [`status`]: the operator's view of the server's state (text and JSON).
 //!
 //! [`run`] serves listeners until a shutdown token fires; it is all `main` calls.
 
 pub mod config;
 pub mod connection;
+pub mod dedup;
+pub mod federation;
+pub mod interest;
+pub mod link;
 pub mod outbox;
 pub mod router;
 pub mod status;
@@ -40,6 +48,14 @@ pub async fn run(listeners: Vec<TcpListener>, config: Config, shutdown: Cancella
 /// As [`run`], with a router the caller keeps (to read its status, say).
 pub async fn serve(listeners: Vec<TcpListener>, router: Arc<Router>, shutdown: CancellationToken) {
     let tracker = TaskTracker::new();
+    for spec in &router.config.links {
+        match link::parse_link(spec) {
+            Ok(alts) => {
+                tracker.spawn(link::dial_loop(router.clone(), alts, shutdown.clone()));
+            }
+            Err(e) => tracing::error!("{e}"),
+        }
+    }
     for listener in listeners {
         tracker.spawn(accept_loop(
             listener,

@@ -1,12 +1,13 @@
-//! Shared routing state: the subscription trie and the table of live connections.
+//! Shared routing state: the subscription trie, the live connections, the links.
 //!
 //! Publishing takes the trie's read lock and pushes one shared `Bytes` into each
-//! accepting connection's outbox, so the message is encoded once whatever the
-//! fan-out. Subscription changes take the write lock briefly.
+//! accepting owner's outbox (a client connection, or a server link), so the message
+//! is encoded once whatever the fan-out. Subscription changes take the write lock
+//! briefly, then tell the federation (lock order: federation, then trie).
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,6 +18,8 @@ use gale_proto::{Location, MessageView, SubEntry};
 use parking_lot::{Mutex, RwLock};
 
 use crate::config::Config;
+use crate::dedup::SeenIds;
+use crate::federation::{Federation, LinkRefused, LinkStats};
 use crate::outbox::Outbox;
 
 /// Server-wide counters.
@@ -28,6 +31,8 @@ pub struct ServerStats {
     pub wills_published: AtomicU64,
     pub protocol_errors: AtomicU64,
     pub refused_connections: AtomicU64,
+    pub duplicates_dropped: AtomicU64,
+    pub hop_limit_dropped: AtomicU64,
 }
 
 /// What the router knows of one live connection (for the status report).
@@ -42,7 +47,7 @@ pub struct ConnInfo {
 }
 
 /// One connection's subscription list as the router holds it: each location once,
-/// with the priority (position) of its latest entry.
+/// with the priority (position) of its latest entry and its sign.
 #[derive(Debug, Default)]
 pub struct ConnSubs {
     entries: HashMap<Location, (u64, bool)>,
@@ -76,10 +81,19 @@ pub struct Router {
     next_id: AtomicU64,
     pub stats: ServerStats,
     pub started: Instant,
+    pub(crate) fed: Mutex<Federation>,
+    seen: Mutex<SeenIds>,
+    /// True once links are configured or have come up: only then can a message
+    /// come back to us, so only then is the id cache consulted.
+    federated: AtomicBool,
+    /// When a cycle was last reported for a pair of sources.
+    cycle_warned: Mutex<HashMap<(u64, u64), Instant>>,
 }
 
 impl Router {
     pub fn new(config: Config) -> Router {
+        let federated = !config.links.is_empty();
+        let seen = SeenIds::new(config.dedup_cache);
         Router {
             config,
             index: RwLock::new(SubscriptionIndex::new()),
@@ -87,7 +101,16 @@ impl Router {
             next_id: AtomicU64::new(1),
             stats: ServerStats::default(),
             started: Instant::now(),
+            fed: Mutex::new(Federation::default()),
+            seen: Mutex::new(seen),
+            federated: AtomicBool::new(federated),
+            cycle_warned: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// A fresh owner id, for connections and links alike.
+    pub fn next_owner_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Adds a connection, or refuses it when the server is at its connection limit.
@@ -99,7 +122,7 @@ impl Router {
                 .fetch_add(1, Ordering::Relaxed);
             return None;
         }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_owner_id();
         conns.insert(id, info);
         self.stats.connections_total.fetch_add(1, Ordering::Relaxed);
         Some(id)
@@ -108,9 +131,18 @@ impl Router {
     /// Removes a connection and all its subscriptions.
     pub fn unregister(&self, id: u64, subs: &mut ConnSubs) {
         self.conns.lock().remove(&id);
+        let mut gone = Vec::new();
         let mut idx = self.index.write();
-        for (loc, (prio, _)) in subs.entries.drain() {
+        for (loc, (prio, positive)) in subs.entries.drain() {
             idx.remove(&loc, id, prio);
+            if positive {
+                gone.push(loc);
+            }
+        }
+        drop(idx);
+        let mut fed = self.fed.lock();
+        for l in &gone {
+            fed.local_remove(l);
         }
     }
 
@@ -124,49 +156,159 @@ impl Router {
         replace: bool,
         entries: &[SubEntry],
     ) -> Result<(), TooManySubscriptions> {
-        let mut idx = self.index.write();
-        if replace {
-            for (loc, (prio, _)) in subs.entries.drain() {
-                idx.remove(&loc, id, prio);
-            }
-        }
+        let kept = if replace { 0 } else { subs.entries.len() };
         let new = entries
             .iter()
-            .filter(|e| !subs.entries.contains_key(&e.location))
+            .filter(|e| replace || !subs.entries.contains_key(&e.location))
             .count();
-        if subs.entries.len() + new > MAX_SUBS_PER_CONNECTION {
+        if kept + new > MAX_SUBS_PER_CONNECTION {
             return Err(TooManySubscriptions {
-                have: subs.entries.len() + new,
+                have: kept + new,
                 max: MAX_SUBS_PER_CONNECTION,
             });
         }
+        // Positive entries gained and lost are what other servers must hear about.
+        let (mut gained, mut lost) = (Vec::new(), Vec::new());
+        let mut idx = self.index.write();
+        if replace {
+            for (loc, (prio, positive)) in subs.entries.drain() {
+                idx.remove(&loc, id, prio);
+                if positive {
+                    lost.push(loc);
+                }
+            }
+        }
         for e in entries {
-            if let Some((prio, _)) = subs.entries.remove(&e.location) {
+            if let Some((prio, positive)) = subs.entries.remove(&e.location) {
                 idx.remove(&e.location, id, prio);
+                if positive {
+                    lost.push(e.location.clone());
+                }
             }
             let prio = subs.next_priority;
             subs.next_priority += 1;
             idx.insert(&e.location, id, prio, e.positive, outbox.clone());
             subs.entries.insert(e.location.clone(), (prio, e.positive));
+            if e.positive {
+                gained.push(e.location.clone());
+            }
+        }
+        drop(idx);
+        let mut fed = self.fed.lock();
+        for l in &gained {
+            fed.local_add(l);
+        }
+        for l in &lost {
+            fed.local_remove(l);
         }
         Ok(())
     }
 
     /// Applies an UNSUBSCRIBE: removes each entry whose sign and location match.
     pub fn unsubscribe(&self, id: u64, subs: &mut ConnSubs, entries: &[SubEntry]) {
+        let mut lost = Vec::new();
         let mut idx = self.index.write();
         for e in entries {
             if let Some(&(prio, positive)) = subs.entries.get(&e.location) {
                 if positive == e.positive {
                     subs.entries.remove(&e.location);
                     idx.remove(&e.location, id, prio);
+                    if positive {
+                        lost.push(e.location.clone());
+                    }
                 }
             }
         }
+        drop(idx);
+        let mut fed = self.fed.lock();
+        for l in &lost {
+            fed.local_remove(l);
+        }
     }
 
-    /// Delivers `frame` (a whole DELIVER frame) to every connection but `sender`
-    /// whose list accepts one of the message's locations. Returns the fan-out.
+    /// Decides whether a message from `source` (a connection or link id) is new.
+    /// A repeat is dropped; one that came back over a link means the links form a
+    /// cycle, which is logged (once a minute per pair of sources) naming the links.
+    pub fn first_sighting(&self, view: &MessageView<'_>, source: u64) -> bool {
+        if !self.federated.load(Ordering::Relaxed) {
+            return true;
+        }
+        let Some(first) = self.seen.lock().check(view.id, source) else {
+            return true;
+        };
+        self.stats
+            .duplicates_dropped
+            .fetch_add(1, Ordering::Relaxed);
+        let fed = self.fed.lock();
+        let Some(via) = fed.peer_name(source) else {
+            return false; // a client re-sent after reconnecting: not a cycle
+        };
+        let mut warned = self.cycle_warned.lock();
+        if warned
+            .get(&(first, source))
+            .is_some_and(|t| t.elapsed().as_secs() < 60)
+        {
+            return false;
+        }
+        warned.insert((first, source), Instant::now());
+        let origin = match fed.peer_name(first) {
+            Some(p) if first != source => format!("the link to {p}"),
+            Some(_) => "the same link".to_string(),
+            None => "a client of this server".to_string(),
+        };
+        tracing::warn!(
+            "message {} came back over the link to {via} after first arriving from {origin}: \
+             the links of {} form a cycle through the link to {via}; the duplicate was \
+             dropped, but each message now crosses the cycle twice: remove a link, or list \
+             it as an alternate (--link a:11512,b:11512) instead",
+            view.id,
+            self.config.name,
+        );
+        false
+    }
+
+    /// Registers a link (see [`Federation::link_up`]).
+    pub fn link_up(
+        &self,
+        id: u64,
+        peer: &str,
+        addr: SocketAddr,
+        dialed: bool,
+        outbox: Arc<Outbox>,
+        stats: Arc<LinkStats>,
+    ) -> Result<(), LinkRefused> {
+        self.federated.store(true, Ordering::Relaxed);
+        let name = &self.config.name;
+        self.fed
+            .lock()
+            .link_up(id, name, peer, addr, dialed, outbox, stats)
+    }
+
+    /// Applies a link's INTEREST: updates the trie and tells the other links.
+    pub fn link_interest(&self, id: u64, outbox: &Arc<Outbox>, reset: bool, entries: &[SubEntry]) {
+        let mut fed = self.fed.lock();
+        let (added, removed) = fed.remote_interest(id, reset, entries);
+        let mut idx = self.index.write();
+        for l in &removed {
+            idx.remove(l, id, 0);
+        }
+        for l in &added {
+            idx.insert(l, id, 0, true, outbox.clone());
+        }
+    }
+
+    /// Forgets a link and withdraws its interest everywhere.
+    pub fn link_down(&self, id: u64) {
+        let mut fed = self.fed.lock();
+        let gone = fed.link_down(id);
+        let mut idx = self.index.write();
+        for l in &gone {
+            idx.remove(l, id, 0);
+        }
+    }
+
+    /// Delivers `frame` (a whole DELIVER frame) to every owner but `sender` whose
+    /// list accepts one of the message's locations. Returns the fan-out.
     pub fn route(&self, frame: &Bytes, view: &MessageView<'_>, sender: u64) -> usize {
         self.stats.published.fetch_add(1, Ordering::Relaxed);
         let idx = self.index.read();
@@ -179,7 +321,7 @@ impl Router {
                 }
             });
         } else {
-            // A connection accepting several of the locations gets the message once.
+            // An owner accepting several of the locations gets the message once.
             let mut seen: HashSet<u64> = HashSet::new();
             for loc in view.locations() {
                 idx.for_each_accepting(loc, |e| {
@@ -208,7 +350,7 @@ impl Router {
         v
     }
 
-    /// Number of subscription entries held, over all connections.
+    /// Number of subscription entries held, clients' and links' together.
     pub fn subscription_count(&self) -> usize {
         self.index.read().len()
     }

@@ -1,0 +1,406 @@
+//! Server-to-server links.
+//!
+//! A link is a TCP connection that speaks the client framing with HELLO role 1; the
+//! HELLO's agent and the WELCOME's server field name the two servers. Either side
+//! may dial. Over a link flow INTEREST frames (what the far side wants, as deltas
+//! after a full sync), messages (DELIVER frames, forwarded only where wanted), and
+//! PING/PONG keepalives. Each hop adds one to the message's hop count; a message at
+//! the hop limit is dropped, and every message id is checked against the recent-id
+//! cache, so a misconfigured cycle cannot storm or deliver twice.
+//!
+//! A configured link (`--link a:11512,b:11512`) is dialled by [`dial_loop`], which
+//! tries each alternate in turn and backs off (jittered, capped) after a round in
+//! which none answered, so a tree heals around a dead server when an alternate path
+//! exists.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use gale_proto::frame::{self, ErrorCode, Frame, FrameType, Hello, Welcome};
+use gale_proto::limits::{
+    DEFAULT_MAX_FRAME, FRAME_HEADER_LEN, MAX_HOPS, MIN_MAX_FRAME, PROTOCOL_VERSION,
+};
+use gale_proto::message::HOPS_OFFSET;
+use gale_proto::MessageView;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::DEFAULT_PORT;
+use crate::connection::{describe, protocol, read_frames, write_loop, End, CLOSE_FLUSH};
+use crate::federation::LinkStats;
+use crate::outbox::Outbox;
+use crate::router::Router;
+
+/// How long a dial may take to connect and complete its handshake.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
+/// A link that stayed up this long was healthy: redial at once when it breaks.
+const STABLE_LINK: Duration = Duration::from_secs(5);
+/// First and largest pause between rounds of failed dials.
+const REDIAL_MIN: Duration = Duration::from_millis(200);
+const REDIAL_MAX: Duration = Duration::from_secs(10);
+/// Outgoing queue of a link: links carry everything, so it is larger than a client's.
+const LINK_QUEUE_FRAMES: usize = 262_144;
+const LINK_QUEUE_BYTES: usize = 16 * 1024 * 1024;
+
+/// The pause before redial round `failures` (0-based): doubling from
+/// [`REDIAL_MIN`] to [`REDIAL_MAX`], with "equal jitter" (half fixed, half random,
+/// `jitter` in 0..1) so that servers restarted together do not redial in lockstep.
+pub fn redial_delay(failures: u32, jitter: f64) -> Duration {
+    let nominal = REDIAL_MIN
+        .saturating_mul(1u32 << failures.min(16))
+        .min(REDIAL_MAX);
+    nominal / 2 + nominal.mul_f64(jitter.clamp(0.0, 1.0) / 2.0)
+}
+
+/// Splits a `--link` value into its alternates, adding Gale's port where missing.
+pub fn parse_link(spec: &str) -> Result<Vec<String>, String> {
+    let alts: Vec<String> = spec
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(|a| {
+            if a.rsplit_once(':')
+                .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+            {
+                a.to_string()
+            } else {
+                format!("{a}:{DEFAULT_PORT}")
+            }
+        })
+        .collect();
+    if alts.is_empty() {
+        return Err(format!(
+            "--link {spec:?} names no server; write host:port[,host:port]"
+        ));
+    }
+    Ok(alts)
+}
+
+/// Keeps one configured link up for as long as the server runs.
+pub async fn dial_loop(router: Arc<Router>, alternates: Vec<String>, shutdown: CancellationToken) {
+    let mut failures = 0u32;
+    loop {
+        let mut healthy = false;
+        for addr in &alternates {
+            let dialed = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                d = tokio::time::timeout(DIAL_TIMEOUT, dial(&router, addr)) => d,
+            };
+            match dialed {
+                Ok(Ok((rd, wr, buf, peer, sa))) => {
+                    let began = Instant::now();
+                    tracing::info!("link to {peer} ({addr}) is up");
+                    let end = run_link(&router, rd, wr, buf, &peer, sa, true, &shutdown).await;
+                    if matches!(end, End::Shutdown) {
+                        return;
+                    }
+                    tracing::warn!("link to {peer} ({addr}) is down: {}", describe(&end));
+                    if began.elapsed() >= STABLE_LINK {
+                        healthy = true;
+                        break;
+                    }
+                }
+                Ok(Err(why)) => tracing::info!("cannot link to {addr}: {why}"),
+                Err(_) => {
+                    tracing::info!("cannot link to {addr}: no answer within {DIAL_TIMEOUT:?}")
+                }
+            }
+        }
+        if healthy {
+            failures = 0;
+            continue;
+        }
+        let delay = redial_delay(failures, rand_unit());
+        failures = failures.saturating_add(1);
+        tracing::debug!("redialling {alternates:?} in {delay:?}");
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+fn rand_unit() -> f64 {
+    // Good enough for jitter: the low bits of the clock.
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    f64::from(n % 1000) / 1000.0
+}
+
+type Dialed = (OwnedReadHalf, OwnedWriteHalf, BytesMut, String, SocketAddr);
+
+async fn dial(router: &Router, addr: &str) -> Result<Dialed, String> {
+    let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
+    let sa = stream.peer_addr().map_err(|e| e.to_string())?;
+    let (mut rd, mut wr) = stream.into_split();
+    let hello = Frame::Hello(Hello {
+        min_version: PROTOCOL_VERSION,
+        max_version: PROTOCOL_VERSION,
+        max_frame: router.config.max_frame,
+        role: 1,
+        agent: router.config.name.clone(),
+    });
+    wr.write_all(&hello.to_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut buf = BytesMut::new();
+    loop {
+        if let Some((ty, total)) =
+            frame::peek(&buf, DEFAULT_MAX_FRAME).map_err(|e| e.to_string())?
+        {
+            let mut f = buf.split_to(total).freeze();
+            f.advance(FRAME_HEADER_LEN);
+            return match Frame::decode_body(ty, f).map_err(|e| e.to_string())? {
+                Some(Frame::Welcome(w)) => Ok((rd, wr, buf, w.server, sa)),
+                Some(Frame::Error { text, .. }) => Err(format!("refused: {text}")),
+                other => Err(format!("expected WELCOME, got {other:?}")),
+            };
+        }
+        buf.reserve(1024);
+        if rd.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
+            return Err("closed during the handshake".into());
+        }
+    }
+}
+
+/// Serves a link another server dialled (its HELLO said role 1).
+pub(crate) async fn serve_accepted(
+    router: Arc<Router>,
+    rd: OwnedReadHalf,
+    mut wr: OwnedWriteHalf,
+    buf: BytesMut,
+    hello: Hello,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let welcome = Frame::Welcome(Welcome {
+        version: PROTOCOL_VERSION,
+        max_frame: hello
+            .max_frame
+            .clamp(MIN_MAX_FRAME, router.config.max_frame),
+        keepalive_ms: router.config.keepalive_ms.min(u32::MAX as u64) as u32,
+        server: router.config.name.clone(),
+    });
+    if wr.write_all(&welcome.to_bytes()).await.is_err() {
+        return;
+    }
+    let name = hello.agent;
+    tracing::info!("link from {name} ({peer}) is up");
+    let end = run_link(&router, rd, wr, buf, &name, peer, false, &shutdown).await;
+    if !matches!(end, End::Shutdown) {
+        tracing::warn!("link from {name} ({peer}) is down: {}", describe(&end));
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_link(
+    router: &Arc<Router>,
+    mut rd: OwnedReadHalf,
+    wr: OwnedWriteHalf,
+    buf: BytesMut,
+    peer: &str,
+    addr: SocketAddr,
+    dialed: bool,
+    shutdown: &CancellationToken,
+) -> End {
+    let id = router.next_owner_id();
+    let outbox = Arc::new(Outbox::new(
+        LINK_QUEUE_FRAMES,
+        LINK_QUEUE_BYTES,
+        router.config.max_frame,
+    ));
+    let stats = Arc::new(LinkStats::default());
+    let stop = CancellationToken::new();
+    let mut writer = tokio::spawn(write_loop(wr, outbox.clone(), stop.clone()));
+    if let Err(refused) = router.link_up(id, peer, addr, dialed, outbox.clone(), stats.clone()) {
+        let text = refused.to_string();
+        tracing::warn!("refusing link with {peer} ({addr}): {text}");
+        outbox.push_control(
+            Frame::Error {
+                code: ErrorCode::LimitExceeded,
+                text: text.clone(),
+            }
+            .to_bytes(),
+        );
+        outbox.close();
+        let _ = tokio::time::timeout(CLOSE_FLUSH, &mut writer).await;
+        stop.cancel();
+        return End::Protocol(ErrorCode::LimitExceeded, text);
+    }
+    let mut link = LinkReader {
+        router,
+        id,
+        peer,
+        outbox: &outbox,
+        stats: &stats,
+        warned_hops: None,
+    };
+    let keepalive = router.config.keepalive();
+    let end = read_frames(&mut rd, buf, keepalive, &outbox, shutdown, |b| {
+        link.process(b)
+    })
+    .await;
+    router.link_down(id);
+    if let End::Protocol(code, text) = &end {
+        outbox.push_control(
+            Frame::Error {
+                code: *code,
+                text: text.clone(),
+            }
+            .to_bytes(),
+        );
+    }
+    outbox.close();
+    let _ = tokio::time::timeout(CLOSE_FLUSH, &mut writer).await;
+    stop.cancel();
+    end
+}
+
+struct LinkReader<'a> {
+    router: &'a Router,
+    id: u64,
+    peer: &'a str,
+    outbox: &'a Arc<Outbox>,
+    stats: &'a LinkStats,
+    warned_hops: Option<Instant>,
+}
+
+impl LinkReader<'_> {
+    fn process(&mut self, buf: &mut BytesMut) -> Result<(), End> {
+        while let Some((ty, total)) =
+            frame::peek(buf, self.router.config.max_frame).map_err(protocol)?
+        {
+            let mut raw = buf.split_to(total);
+            self.stats
+                .bytes_in
+                .fetch_add(total as u64, Ordering::Relaxed);
+            match FrameType::from_u8(ty) {
+                Some(FrameType::Deliver | FrameType::Publish) => {
+                    self.stats.messages_in.fetch_add(1, Ordering::Relaxed);
+                    let at = FRAME_HEADER_LEN + HOPS_OFFSET;
+                    let hops = *raw.get(at).ok_or_else(|| {
+                        End::Protocol(
+                            ErrorCode::Malformed,
+                            "message shorter than its header".into(),
+                        )
+                    })?;
+                    if hops >= MAX_HOPS {
+                        self.hop_limit();
+                        continue;
+                    }
+                    raw[4] = FrameType::Deliver as u8;
+                    raw[at] = hops + 1;
+                    let frame = raw.freeze();
+                    let view = MessageView::parse(&frame[FRAME_HEADER_LEN..]).map_err(protocol)?;
+                    if self.router.first_sighting(&view, self.id) {
+                        self.router.route(&frame, &view, self.id);
+                    } else {
+                        self.stats.duplicates_in.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                _ => {
+                    let mut body = raw.freeze();
+                    body.advance(FRAME_HEADER_LEN);
+                    if let Some(f) = Frame::decode_body(ty, body).map_err(protocol)? {
+                        self.control(f)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn hop_limit(&mut self) {
+        self.router
+            .stats
+            .hop_limit_dropped
+            .fetch_add(1, Ordering::Relaxed);
+        if self
+            .warned_hops
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+        {
+            self.warned_hops = Some(Instant::now());
+            tracing::warn!(
+                "dropped a message from {} that had crossed {MAX_HOPS} links (the hop limit): \
+                 the links probably form a loop",
+                self.peer
+            );
+        }
+    }
+
+    fn control(&mut self, f: Frame) -> Result<(), End> {
+        match f {
+            Frame::Interest { reset, entries } => {
+                self.stats
+                    .interest_updates_in
+                    .fetch_add(1, Ordering::Relaxed);
+                self.router
+                    .link_interest(self.id, self.outbox, reset, &entries);
+            }
+            Frame::Ping(t) => self.outbox.push_control(Frame::Pong(t).to_bytes()),
+            Frame::Pong(_) => {}
+            Frame::Lossage(n) => tracing::warn!(
+                "{} dropped {n} messages on its way here: this server read the link too slowly",
+                self.peer
+            ),
+            Frame::Error { code, text } => {
+                tracing::warn!(
+                    "{} reported an error on the link ({code:?}): {text}",
+                    self.peer
+                )
+            }
+            Frame::StatusRequest => {
+                let report = crate::status::json(self.router);
+                self.outbox.push_control(Frame::Status(report).to_bytes());
+            }
+            other => {
+                return Err(End::Protocol(
+                    ErrorCode::UnexpectedFrame,
+                    format!(
+                        "a server link may not carry {:?} frames",
+                        other.frame_type()
+                    ),
+                ))
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redial_backoff_table() {
+        let ms = |f, j| redial_delay(f, j).as_millis();
+        assert_eq!(
+            [
+                ms(0, 0.0),
+                ms(1, 0.0),
+                ms(2, 0.0),
+                ms(5, 0.0),
+                ms(6, 0.0),
+                ms(30, 0.0)
+            ],
+            [100, 200, 400, 3200, 5000, 5000]
+        );
+        assert_eq!([ms(0, 1.0), ms(3, 1.0), ms(9, 1.0)], [200, 1600, 10000]);
+        assert_eq!(ms(2, 0.5), 600);
+    }
+
+    #[test]
+    fn link_specs() {
+        assert_eq!(parse_link("a:1,b").unwrap(), ["a:1", "b:11512"]);
+        assert_eq!(parse_link("[::1]:5").unwrap(), ["[::1]:5"]);
+        assert!(parse_link(" , ").is_err());
+    }
+}
