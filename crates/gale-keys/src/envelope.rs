@@ -26,7 +26,6 @@
 //! No recipient names or key ids travel: a recipient finds its stanza by trying
 //! them. See `docs/security.md` for the key derivations.
 
-use bytes::Bytes;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload as AeadPayload};
 use chacha20poly1305::ChaCha20Poly1305;
 use ed25519_dalek::Signature;
@@ -263,49 +262,41 @@ pub fn open(
     secrets: &[&SecretKey],
     lookup: &dyn Fn(&KeyName, KeyId) -> Option<PublicKey>,
 ) -> Result<Opened, EnvelopeError> {
-    let payload = Payload::decode(&message.payload).map_err(EnvelopeError::Fragments)?;
-    match payload {
-        Payload::Sealed {
-            kind: kind::ENCRYPTED,
-            raw,
-        } => {
-            let plain = decrypt(message, &raw, secrets)?;
-            let mut opened = match Payload::decode(&plain).map_err(EnvelopeError::Fragments)? {
-                Payload::Sealed {
-                    kind: kind::ENCRYPTED,
-                    ..
-                } => {
-                    return Err(EnvelopeError::Malformed(
-                        "an encrypted payload inside an encrypted payload".into(),
-                    ))
-                }
-                inner => open_unencrypted(message, inner, lookup)?,
-            };
+    // The kind byte is read here rather than through `Payload::decode`, which would
+    // copy the payload: receiving is the hot path.
+    let payload = &message.payload;
+    match payload.first() {
+        Some(&kind::ENCRYPTED) => {
+            let plain = decrypt(message, &payload[1..], secrets)?;
+            if plain.first() == Some(&kind::ENCRYPTED) {
+                return Err(EnvelopeError::Malformed(
+                    "an encrypted payload inside an encrypted payload".into(),
+                ));
+            }
+            let mut opened = open_unencrypted(message, &plain, lookup)?;
             opened.encrypted = true;
             Ok(opened)
         }
-        other => open_unencrypted(message, other, lookup),
+        _ => open_unencrypted(message, payload, lookup),
     }
 }
 
 fn open_unencrypted(
     message: &Message,
-    payload: Payload,
+    payload: &[u8],
     lookup: &dyn Fn(&KeyName, KeyId) -> Option<PublicKey>,
 ) -> Result<Opened, EnvelopeError> {
-    match payload {
-        Payload::Plain(fragments) => Ok(Opened {
-            fragments,
+    match payload.first() {
+        None => Err(EnvelopeError::Malformed("empty payload".into())),
+        Some(&kind::PLAIN) => Ok(Opened {
+            fragments: Fragments::decode(&payload[1..]).map_err(EnvelopeError::Fragments)?,
             encrypted: false,
             signer: None,
             signer_key: None,
             signature: SigState::None,
         }),
-        Payload::Sealed {
-            kind: kind::SIGNED,
-            raw,
-        } => {
-            let s = SignedParts::parse(message, raw)?;
+        Some(&kind::SIGNED) => {
+            let s = SignedParts::parse(message, &payload[1..])?;
             let key =
                 lookup(&s.signer, s.key_id).filter(|k| k.name == s.signer && k.id() == s.key_id);
             let signature = match &key {
@@ -321,7 +312,7 @@ fn open_unencrypted(
                 signature,
             })
         }
-        Payload::Sealed { kind, .. } => Err(EnvelopeError::UnknownKind(kind)),
+        Some(&k) => Err(EnvelopeError::UnknownKind(k)),
     }
 }
 
@@ -385,8 +376,9 @@ pub struct SignedParts {
 }
 
 impl SignedParts {
-    /// Parses the body of a kind-1 payload that arrived in `message`.
-    pub fn parse(message: &Message, raw: Bytes) -> Result<SignedParts, EnvelopeError> {
+    /// Parses the body of a kind-1 payload (after the kind byte) that arrived in
+    /// `message`.
+    pub fn parse(message: &Message, raw: &[u8]) -> Result<SignedParts, EnvelopeError> {
         let bad = |what: &str| EnvelopeError::Malformed(format!("signed payload: {what}"));
         if raw.len() < 2 {
             return Err(bad("truncated"));

@@ -324,7 +324,7 @@ fn batch_verification() {
         let Payload::Sealed { raw, .. } = Payload::decode(&m.payload).unwrap() else {
             panic!()
         };
-        parts.push(SignedParts::parse(&m, raw).unwrap());
+        parts.push(SignedParts::parse(&m, &raw).unwrap());
     }
     let pubs: Vec<_> = keys.iter().map(|k| k.public()).collect();
     assert!(gale_keys::envelope::verify_batch(&parts, &pubs));
