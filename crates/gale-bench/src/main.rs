@@ -13,7 +13,8 @@ use clap::Parser;
 /// Benchmarks for galed.
 #[derive(Parser, Debug)]
 struct Args {
-    /// Scenarios to run: fanout, latency, match, many, memory, stalled, or all.
+    /// Scenarios to run: fanout, latency, match, many, memory, stalled, hop, tree,
+    /// or all.
     #[arg(default_value = "all")]
     which: Vec<String>,
     /// Repeat each scenario this many times and report the median.
@@ -53,11 +54,21 @@ fn main() -> Result<()> {
         scenarios::matching(&cfg);
     }
     if want("fanout") {
-        rt.block_on(scenarios::fanout(&cfg, 1))?;
-        rt.block_on(scenarios::fanout(&cfg, 16))?;
+        rt.block_on(scenarios::fanout(&cfg, 1, 1))?;
+        rt.block_on(scenarios::fanout(&cfg, 16, 1))?;
     }
     if want("latency") {
-        scenarios::latency(&cfg, 10_000)?;
+        scenarios::latency(&cfg, 10_000, 1)?;
+    }
+    if want("hop") {
+        // Publisher on one server, subscriber on the next: the cost of a link.
+        rt.block_on(scenarios::fanout(&cfg, 1, 2))?;
+        scenarios::latency(&cfg, 10_000, 1)?;
+        scenarios::latency(&cfg, 10_000, 2)?;
+        scenarios::latency(&cfg, 10_000, 3)?;
+    }
+    if want("tree") {
+        rt.block_on(scenarios::tree(&cfg, 50, 10_000))?;
     }
     if want("many") {
         rt.block_on(scenarios::many(&cfg, 10_000))?;

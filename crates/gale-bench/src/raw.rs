@@ -61,6 +61,75 @@ impl Drop for Galed {
     }
 }
 
+/// A line of `n` linked galeds (each dials the previous one). Returns them once
+/// every link is up.
+pub fn line(bin: &Path, n: usize) -> Result<Vec<Galed>> {
+    let mut out: Vec<Galed> = Vec::new();
+    for i in 0..n {
+        let name = format!("S{i}");
+        let mut args = vec!["--name".to_string(), name];
+        if let Some(prev) = out.last() {
+            args.push("--link".into());
+            args.push(prev.addr.to_string());
+        }
+        let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        out.push(Galed::start(bin, &args)?);
+    }
+    for (i, g) in out.iter().enumerate() {
+        let want = usize::from(i > 0) + usize::from(i + 1 < n);
+        wait_for(|| Ok(status(g.addr)?["links"].as_array().map_or(0, |a| a.len()) == want))?;
+    }
+    Ok(out)
+}
+
+/// Polls `cond` every 2 ms for up to 30 s.
+pub fn wait_for(mut cond: impl FnMut() -> Result<bool>) -> Result<()> {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !cond()? {
+        anyhow::ensure!(std::time::Instant::now() < end, "timed out waiting");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    Ok(())
+}
+
+/// A galed's status report (STATUS frame), over a short blocking connection.
+pub fn status(addr: SocketAddr) -> Result<serde_json::Value> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    let hello = Hello {
+        min_version: 1,
+        max_version: 1,
+        max_frame: DEFAULT_MAX_FRAME,
+        role: 0,
+        agent: "bench".into(),
+    };
+    let mut out = Frame::Hello(hello).to_bytes().to_vec();
+    out.extend_from_slice(&Frame::StatusRequest.to_bytes());
+    s.write_all(&out)?;
+    let mut buf = BytesMut::new();
+    let mut chunk = vec![0u8; 65536];
+    loop {
+        while let Some(f) = Frame::decode(&mut buf, DEFAULT_MAX_FRAME)? {
+            if let Frame::Status(j) = f {
+                return Ok(serde_json::from_str(&j)?);
+            }
+        }
+        let n = s.read(&mut chunk)?;
+        anyhow::ensure!(n > 0, "closed before STATUS");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Total interest `g` has received over all its links.
+pub fn interest_received(addr: SocketAddr) -> Result<u64> {
+    let s = status(addr)?;
+    Ok(s["links"].as_array().map_or(0, |a| {
+        a.iter()
+            .filter_map(|l| l["interest_received"].as_u64())
+            .sum()
+    }))
+}
+
 pub fn loc(s: &str) -> Location {
     Location::parse(s).expect("valid location")
 }
@@ -120,16 +189,14 @@ impl Raw {
     }
 
     pub async fn subscribe(&mut self, locs: &[&str]) -> Result<()> {
+        self.subscribe_with(locs, true).await
+    }
+
+    /// SUBSCRIBE; `replace` false appends to the list instead of replacing it.
+    pub async fn subscribe_with(&mut self, locs: &[&str], replace: bool) -> Result<()> {
         let entries = locs.iter().map(|l| SubEntry::include(loc(l))).collect();
-        self.s
-            .write_all(
-                &Frame::Subscribe {
-                    replace: true,
-                    entries,
-                }
-                .to_bytes(),
-            )
-            .await?;
+        let frame = Frame::Subscribe { replace, entries };
+        self.s.write_all(&frame.to_bytes()).await?;
         self.sync().await
     }
 

@@ -80,11 +80,12 @@ async fn publish_n(
     Ok(())
 }
 
-pub async fn fanout(cfg: &Setup, subs: usize) -> Result<()> {
+pub async fn fanout(cfg: &Setup, subs: usize, servers: usize) -> Result<()> {
     let mut rates = Vec::new();
     let mut losses = Vec::new();
     for _ in 0..cfg.runs {
-        let g = Galed::start(&cfg.galed, &[])?;
+        let line = crate::raw::line(&cfg.galed, servers)?;
+        let (first, g) = (line[0].addr, line.last().expect("servers"));
         let mut counters = Vec::new();
         let mut pace = Vec::new();
         for _ in 0..subs {
@@ -94,7 +95,10 @@ pub async fn fanout(cfg: &Setup, subs: usize) -> Result<()> {
             pace.push(pr.clone());
             counters.push(tokio::spawn(s.count(cfg.messages, pr)));
         }
-        let mut p = Raw::connect(g.addr).await?;
+        if servers > 1 {
+            crate::raw::wait_for(|| Ok(crate::raw::interest_received(first)? >= 1))?;
+        }
+        let mut p = Raw::connect(first).await?;
         let t = [publish_frame("bench@x.org", BODY)];
         publish_n(&mut p, &t, cfg.messages, &pace, 1, WINDOW).await?;
         p.sync().await?;
@@ -121,8 +125,8 @@ pub async fn fanout(cfg: &Setup, subs: usize) -> Result<()> {
         losses.push(lost as f64 / (got + lost) as f64 * 100.0);
     }
     println!(
-        "fanout 1->{subs}: median {:.0} deliveries/s over {} runs (each: {:?}), {BODY}-byte bodies, \
-         median loss {:.2}%",
+        "fanout 1->{subs} across {servers} server(s): median {:.0} deliveries/s over {} runs (each: {:?}), \
+         {BODY}-byte bodies, median loss {:.2}%",
         median(&mut rates.clone()),
         cfg.runs,
         rates.iter().map(|r| *r as u64).collect::<Vec<_>>(),
@@ -170,15 +174,18 @@ fn blocking_client(addr: std::net::SocketAddr, sub: Option<&str>) -> Result<std:
     }
 }
 
-pub fn latency(cfg: &Setup, rate: u64) -> Result<()> {
+pub fn latency(cfg: &Setup, rate: u64, servers: usize) -> Result<()> {
     let secs = 3u64;
     let mut p50s = Vec::new();
     let mut p99s = Vec::new();
     let mut p999s = Vec::new();
     for _ in 0..cfg.runs {
-        let g = Galed::start(&cfg.galed, &[])?;
-        let mut sub = blocking_client(g.addr, Some("lat@x.org"))?;
-        let mut publ = blocking_client(g.addr, None)?;
+        let line = crate::raw::line(&cfg.galed, servers)?;
+        let mut sub = blocking_client(line[servers - 1].addr, Some("lat@x.org"))?;
+        if servers > 1 {
+            crate::raw::wait_for(|| Ok(crate::raw::interest_received(line[0].addr)? >= 1))?;
+        }
+        let mut publ = blocking_client(line[0].addr, None)?;
         let base = Instant::now();
         let total = rate * secs;
         let reader = std::thread::spawn(move || -> Result<Vec<u64>> {
@@ -227,7 +234,7 @@ pub fn latency(cfg: &Setup, rate: u64) -> Result<()> {
         p999s.push(pct(0.999));
     }
     println!(
-        "latency at {rate} msgs/s, 1->1: median over {} runs p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us (p99 each: {:?})",
+        "latency at {rate} msgs/s, 1->1 across {servers} server(s): median over {} runs p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us (p99 each: {:?})",
         cfg.runs,
         median(&mut p50s),
         median(&mut p99s.clone()),
@@ -407,5 +414,158 @@ pub async fn stalled(cfg: &Setup) -> Result<()> {
         median(&mut ratios),
         detail
     );
+    Ok(())
+}
+
+/// Starts a binary tree of `n` galeds (node i links to node (i-1)/2) and waits
+/// until every link is up.
+fn start_tree(cfg: &Setup, n: usize) -> Result<Vec<Galed>> {
+    let mut nodes: Vec<Galed> = Vec::with_capacity(n);
+    for i in 0..n {
+        let name = format!("T{i}");
+        let mut args = vec!["--name".to_string(), name];
+        if i > 0 {
+            args.push("--link".into());
+            args.push(nodes[(i - 1) / 2].addr.to_string());
+        }
+        let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        nodes.push(Galed::start(&cfg.galed, &args)?);
+    }
+    for (i, g) in nodes.iter().enumerate() {
+        let children = [2 * i + 1, 2 * i + 2].iter().filter(|c| **c < n).count();
+        let want = usize::from(i > 0) + children;
+        if let Err(e) = crate::raw::wait_for(|| {
+            Ok(crate::raw::status(g.addr)?["links"]
+                .as_array()
+                .map_or(0, |a| a.len())
+                == want)
+        }) {
+            let st = crate::raw::status(g.addr)?;
+            eprintln!("node {i} wants {want} links, has {}", st["links"]);
+            return Err(e);
+        }
+    }
+    Ok(nodes)
+}
+
+/// Waits until every server's received interest reaches `want(i)`, polling each
+/// from its own thread; returns when the last one got there.
+fn wait_all_interest(nodes: &[Galed], want: impl Fn(usize) -> u64 + Sync) -> Result<Duration> {
+    let t = Instant::now();
+    std::thread::scope(|s| -> Result<()> {
+        let handles: Vec<_> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                let target = want(i);
+                let addr = g.addr;
+                s.spawn(move || {
+                    crate::raw::wait_for(|| Ok(crate::raw::interest_received(addr)? >= target))
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("poller")?;
+        }
+        Ok(())
+    })?;
+    Ok(t.elapsed())
+}
+
+pub async fn tree(cfg: &Setup, n: usize, total: usize) -> Result<()> {
+    let per = total / n;
+    let mut rss_by_size = Vec::new();
+    for size in [10usize, n] {
+        let nodes = start_tree(cfg, size)?;
+        let mut clients = Vec::new();
+        let t = Instant::now();
+        for (i, g) in nodes.iter().enumerate() {
+            let mut c = Raw::connect(g.addr).await?;
+            let locs: Vec<String> = (0..per).map(|j| format!("t{i}.s{j}@x.org")).collect();
+            let refs: Vec<&str> = locs.iter().map(|s| s.as_str()).collect();
+            c.subscribe(&refs).await?;
+            clients.push(c);
+        }
+        let all = (per * size) as u64;
+        let load = match wait_all_interest(&nodes, |_| all - per as u64) {
+            Ok(t) => t,
+            Err(e) => {
+                for (i, g) in nodes.iter().enumerate() {
+                    eprintln!(
+                        "node {i}: interest {} of {}",
+                        crate::raw::interest_received(g.addr)?,
+                        all - per as u64
+                    );
+                }
+                return Err(e);
+            }
+        };
+        let load_total = t.elapsed();
+        let mut rss: Vec<f64> = nodes
+            .iter()
+            .map(|g| g.rss().map(|r| r as f64))
+            .collect::<Result<_>>()?;
+        let (min, max) = (
+            rss.iter().cloned().fold(f64::MAX, f64::min),
+            rss.iter().cloned().fold(0.0, f64::max),
+        );
+        let med = median(&mut rss);
+        rss_by_size.push((size, med));
+        if size != n {
+            println!(
+                "tree of {size}: {} subscriptions; galed RSS min/median/max {:.1}/{:.1}/{:.1} MB",
+                per * size,
+                min / 1e6,
+                med / 1e6,
+                max / 1e6
+            );
+            continue;
+        }
+        // One new subscription at the deepest leaf, until every server has it.
+        let mut times = Vec::new();
+        for k in 0..cfg.runs.max(3) {
+            let base: Vec<u64> = nodes
+                .iter()
+                .map(|g| crate::raw::interest_received(g.addr))
+                .collect::<Result<_>>()?;
+            let leaf = clients.last_mut().expect("clients");
+            let probe = format!("fresh{k}.probe@x.org");
+            let t0 = Instant::now();
+            leaf.subscribe_with(&[&probe], false).await?;
+            let leaf_index = size - 1;
+            let want = |i: usize| {
+                if i == leaf_index {
+                    base[i]
+                } else {
+                    base[i] + 1
+                }
+            };
+            if let Err(e) = wait_all_interest(&nodes, want) {
+                for (i, g) in nodes.iter().enumerate() {
+                    eprintln!(
+                        "node {i}: interest {} want {}",
+                        crate::raw::interest_received(g.addr)?,
+                        want(i)
+                    );
+                }
+                return Err(e);
+            }
+            times.push(t0.elapsed().as_secs_f64() * 1000.0);
+        }
+        println!(
+            "tree of {size} galeds, {} subscriptions ({per} per server): initial interest everywhere in {:.0} ms \
+             (last server {:.0} ms after the last subscribe); one new subscription at the deepest leaf reaches \
+             all {size} servers in median {:.1} ms (each: {:?}); galed RSS min/median/max {:.1}/{:.1}/{:.1} MB",
+            per * size,
+            load_total.as_secs_f64() * 1000.0,
+            load.as_secs_f64() * 1000.0,
+            median(&mut times.clone()),
+            times.iter().map(|t| (t * 10.0).round() / 10.0).collect::<Vec<_>>(),
+            min / 1e6,
+            med / 1e6,
+            max / 1e6,
+        );
+    }
+    println!("tree memory: median galed RSS by tree size (same {per} subscriptions per server): {rss_by_size:?}");
     Ok(())
 }

@@ -269,7 +269,7 @@ impl Federation {
                     dialed: l.dialed,
                     up_secs: l.since.elapsed().as_secs(),
                     interest_received: l.received.len(),
-                    interest_advertised: l.want.advertised().len(),
+                    interest_advertised: l.want.advertised_len(),
                 };
                 (v, l.outbox.clone(), l.stats.clone())
             })

@@ -50,6 +50,8 @@ fn ancestors(loc: &Location) -> impl Iterator<Item = String> + '_ {
 #[derive(Debug, Default)]
 pub struct Interest {
     want: BTreeMap<String, (u32, Location)>,
+    /// Size of the aggregated set, kept up to date by the deltas.
+    advertised: usize,
 }
 
 impl Interest {
@@ -76,6 +78,34 @@ impl Interest {
 
     /// One more source wants `loc`.
     pub fn add(&mut self, loc: &Location) -> Vec<Delta> {
+        let d = self.add_inner(loc);
+        self.count(&d);
+        d
+    }
+
+    /// One source no longer wants `loc`.
+    pub fn remove(&mut self, loc: &Location) -> Vec<Delta> {
+        let d = self.remove_inner(loc);
+        self.count(&d);
+        d
+    }
+
+    fn count(&mut self, deltas: &[Delta]) {
+        for d in deltas {
+            if d.add {
+                self.advertised += 1;
+            } else {
+                self.advertised -= 1;
+            }
+        }
+    }
+
+    /// Number of locations advertised (the size of [`Interest::advertised`]).
+    pub fn advertised_len(&self) -> usize {
+        self.advertised
+    }
+
+    fn add_inner(&mut self, loc: &Location) -> Vec<Delta> {
         let k = key(loc);
         if let Some((n, _)) = self.want.get_mut(&k) {
             *n += 1;
@@ -99,8 +129,7 @@ impl Interest {
         out
     }
 
-    /// One source no longer wants `loc`.
-    pub fn remove(&mut self, loc: &Location) -> Vec<Delta> {
+    fn remove_inner(&mut self, loc: &Location) -> Vec<Delta> {
         let k = key(loc);
         match self.want.get_mut(&k) {
             None => return Vec::new(),
@@ -243,6 +272,7 @@ mod tests {
                     .filter(|w| !wanted.iter().any(|o| o != *w && o.covers(w)))
                     .map(|w| (*w).clone()).collect();
                 prop_assert_eq!(&seen, &expect);
+                prop_assert_eq!(i.advertised_len(), expect.len());
                 prop_assert_eq!(i.advertised().into_iter().collect::<BTreeSet<_>>(), expect);
             }
         }
