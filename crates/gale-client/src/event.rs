@@ -2,50 +2,126 @@
 
 use std::time::Duration;
 
+use gale_keys::KeyName;
+use gale_proto::fragment::kind;
 use gale_proto::{ErrorCode, Fragments, Message, MessageId, Payload};
 use tokio::sync::mpsc;
 
 use crate::server::ServerAddr;
 
 /// How far a received message's origin is known.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verify {
     /// Plain, unsigned: anyone could have sent it.
     Anonymous,
-    /// Signed or encrypted in a way this client cannot check (yet).
-    Unverified,
+    /// Signed by `from`, whose key has a chain of signatures to one of our trust
+    /// anchors.
+    Verified { from: KeyName },
+    /// Signed (or sealed) in a way that cannot be traced to a trust anchor: the
+    /// signer's key is unknown here (`from` is then only what the message claims),
+    /// or it is known but unsigned, or its chain stops at an unknown key. `why`
+    /// says which, and what to do.
+    Unverified { from: Option<KeyName>, why: String },
+    /// The signature does not verify, or an encrypted message was altered: someone
+    /// changed or forged it. `claimed` is who it claims to be from; never show it
+    /// as the sender.
+    Forged {
+        claimed: Option<KeyName>,
+        why: String,
+    },
 }
 
 impl Verify {
-    /// The name used in JSON output and hook environments.
-    pub fn as_str(self) -> &'static str {
+    /// The name used in JSON output and hook environments: `anonymous`,
+    /// `verified`, `unverified` or `forged`.
+    pub fn as_str(&self) -> &'static str {
         match self {
             Verify::Anonymous => "anonymous",
-            Verify::Unverified => "unverified",
+            Verify::Verified { .. } => "verified",
+            Verify::Unverified { .. } => "unverified",
+            Verify::Forged { .. } => "forged",
+        }
+    }
+
+    /// The sender to show: the signer when verified or unverified (the latter is
+    /// only a claim; show it with the state), never a forger's claim.
+    pub fn from(&self) -> Option<&KeyName> {
+        match self {
+            Verify::Verified { from } => Some(from),
+            Verify::Unverified { from, .. } => from.as_ref(),
+            Verify::Anonymous | Verify::Forged { .. } => None,
+        }
+    }
+
+    /// Who a forged message claims to be from.
+    pub fn claimed_from(&self) -> Option<&KeyName> {
+        match self {
+            Verify::Forged { claimed, .. } => claimed.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// Why an encrypted message could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unreadable {
+    /// Encrypted, and not to any key we hold: someone else's private message.
+    NotForYou,
+    /// Our stanza opened but the content did not authenticate: altered in transit.
+    Tampered,
+    /// Not a payload this client can take apart.
+    Malformed(String),
+}
+
+impl Unreadable {
+    /// The name used in JSON output and hook environments.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Unreadable::NotForYou => "not-for-you",
+            Unreadable::Tampered => "tampered",
+            Unreadable::Malformed(_) => "malformed",
         }
     }
 }
 
 /// A received message, decoded as far as this client can.
+///
+/// The connection task only decodes plain payloads; signed and encrypted ones
+/// arrive as [`Payload::Sealed`] with [`Verify::Unverified`] until
+/// [`crate::secure::Opener`] opens them, which replaces `payload` with the plain
+/// fragments and sets `verify`, `encrypted` and `unreadable`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
     pub message: Message,
     pub payload: Payload,
     pub verify: Verify,
+    /// True if the message travelled encrypted.
+    pub encrypted: bool,
+    /// Set when an encrypted message could not be opened (then `payload` is
+    /// still sealed).
+    pub unreadable: Option<Unreadable>,
 }
 
 impl Delivery {
-    /// Decodes the payload of `message`.
+    /// Decodes the payload of `message` (plain payloads only; see the type's doc).
     pub fn open(message: Message) -> Result<Delivery, gale_proto::FrameError> {
         let payload = Payload::decode(&message.payload)?;
-        let verify = match payload {
-            Payload::Plain(_) => Verify::Anonymous,
-            Payload::Sealed { .. } => Verify::Unverified,
+        let (verify, encrypted) = match &payload {
+            Payload::Plain(_) => (Verify::Anonymous, false),
+            Payload::Sealed { kind: k, .. } => (
+                Verify::Unverified {
+                    from: None,
+                    why: "the signature has not been checked".into(),
+                },
+                *k == kind::ENCRYPTED,
+            ),
         };
         Ok(Delivery {
             message,
             payload,
             verify,
+            encrypted,
+            unreadable: None,
         })
     }
 

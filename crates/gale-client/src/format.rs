@@ -11,7 +11,7 @@ use gale_proto::{Fragments, Payload, Timestamp};
 use textwrap::core::display_width;
 use thiserror::Error;
 
-use crate::event::{Delivery, Verify};
+use crate::event::{Delivery, Unreadable, Verify};
 
 /// Environment variable with a strftime format for message times.
 pub const TIME_FORMAT_ENV: &str = "GALE_TIME_FORMAT";
@@ -183,11 +183,48 @@ pub fn wrap_body(body: &str, width: usize) -> Vec<String> {
     out
 }
 
+/// Who the footer says sent it: the verified signer; `*unverified* name` for a
+/// signer that cannot be traced to a trust anchor; never a forger's claim.
 fn sender_label(d: &Delivery) -> String {
-    match d.verify {
+    match &d.verify {
         Verify::Anonymous => "*anonymous*".into(),
-        Verify::Unverified => "*unverified*".into(),
+        Verify::Verified { from } => sanitize(from.as_str()),
+        Verify::Unverified { from: Some(n), .. } => {
+            format!("*unverified* {}", sanitize(n.as_str()))
+        }
+        Verify::Unverified { from: None, .. } => "*unverified*".into(),
+        Verify::Forged { .. } => "*forged*".into(),
     }
+}
+
+/// The loud line shown above a forged message's body.
+pub fn forged_line(d: &Delivery) -> Option<String> {
+    match &d.verify {
+        Verify::Forged {
+            claimed: Some(n), ..
+        } => Some(format!(
+            "*** FORGED: bad signature claiming to be from {} ***",
+            sanitize(n.as_str())
+        )),
+        Verify::Forged { claimed: None, why } => Some(format!("*** FORGED: {} ***", sanitize(why))),
+        _ => None,
+    }
+}
+
+/// One line for an encrypted message that cannot be shown, or `None`.
+fn unreadable_line(d: &Delivery, style: &Style) -> Option<String> {
+    let locs: Vec<&str> = d.message.to.iter().map(|l| l.as_str()).collect();
+    let locs = sanitize(&locs.join(" "));
+    Some(match d.unreadable.as_ref()? {
+        Unreadable::NotForYou => format!("* encrypted message to {locs} (not for you)"),
+        Unreadable::Tampered => style.paint(
+            BOLD,
+            &format!("*** TAMPERED: an encrypted message to {locs} was altered in transit; it cannot be shown ***"),
+        ),
+        Unreadable::Malformed(e) => {
+            format!("* unreadable message to {locs}: {}", sanitize(e))
+        }
+    })
 }
 
 /// The `To:` header: locations, `/keywords`, `re "subject"`.
@@ -251,11 +288,18 @@ pub fn format_delivery(d: &Delivery, style: &Style) -> String {
             return presence_line(d, f, p, style) + "\n";
         }
     }
+    if let Some(line) = unreadable_line(d, style) {
+        return line + "\n";
+    }
     let mut out = String::new();
     out.push_str(&style.paint(BOLD, &"-".repeat(style.width.max(1))));
     out.push('\n');
     out.push_str(&header(d, style));
     out.push('\n');
+    if let Some(line) = forged_line(d) {
+        out.push_str(&style.paint(BOLD, &line));
+        out.push('\n');
+    }
     match &d.payload {
         Payload::Plain(f) => {
             if let Some(body) = f.text(names::MESSAGE_BODY) {
@@ -376,7 +420,7 @@ mod tests {
             ..d.message.clone()
         };
         let d = Delivery::open(sealed).unwrap();
-        assert_eq!(d.verify, Verify::Unverified);
+        assert_eq!(d.verify.as_str(), "unverified");
         let text = format_delivery(&d, &style(40));
         assert!(text.contains("cannot open it yet"));
         assert!(text.contains("*unverified*"));

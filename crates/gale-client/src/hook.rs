@@ -1,9 +1,12 @@
 //! Running a program per message (gsub `-f`, Gale's gsubrc): the body on standard
 //! input, everything else in `GALE_*` environment variables.
 //!
-//! Variables: `GALE_ID`, `GALE_TO` (space-separated), `GALE_FROM` (the verified
-//! sender; empty until messages are signed), `GALE_VERIFY`, `GALE_SENDER` (the
-//! unverified display name), `GALE_KEYWORDS` (space-separated), `GALE_TIME`, and one
+//! Variables: `GALE_ID`, `GALE_TO` (space-separated), `GALE_FROM` (the signer when
+//! `GALE_VERIFY` is `verified` or `unverified`, else empty: as `from` in JSON),
+//! `GALE_VERIFY` (`verified`, `unverified`, `anonymous`, `forged`),
+//! `GALE_CLAIMED_FROM` (who a forged message claims to be from), `GALE_ENCRYPTED`
+//! (`1` or `0`), `GALE_UNREADABLE` (empty, or why an encrypted message could not
+//! be opened), `GALE_SENDER` (the unverified display name), `GALE_KEYWORDS` (space-separated), `GALE_TIME`, and one
 //! per fragment: `GALE_TEXT_<NAME>`, `GALE_TIME_<NAME>`, `GALE_NUMBER_<NAME>`,
 //! `GALE_DATA_<NAME>` (always `(data)`). `<NAME>` is the fragment name upper-cased
 //! with every other character turned into `_`; fragments inside lists are named
@@ -101,8 +104,29 @@ pub fn hook_env(d: &Delivery) -> Vec<(String, String)> {
     let mut env = vec![
         ("GALE_ID".to_string(), d.message.id.to_string()),
         ("GALE_TO".to_string(), to.join(" ")),
-        ("GALE_FROM".to_string(), String::new()),
+        (
+            "GALE_FROM".to_string(),
+            d.verify.from().map(|n| n.to_string()).unwrap_or_default(),
+        ),
         ("GALE_VERIFY".to_string(), d.verify.as_str().to_string()),
+        (
+            "GALE_CLAIMED_FROM".to_string(),
+            d.verify
+                .claimed_from()
+                .map(|n| n.to_string())
+                .unwrap_or_default(),
+        ),
+        (
+            "GALE_ENCRYPTED".to_string(),
+            if d.encrypted { "1" } else { "0" }.to_string(),
+        ),
+        (
+            "GALE_UNREADABLE".to_string(),
+            d.unreadable
+                .as_ref()
+                .map(|u| u.as_str().to_string())
+                .unwrap_or_default(),
+        ),
         (
             "GALE_SENDER".to_string(),
             clean(f.and_then(|f| f.text(names::MESSAGE_SENDER)).unwrap_or("")),

@@ -1,13 +1,17 @@
 //! One JSON object per message, for scripts (`gsub --json`).
 //!
 //! Shape: `{"id", "to", "from", "verify", "encrypted", "time", "keywords", "body",
-//! "fragments"}`. Each fragment is `{"name", "type", "value"}`, where `type` is
+//! "fragments"}`, plus `"claimed_from"` for a forged message and `"unreadable"`
+//! (`not-for-you`, `tampered`, `malformed`) for an encrypted one that could not be
+//! opened. `verify` is `verified`, `unverified`, `anonymous` or `forged`; `from` is
+//! the signer when verified or unverified (only a claim when unverified), else
+//! null. Each fragment is `{"name", "type", "value"}`, where `type` is
 //! `text`, `data` (value in lower-case hex), `time` (RFC 3339, UTC), `number`,
 //! `list` (value is an array of fragments) or `unknown` (value in hex, and `code`
 //! holds the type byte).
 
-use gale_proto::fragment::{kind, names};
-use gale_proto::{Fragments, Payload, Value};
+use gale_proto::fragment::names;
+use gale_proto::{Fragments, Value};
 use serde::Serialize;
 use serde_json::json;
 
@@ -18,10 +22,14 @@ use crate::format::{message_time, rfc3339};
 struct JsonMessage<'a> {
     id: String,
     to: Vec<&'a str>,
-    /// The verified sender; always null until messages are signed.
-    from: Option<String>,
+    /// The signer, when verified or unverified; null when anonymous or forged.
+    from: Option<&'a str>,
     verify: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    claimed_from: Option<&'a str>,
     encrypted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unreadable: Option<&'static str>,
     time: Option<String>,
     keywords: Vec<&'a str>,
     body: Option<&'a str>,
@@ -70,9 +78,11 @@ pub fn to_json(d: &Delivery) -> String {
     let msg = JsonMessage {
         id: d.message.id.to_string(),
         to: d.message.to.iter().map(|l| l.as_str()).collect(),
-        from: None,
+        from: d.verify.from().map(|n| n.as_str()),
         verify: d.verify.as_str(),
-        encrypted: matches!(d.payload, Payload::Sealed { kind: k, .. } if k == kind::ENCRYPTED),
+        claimed_from: d.verify.claimed_from().map(|n| n.as_str()),
+        encrypted: d.encrypted,
+        unreadable: d.unreadable.as_ref().map(|u| u.as_str()),
         time: f.and_then(|_| rfc3339(message_time(d))),
         keywords: f
             .map(|f| f.texts(names::MESSAGE_KEYWORD).collect())
@@ -87,7 +97,7 @@ pub fn to_json(d: &Delivery) -> String {
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use gale_proto::{Location, Message, MessageId, Timestamp};
+    use gale_proto::{Location, Message, MessageId, Payload, Timestamp};
 
     #[test]
     fn shape() {

@@ -19,7 +19,13 @@
 //! - [`json`]: one JSON object per message (gsub `--json`).
 //! - [`hook`]: running a program per message (gsub `-f`).
 //! - [`presence`]: presence notices and the disconnection will (gsub `-p`).
+//! - [`identity`]: who the user is, and their key, made on first use.
+//! - [`secure`]: [`secure::Opener`], decrypting and verifying received messages.
+//! - [`outgoing`]: which locations are private, the no-mixing rule, signing and
+//!   sealing outgoing messages.
+//! - [`akd`]: key discovery over Gale (`_gale.query.*` / `_gale.key.*`).
 
+pub mod akd;
 pub mod args;
 pub mod backoff;
 pub mod client;
@@ -31,9 +37,12 @@ pub mod error;
 pub mod event;
 pub mod format;
 pub mod hook;
+pub mod identity;
 pub mod input;
 pub mod json;
+pub mod outgoing;
 pub mod presence;
+pub mod secure;
 pub mod server;
 mod task;
 
@@ -43,5 +52,5 @@ pub use compose::Compose;
 pub use config::ClientConfig;
 pub use dedup::RecentIds;
 pub use error::ClientError;
-pub use event::{Delivery, Event, Events, Verify};
+pub use event::{Delivery, Event, Events, Unreadable, Verify};
 pub use server::ServerAddr;

@@ -130,7 +130,10 @@ async fn publish_and_flush_confirmed_by_pong() {
     let mut server = FakeConn::accept(&listener).await;
     next_matching(&mut events, |e| matches!(e, Event::Connected { .. })).await;
     assert!(matches!(server.recv().await, Frame::Subscribe { .. }));
-    assert!(matches!(server.recv().await, Frame::Ping(_)), "subscription ping");
+    assert!(
+        matches!(server.recv().await, Frame::Ping(_)),
+        "subscription ping"
+    );
     let m = message("hello");
     client.publish(m.clone()).unwrap();
     assert_eq!(client.held(), 1);
@@ -155,7 +158,10 @@ async fn reconnect_resends_subscription_and_unconfirmed_publishes() {
     let (listener, client, mut events) = setup(&["a"]).await;
     let mut first = FakeConn::accept(&listener).await;
     assert!(matches!(first.recv().await, Frame::Subscribe { .. }));
-    assert!(matches!(first.recv().await, Frame::Ping(_)), "subscription ping");
+    assert!(
+        matches!(first.recv().await, Frame::Ping(_)),
+        "subscription ping"
+    );
     let m = message("keep me");
     client.publish(m.clone()).unwrap();
     assert_eq!(first.recv().await, Frame::Publish(m.clone()));
@@ -174,7 +180,10 @@ async fn reconnect_resends_subscription_and_unconfirmed_publishes() {
         }
         f => panic!("expected SUBSCRIBE, got {f:?}"),
     }
-    assert!(matches!(second.recv().await, Frame::Ping(_)), "subscription ping");
+    assert!(
+        matches!(second.recv().await, Frame::Ping(_)),
+        "subscription ping"
+    );
     assert_eq!(second.recv().await, Frame::Publish(m));
     let Frame::Ping(token) = second.recv().await else {
         panic!("expected PING")

@@ -1,0 +1,173 @@
+//! Who the user is, and their key: found in the key store, or made on first use.
+//!
+//! As in Gale, gsend and gsub make a key for `$GALE_ID` (default
+//! `$USER@$GALE_DOMAIN`) the first time they need one. The new key is signed at once
+//! if the user holds the parent's secret key (an administrator making their own key);
+//! otherwise it is unsigned, and the notice says how to have it signed.
+
+use std::path::PathBuf;
+
+use gale_keys::{KeyName, KeyStore, KeyTemplate, NameError, SecretKey, StoreError};
+use gale_proto::Timestamp;
+use thiserror::Error;
+
+use crate::presence::id_from_env;
+
+#[derive(Debug, Error)]
+pub enum IdentityError {
+    #[error("cannot tell who you are: set GALE_ID (e.g. you@example.org), or GALE_DOMAIN so that your login name can be used; or send anonymously with -a")]
+    Unknown,
+    #[error("your id {id:?} is not a usable key name")]
+    BadName {
+        id: String,
+        #[source]
+        source: NameError,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The user's key name: `explicit` (e.g. `--id`), else `$GALE_ID`, else
+/// `$USER@domain` (`$LOGNAME` if `$USER` is unset). An id without `@` gets `domain`.
+pub fn key_name(explicit: Option<&str>, domain: Option<&str>) -> Result<KeyName, IdentityError> {
+    let id = match explicit {
+        Some(id) if id.contains('@') => id.to_string(),
+        Some(id) => match domain {
+            Some(d) => format!("{id}@{d}"),
+            None => return Err(IdentityError::Unknown),
+        },
+        None => id_from_env(domain).ok_or(IdentityError::Unknown)?,
+    };
+    KeyName::parse(&id).map_err(|source| IdentityError::BadName { id, source })
+}
+
+/// The user's secret key, and whether it was just made.
+#[derive(Debug)]
+pub struct Own {
+    pub key: SecretKey,
+    /// Set if the key was made now: where it was saved.
+    pub created: Option<PathBuf>,
+}
+
+impl Own {
+    /// The notice to print when the key was just made (`prog` is `gsend` or
+    /// `gsub`), or `None`.
+    pub fn notice(&self, prog: &str) -> Option<String> {
+        let path = self.created.as_ref()?;
+        let name = self.key.name();
+        let stem = name.file_stem();
+        let signed = !self.key.public().signatures.is_empty();
+        Some(match name.parent() {
+            Some(_) if signed => format!(
+                "{prog}: created a new key for {name} in {} (id {}), signed by its parent with your key for {}",
+                path.display(),
+                self.key.id(),
+                name.parent().map(|p| p.to_string()).unwrap_or_default(),
+            ),
+            Some(parent) => format!(
+                "{prog}: created a new key for {name} in {} (id {}); it is unsigned: ask the owner of {parent} to sign it \
+                 (gkey export {name} > {stem}.gpub; they run gkey sign < {stem}.gpub > {stem}.signed.gpub; \
+                 then gkey import {stem}.signed.gpub). Until then others see your messages as unverified",
+                path.display(),
+                self.key.id(),
+            ),
+            None => format!(
+                "{prog}: created a new top-level key {name} in {} (id {}); nobody can sign it: others must trust it directly (gkey trust)",
+                path.display(),
+                self.key.id(),
+            ),
+        })
+    }
+}
+
+/// The user's secret key for `name`, made (0600, never replacing an existing
+/// file) if there is none. `owner` goes into a new key's `key.owner`.
+pub fn load_or_create(
+    store: &KeyStore,
+    name: &KeyName,
+    owner: Option<String>,
+) -> Result<Own, IdentityError> {
+    if let Some((key, _)) = store.secret(name)? {
+        return Ok(Own { key, created: None });
+    }
+    let now = Timestamp::now();
+    let mut t = KeyTemplate::new(
+        name.clone(),
+        Timestamp {
+            secs: now.secs,
+            nanos: 0,
+        },
+    );
+    t.owner = owner;
+    let mut key = SecretKey::generate(t, &mut rand_core::OsRng);
+    if let Some(parent) = name.parent() {
+        if let Ok(Some((signer, _))) = store.secret(&parent) {
+            let mut public = key.public().clone();
+            if signer.sign_key(&mut public).is_ok() {
+                let _ = key.merge_signatures(&public);
+            }
+        }
+    }
+    match store.write_secret(&key, false) {
+        Ok(path) => {
+            let _ = store.note_seen(name, key.id());
+            Ok(Own {
+                key,
+                created: Some(path),
+            })
+        }
+        // Another gsend or gsub made it at the same moment: use theirs.
+        Err(StoreError::SecretExists { .. }) => match store.secret(name)? {
+            Some((key, _)) => Ok(Own { key, created: None }),
+            None => Err(IdentityError::Unknown),
+        },
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn creates_once_with_mode_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KeyStore::new(dir.path(), None);
+        let name = KeyName::parse("alice@example.org").unwrap();
+        let first = load_or_create(&store, &name, Some("Alice".into())).unwrap();
+        let path = first.created.clone().expect("made");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let note = first.notice("gsend").unwrap();
+        assert!(
+            note.contains("created a new key for alice@example.org"),
+            "{note}"
+        );
+        assert!(note.contains("ask the owner of example.org"), "{note}");
+        let again = load_or_create(&store, &name, None).unwrap();
+        assert!(again.created.is_none());
+        assert_eq!(again.key.id(), first.key.id());
+    }
+
+    #[test]
+    fn signed_by_a_parent_we_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KeyStore::new(dir.path(), None);
+        let dom = KeyName::parse("example.org").unwrap();
+        load_or_create(&store, &dom, None).unwrap();
+        let me = load_or_create(&store, &KeyName::parse("bob@example.org").unwrap(), None).unwrap();
+        assert_eq!(me.key.public().signatures.len(), 1);
+        assert!(me.notice("gsub").unwrap().contains("signed by its parent"));
+    }
+
+    #[test]
+    fn names() {
+        let n = key_name(Some("bob"), Some("x.org")).unwrap();
+        assert_eq!(n.as_str(), "bob@x.org");
+        assert!(matches!(
+            key_name(Some("bob"), None),
+            Err(IdentityError::Unknown)
+        ));
+    }
+}
