@@ -58,11 +58,13 @@ fn main() -> Result<()> {
         rt.block_on(scenarios::fanout(&cfg, 16, 1))?;
     }
     if want("latency") {
+        scenarios::latency(&cfg, 10_000, 0)?;
         scenarios::latency(&cfg, 10_000, 1)?;
     }
     if want("hop") {
         // Publisher on one server, subscriber on the next: the cost of a link.
         rt.block_on(scenarios::fanout(&cfg, 1, 2))?;
+        scenarios::latency(&cfg, 10_000, 0)?;
         scenarios::latency(&cfg, 10_000, 1)?;
         scenarios::latency(&cfg, 10_000, 2)?;
         scenarios::latency(&cfg, 10_000, 3)?;

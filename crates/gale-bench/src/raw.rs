@@ -66,6 +66,7 @@ impl Drop for Galed {
 pub fn line(bin: &Path, n: usize) -> Result<Vec<Galed>> {
     let mut out: Vec<Galed> = Vec::new();
     for i in 0..n {
+        // (n == 0 starts nothing: the latency baseline.)
         let name = format!("S{i}");
         let mut args = vec!["--name".to_string(), name];
         if let Some(prev) = out.last() {

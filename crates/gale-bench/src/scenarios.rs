@@ -180,12 +180,23 @@ pub fn latency(cfg: &Setup, rate: u64, servers: usize) -> Result<()> {
     let mut p99s = Vec::new();
     let mut p999s = Vec::new();
     for _ in 0..cfg.runs {
+        // servers == 0 is the baseline: the publisher writes straight into the
+        // subscriber's socket, so what remains is the machine's own wake-up cost.
         let line = crate::raw::line(&cfg.galed, servers)?;
-        let mut sub = blocking_client(line[servers - 1].addr, Some("lat@x.org"))?;
-        if servers > 1 {
-            crate::raw::wait_for(|| Ok(crate::raw::interest_received(line[0].addr)? >= 1))?;
-        }
-        let mut publ = blocking_client(line[0].addr, None)?;
+        let (mut sub, mut publ) = if servers == 0 {
+            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+            let p = std::net::TcpStream::connect(l.local_addr()?)?;
+            let (s, _) = l.accept()?;
+            p.set_nodelay(true)?;
+            s.set_nodelay(true)?;
+            (s, p)
+        } else {
+            let sub = blocking_client(line[servers - 1].addr, Some("lat@x.org"))?;
+            if servers > 1 {
+                crate::raw::wait_for(|| Ok(crate::raw::interest_received(line[0].addr)? >= 1))?;
+            }
+            (sub, blocking_client(line[0].addr, None)?)
+        };
         let base = Instant::now();
         let total = rate * secs;
         let reader = std::thread::spawn(move || -> Result<Vec<u64>> {
@@ -209,6 +220,9 @@ pub fn latency(cfg: &Setup, rate: u64, servers: usize) -> Result<()> {
             Ok(lat)
         });
         let mut frame = publish_frame("lat@x.org", BODY);
+        if servers == 0 {
+            frame[4] = 0x11; // as galed would deliver it
+        }
         let payload_at = frame.len() - BODY;
         let period = Duration::from_nanos(1_000_000_000 / rate);
         let start = Instant::now();

@@ -9,7 +9,7 @@
 //! highest-priority entry covering the location decides, as in
 //! [`SubscriptionList::accepts`](crate::SubscriptionList::accepts).
 
-use std::collections::HashMap;
+use ahash::AHashMap as HashMap;
 
 use crate::location::Location;
 
