@@ -24,6 +24,7 @@
 //! - [`outgoing`]: which locations are private, the no-mixing rule, signing and
 //!   sealing outgoing messages.
 //! - [`akd`]: key discovery over Gale (`_gale.query.*` / `_gale.key.*`).
+//! - [`responder`]: the domain key responder behind `gdomain`.
 
 pub mod akd;
 pub mod args;
@@ -42,6 +43,7 @@ pub mod input;
 pub mod json;
 pub mod outgoing;
 pub mod presence;
+pub mod responder;
 pub mod secure;
 pub mod server;
 mod task;

@@ -1,0 +1,188 @@
+//! A domain key responder (gdomain): answers key queries for one domain from a key
+//! store, signing each answer with the domain's key, and signing "no such key"
+//! answers too, so that clients can tell a real absence from a missing responder.
+//!
+//! It listens on `_gale.query@<domain>`, which covers every query for a key in the
+//! domain (see [`crate::akd`] for the wire format), and answers on
+//! `_gale.key.<name>`. Keys it serves are those its [`KeyStore`] holds (trusted,
+//! local, cached, or our own), preferring one whose chain verifies.
+
+use gale_keys::envelope::sign;
+use gale_keys::{KeyName, KeyStore, PublicKey, SecretKey};
+use gale_proto::fragment::names;
+use gale_proto::{
+    Fragments, Location, LocationError, Message, MessageId, Payload, SubEntry, SubscriptionList,
+    Timestamp, Value,
+};
+
+use crate::akd::{answer_location, answer_message};
+
+/// What the responder did with one message.
+#[derive(Debug)]
+pub enum Reply {
+    /// Answered with this key (its id in the log line).
+    Key(Message, Box<PublicKey>),
+    /// Answered that there is no such key.
+    NotFound(Message, KeyName),
+    /// Not a query for this domain (or not a query at all).
+    Ignored(String),
+}
+
+/// See the module documentation.
+pub struct Responder {
+    domain: KeyName,
+    signer: SecretKey,
+    store: KeyStore,
+}
+
+impl Responder {
+    /// `signer` must be the domain's own key (`example.org`).
+    pub fn new(signer: SecretKey, store: KeyStore) -> Responder {
+        Responder {
+            domain: signer.name().clone(),
+            signer,
+            store,
+        }
+    }
+
+    pub fn domain(&self) -> &KeyName {
+        &self.domain
+    }
+
+    /// The subscription that brings every query for the domain.
+    pub fn subscription(&self) -> Result<SubscriptionList, LocationError> {
+        let loc = Location::parse(&format!("_gale.query@{}", self.domain.domain()))?;
+        Ok(SubscriptionList::new(vec![SubEntry::include(loc)]))
+    }
+
+    /// Answers one received message.
+    pub fn answer(&self, m: &Message, now: Timestamp) -> Reply {
+        let Ok(Payload::Plain(f)) = Payload::decode(&m.payload) else {
+            return Reply::Ignored("not a plain query".into());
+        };
+        let Some(asked) = f.text(names::QUESTION_KEY) else {
+            return Reply::Ignored("no question.key".into());
+        };
+        let Ok(name) = KeyName::parse(asked) else {
+            return Reply::Ignored(format!("bad key name {asked:?}"));
+        };
+        if name.domain() != self.domain.domain() {
+            return Reply::Ignored(format!("{name} is not in {}", self.domain));
+        }
+        let found = self
+            .store
+            .find(&name)
+            .into_iter()
+            .map(|(_, k)| k)
+            .filter(|k| k.name == name);
+        // A key whose chain verifies beats one that does not; never serve one that
+        // is expired or badly signed.
+        let mut best: Option<(bool, PublicKey)> = None;
+        for k in found {
+            let trust = self.store.verify(&k, now);
+            let good = trust.is_verified();
+            let bad = matches!(
+                trust,
+                gale_keys::Trust::BadSignature { .. } | gale_keys::Trust::Expired { .. }
+            );
+            if !bad && best.as_ref().is_none_or(|(g, _)| good && !g) {
+                best = Some((good, k));
+            }
+        }
+        match best {
+            Some((_, key)) => match answer_message(&key, &self.signer) {
+                Ok(msg) => Reply::Key(msg, Box::new(key)),
+                Err(e) => Reply::Ignored(format!("cannot answer for {name}: {e}")),
+            },
+            None => match self.not_found(&name) {
+                Ok(msg) => Reply::NotFound(msg, name),
+                Err(e) => Reply::Ignored(format!("cannot answer for {name}: {e}")),
+            },
+        }
+    }
+
+    /// A signed "no key for NAME" answer.
+    fn not_found(&self, name: &KeyName) -> Result<Message, LocationError> {
+        let to = vec![answer_location(name)?];
+        let mut f = Fragments::new();
+        f.push_text(
+            names::ANSWER_KEY_ERROR,
+            format!("no key for {name} at {}", self.domain),
+        );
+        f.push_text(names::QUESTION_KEY, name.as_str());
+        f.push(names::ID_TIME, Value::Time(Timestamp::now()));
+        let id = MessageId::generate();
+        let payload = sign(id, &to, &f, &self.signer);
+        Ok(Message {
+            id,
+            hops: 0,
+            to,
+            payload: payload.encode(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::akd::{check_answer, query_message, Answer};
+    use gale_keys::key::KeyTemplate;
+    use gale_keys::store::Dir;
+
+    fn key(name: &str, seed: u8) -> SecretKey {
+        let t = KeyTemplate::new(KeyName::parse(name).unwrap(), Timestamp::now());
+        SecretKey::from_seeds(t, &[seed; 32], Some(&[seed ^ 0x55; 32]))
+    }
+
+    #[test]
+    fn answers_known_keys_and_signs_absence() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KeyStore::new(dir.path().to_path_buf(), None);
+        let domain = key("example.org", 1);
+        let mut alice = key("alice@example.org", 2);
+        let mut pubkey = alice.public().clone();
+        domain.sign_key(&mut pubkey).unwrap();
+        alice.merge_signatures(&pubkey).unwrap();
+        store.write_public(Dir::Local, &pubkey, false).unwrap();
+        let domain_pub = domain.public().clone();
+        let r = Responder::new(domain, store);
+        assert_eq!(
+            r.subscription().unwrap().entries[0].location.as_str(),
+            "_gale.query@example.org"
+        );
+
+        // A client that trusts the domain key accepts both answers.
+        let cdir = tempfile::tempdir().unwrap();
+        let client = KeyStore::new(cdir.path().to_path_buf(), None);
+        client
+            .write_public(Dir::Trusted, &domain_pub, false)
+            .unwrap();
+        let now = Timestamp::now();
+
+        let q = query_message(&KeyName::parse("alice@example.org").unwrap()).unwrap();
+        let Reply::Key(answer, k) = r.answer(&q, now) else {
+            panic!("expected a key")
+        };
+        assert_eq!(k.id(), alice.id());
+        let asked = KeyName::parse("alice@example.org").unwrap();
+        match check_answer(&answer, &asked, &client, now) {
+            Some(Answer::Key { trust, .. }) => assert!(trust.is_verified(), "{trust}"),
+            other => panic!("{other:?}"),
+        }
+
+        let nobody = KeyName::parse("nobody@example.org").unwrap();
+        let Reply::NotFound(answer, _) = r.answer(&query_message(&nobody).unwrap(), now) else {
+            panic!("expected not found")
+        };
+        assert!(matches!(
+            check_answer(&answer, &nobody, &client, now),
+            Some(Answer::NotFound(_))
+        ));
+
+        let other = KeyName::parse("bob@elsewhere.net").unwrap();
+        assert!(matches!(
+            r.answer(&query_message(&other).unwrap(), now),
+            Reply::Ignored(_)
+        ));
+    }
+}

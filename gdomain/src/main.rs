@@ -1,0 +1,132 @@
+//! gdomain: answers key queries (`_gale.query.*@DOMAIN`) for one domain, from the
+//! key store, signed with the domain's key. The logic is
+//! `gale_client::responder`; this is argument parsing, the connection and logging.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use clap::Parser;
+use gale_client::responder::{Reply, Responder};
+use gale_client::server::servers_from_env;
+use gale_client::{Client, ClientConfig, Event};
+use gale_keys::{KeyName, KeyStore};
+use gale_proto::Timestamp;
+use tokio::signal::unix::{signal, SignalKind};
+
+const AFTER_HELP: &str = "\
+gdomain serves the keys in its key store (GALE_DIR, default ~/.gale, and
+GALE_SYS_DIR): put users' signed public keys there with `gkey import`. It needs the
+domain's secret key (`gkey gen DOMAIN`) to sign its answers, including the signed
+\"no such key\" answers that let clients stop waiting.
+
+It reconnects by itself when the server goes away, as gsub does.
+
+Exit status: 0 on SIGINT/SIGTERM; 1 usage error or no secret key for the domain.";
+
+/// Answer key queries for a Gale domain.
+#[derive(Parser, Debug)]
+#[command(name = "gdomain", version, about, after_help = AFTER_HELP)]
+struct Args {
+    /// The domain to serve [default: $GALE_DOMAIN]
+    domain: Option<String>,
+    /// Servers to try in order, host[:port],... [default: $GALE_SERVER, else localhost:11512]
+    #[arg(short = 's', long, value_name = "HOST[:PORT],...")]
+    server: Option<String>,
+    /// Say nothing about each answer
+    #[arg(short = 'q', long)]
+    quiet: bool,
+}
+
+async fn run(args: Args) -> Result<()> {
+    let domain = args
+        .domain
+        .or_else(gale_client::args::domain_from_env)
+        .ok_or_else(|| anyhow!("which domain? give it as an argument or set GALE_DOMAIN"))?;
+    let name = KeyName::parse(&domain).with_context(|| format!("{domain:?} is not a domain"))?;
+    let store = KeyStore::from_env()?;
+    let (signer, path) = store.secret(&name)?.ok_or_else(|| {
+        anyhow!(
+            "no secret key for {name} in the key store: create it with `gkey gen {name}` \
+             (as the user that runs gdomain), then publish its public key to your users"
+        )
+    })?;
+    eprintln!(
+        "gdomain: serving keys for {name}, signing with {} ({})",
+        signer.id(),
+        path.display()
+    );
+    let responder = Responder::new(signer, store);
+    let servers = servers_from_env(args.server.as_deref()).context("bad server list")?;
+    let mut config = ClientConfig::new(servers, concat!("gdomain/", env!("CARGO_PKG_VERSION")));
+    config.subscriptions = responder.subscription()?;
+    let (client, mut events) = Client::start(config);
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    loop {
+        let ev = tokio::select! {
+            _ = int.recv() => break,
+            _ = term.recv() => break,
+            ev = events.next() => ev,
+        };
+        let Some(ev) = ev else { break };
+        match ev {
+            Event::Message(d) => match responder.answer(&d.message, Timestamp::now()) {
+                Reply::Key(m, key) => {
+                    if !args.quiet {
+                        eprintln!("gdomain: answered for {} (key {})", key.name, key.id());
+                    }
+                    client.publish(m)?;
+                }
+                Reply::NotFound(m, asked) => {
+                    if !args.quiet {
+                        eprintln!("gdomain: no key for {asked}; sent a signed \"not found\"");
+                    }
+                    client.publish(m)?;
+                }
+                Reply::Ignored(_) => {}
+            },
+            Event::Subscribed { server, .. } => eprintln!("gdomain: listening on {server}"),
+            Event::Disconnected { server, reason } => {
+                eprintln!("gdomain: connection to {server} lost ({reason})")
+            }
+            Event::ConnectFailed { server, error } => {
+                eprintln!("gdomain: cannot connect to {server}: {error}")
+            }
+            Event::ServerError { code, text } => {
+                eprintln!("gdomain: server error ({code:?}): {text}")
+            }
+            Event::Lossage(n) => eprintln!("gdomain: lost {n} queries (too slow)"),
+            _ => {}
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), client.close(true)).await;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gdomain: cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gdomain: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
