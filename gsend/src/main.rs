@@ -8,12 +8,16 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use clap::Parser;
+use gale_client::akd::{self, Discovery};
 use gale_client::args::{domain_from_env, parse_locations};
 use gale_client::compose::{parse_keyword, parse_text_fragment, sender_from_env};
+use gale_client::identity;
 use gale_client::input::{read_body, read_line_capped, MAX_LINE};
+use gale_client::outgoing::{self, Decision, Notice};
 use gale_client::server::{display_list, servers_from_env};
-use gale_client::{Client, ClientConfig, ClientError, Compose, Event, Events};
-use gale_proto::Location;
+use gale_client::{Client, ClientConfig, ClientError, Compose, Event, Events, ServerAddr};
+use gale_keys::{KeyStore, SecretKey};
+use gale_proto::{Location, Message, Timestamp};
 use tokio::sync::mpsc;
 
 const AGENT: &str = concat!("gsend/", env!("CARGO_PKG_VERSION"));
@@ -26,12 +30,22 @@ Locations without @domain get $GALE_DOMAIN. Arguments starting with '/' are keyw
 The body is read from standard input until end of file; from a terminal, a line
 holding only \".\" also ends it.
 
-Environment: GALE_SERVER (server list), GALE_DOMAIN (default domain),
-GALE_NAME (your name, sent as message.sender unless -a).
+Security: every message is signed with your key (GALE_ID, default
+$USER@$GALE_DOMAIN), which is made on first use in GALE_DIR (default ~/.gale).
+A location whose key has members (a person, a group) is private: the message is
+encrypted to every member, with the signature inside. Missing keys are asked for
+over Gale (--key-timeout); a location with no key at all is public and the message
+goes in clear, signed (gsend says so). A message to private and public locations at
+once is refused unless --allow-clear. -a sends anonymously: no signature, no name.
+
+Environment: GALE_SERVER (server list), GALE_DOMAIN (default domain), GALE_ID
+(who you are), GALE_DIR (your keys), GALE_NAME (your name, sent as
+message.sender unless -a).
 
 Exit status:
   0  the server accepted every message
-  1  usage error or bad input (bad location, bad -t, message too large)
+  1  usage error or bad input (bad location, bad -t, message too large), or
+     refused: private and public locations mixed, no key with --require-private
   2  could not deliver to a server before the timeout
   3  I/O error reading standard input
 
@@ -71,9 +85,26 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     timeout: u64,
 
-    /// Anonymous: do not send your name (message.sender)
+    /// Anonymous: do not sign, and do not send your name (message.sender)
     #[arg(short = 'a', long)]
     anonymous: bool,
+
+    /// Sign as this id [default: $GALE_ID, else $USER@$GALE_DOMAIN]
+    #[arg(long, value_name = "LOCATION")]
+    id: Option<String>,
+
+    /// Seconds to wait for the keys of new correspondents to be found over Gale
+    #[arg(long, value_name = "SECS", default_value_t = 3.0)]
+    key_timeout: f64,
+
+    /// Send to private and public locations at once, in clear (otherwise refused,
+    /// since the private locations' members would lose their privacy)
+    #[arg(long)]
+    allow_clear: bool,
+
+    /// Refuse to send unless every location is private (encrypted)
+    #[arg(long, conflicts_with = "allow_clear")]
+    require_private: bool,
 
     /// Recipients (name@domain, or name with $GALE_DOMAIN), then /keywords
     #[arg(value_name = "LOCATION|/KEYWORD", required = true)]
@@ -208,10 +239,31 @@ fn spawn_line_reader() -> mpsc::Receiver<io::Result<String>> {
     rx
 }
 
+/// How every message of this run is signed and sealed.
+struct Secure {
+    signer: Option<SecretKey>,
+    decision: Decision,
+}
+
+impl Secure {
+    fn message(&self, compose: &Compose, to: &[Location]) -> Result<Message, Failure> {
+        let fragments = compose.fragments(Timestamp::now());
+        outgoing::build(
+            to.to_vec(),
+            &fragments,
+            self.signer.as_ref(),
+            &self.decision,
+        )
+        .context("cannot encrypt the message")
+        .map_err(usage)
+    }
+}
+
 async fn send_lines(
     client: &Client,
     compose: &mut Compose,
     to: &[Location],
+    secure: &Secure,
 ) -> Result<(), Failure> {
     let mut lines = spawn_line_reader();
     while let Some(line) = lines.recv().await {
@@ -220,11 +272,73 @@ async fn send_lines(
             .map_err(|error| Failure { code: 3, error })?;
         compose.body = Some(line);
         client
-            .publish_wait(compose.message(to.to_vec()))
+            .publish_wait(secure.message(compose, to)?)
             .await
             .map_err(publish_error)?;
     }
     Ok(())
+}
+
+/// Works out the signing key and who the message is encrypted to, telling the
+/// user what they need to know on standard error.
+async fn prepare(args: &Args, to: &[Location], servers: &[ServerAddr]) -> Result<Secure, Failure> {
+    let store = KeyStore::from_env().map_err(usage)?;
+    let signer = if args.anonymous {
+        None
+    } else {
+        let name =
+            identity::key_name(args.id.as_deref(), domain_from_env().as_deref()).map_err(usage)?;
+        let own = identity::load_or_create(&store, &name, sender_from_env())
+            .with_context(|| format!("cannot use or make your key for {name}"))
+            .map_err(usage)?;
+        if let Some(note) = own.notice("gsend") {
+            eprintln!("{note}");
+        }
+        Some(own.key)
+    };
+    let timeout =
+        Duration::try_from_secs_f64(args.key_timeout.max(0.0)).unwrap_or(akd::DEFAULT_TIMEOUT);
+    let discovery = Discovery::new(servers.to_vec(), AGENT, timeout);
+    let (plan, mut notices) = outgoing::plan(&store, to, Some(&discovery))
+        .await
+        .map_err(usage)?;
+    let decision =
+        outgoing::decide(&plan, args.allow_clear, args.require_private).map_err(usage)?;
+    match &decision {
+        Decision::Encrypt(keys) => {
+            notices.extend(outgoing::key_notices(&store, keys, Timestamp::now()));
+        }
+        Decision::Clear => {
+            let private: Vec<&str> = plan
+                .iter()
+                .filter(|(_, c)| c.is_private())
+                .map(|(l, _)| l.as_str())
+                .collect();
+            if !private.is_empty() {
+                eprintln!(
+                    "gsend: warning: sending IN CLEAR to private {} because of --allow-clear",
+                    private.join(", ")
+                );
+            }
+        }
+    }
+    let how = if signer.is_some() {
+        "signed"
+    } else {
+        "anonymously"
+    };
+    for n in notices {
+        match n {
+            Notice::NoKey(loc) => {
+                eprintln!("gsend: no key for {loc}: sending in clear, {how}")
+            }
+            Notice::Changed(c) => eprintln!("gsend: {c}"),
+            Notice::Unverified { key, why } => eprintln!(
+                "gsend: warning: the key of {key} is not verified, encrypting to it anyway: {why}"
+            ),
+        }
+    }
+    Ok(Secure { signer, decision })
 }
 
 async fn read_whole_body(to: &[Location], keywords: &[String]) -> Result<String, Failure> {
@@ -281,18 +395,20 @@ async fn run(args: Args) -> Result<(), Failure> {
         class: Some(AGENT.to_string()),
     };
 
-    // Connect while the user types.
     let mut config = ClientConfig::new(servers, AGENT);
     if args.lines {
         // Lines can be MAX_LINE long: keep the worst case to tens of megabytes.
         config.queue_limit = LINES_QUEUE_LIMIT;
     }
+    // Connect while keys are looked up and the user types.
+    let servers = config.servers.clone();
     let (client, events) = Client::start(config);
     let status = Arc::new(Mutex::new(Status::default()));
     tokio::spawn(watch(events, status.clone()));
+    let secure = prepare(&args, &to, &servers).await?;
 
     if args.lines {
-        send_lines(&client, &mut compose, &to).await?;
+        send_lines(&client, &mut compose, &to, &secure).await?;
     } else {
         let body = match args.message {
             Some(mut text) => {
@@ -305,7 +421,7 @@ async fn run(args: Args) -> Result<(), Failure> {
         };
         compose.body = Some(body);
         client
-            .publish(compose.message(to.clone()))
+            .publish(secure.message(&compose, &to)?)
             .map_err(publish_error)?;
     }
     flush(&client, args.timeout, &server_names, &status).await?;

@@ -2,25 +2,32 @@
 //! it as JSON (for a script), or run a program for it. Argument parsing and
 //! process plumbing only; display, JSON and hooks live in gale-client.
 
+use std::collections::HashMap;
 use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 use clap::Parser;
+use gale_client::akd::{self, Discovery};
 use gale_client::args::{domain_from_env, parse_locations, parse_subscriptions};
 use gale_client::compose::sender_from_env;
 use gale_client::format::{
     format_delivery, Style, TimeFormat, COLUMNS_ENV, DEFAULT_TIME_FORMAT, TIME_FORMAT_ENV,
 };
 use gale_client::hook::run_hook;
+use gale_client::identity;
 use gale_client::json::to_json;
 use gale_client::presence;
+use gale_client::secure::{Opener, Opening};
 use gale_client::server::servers_from_env;
 use gale_client::{Client, ClientConfig, Delivery, Event};
-use gale_proto::Location;
+use gale_keys::{KeyName, KeyStore};
+use gale_proto::{Location, SubEntry};
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
 
 const AGENT: &str = concat!("gsub/", env!("CARGO_PKG_VERSION"));
 const SUBSCRIBE_ENV: &str = "GALE_SUBSCRIBE";
@@ -43,6 +50,15 @@ shell; write a script for arguments) once per message, one at a time, with the
 body on standard input and GALE_ID, GALE_TO, GALE_FROM, GALE_VERIFY,
 GALE_SENDER, GALE_KEYWORDS, GALE_TIME and GALE_TEXT_<NAME>, GALE_TIME_<NAME>,
 GALE_NUMBER_<NAME>, GALE_DATA_<NAME> for each fragment in its environment.
+
+Security: each message shows how far its sender is known: verified (signed by a
+key whose chain reaches one of your trust anchors), unverified (signed, but the key
+is unknown or cannot be traced to an anchor), anonymous (unsigned) or FORGED (the
+signature does not match: never trust the claimed sender). Messages encrypted to
+you are decrypted with your keys in GALE_DIR; others' private messages show as one
+line, \"(not for you)\". Keys of unknown signers are asked for over Gale
+(--key-timeout). gsub makes your key on first use and answers other people's
+requests for it on _gale.query.<your id>, unless -a.
 
 Exit status:
   0  normal end (SIGINT, SIGTERM, or the reader of standard output went away)
@@ -75,9 +91,20 @@ struct Args {
     #[arg(short = 'p', long, value_name = "STATE")]
     presence: Option<String>,
 
-    /// Who this gsub is, for presence [default: $GALE_ID, else $USER@$GALE_DOMAIN]
+    /// Who this gsub is: your key, and presence [default: $GALE_ID, else
+    /// $USER@$GALE_DOMAIN]
     #[arg(long, value_name = "LOCATION")]
     id: Option<String>,
+
+    /// Stealth: do not answer requests for your key (others then cannot find it
+    /// over Gale)
+    #[arg(short = 'a', long)]
+    stealth: bool,
+
+    /// Seconds to wait for the key of an unknown signer before showing its message
+    /// as unverified (other messages are not held up); 0 does not look keys up
+    #[arg(long, value_name = "SECS", default_value_t = 3.0)]
+    key_timeout: f64,
 
     /// Locations to subscribe to; '-' excludes the location after it
     #[arg(value_name = "LOCATION")]
@@ -178,6 +205,17 @@ async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
             AGENT,
         )?);
     }
+    let store = KeyStore::from_env()?;
+    let before = config.subscriptions.entries.len();
+    let ours = own_keys(&args, &store, &mut config);
+    let answering = config.subscriptions.entries.len() - before;
+    let opener = Arc::new(Opener::new(store));
+    let timeout =
+        Duration::try_from_secs_f64(args.key_timeout.max(0.0)).unwrap_or(akd::DEFAULT_TIMEOUT);
+    let discovery = (!timeout.is_zero())
+        .then(|| Arc::new(Discovery::new(config.servers.clone(), AGENT, timeout)));
+    let mut lookups = Lookups::default();
+    let (found_tx, mut found_rx) = mpsc::unbounded_channel::<KeyName>();
     let (client, mut events) = Client::start(config);
     if let Some((who, state)) = &presence {
         client.publish(presence::notice(who, state, sender.as_deref(), AGENT)?)?;
@@ -194,26 +232,82 @@ async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
         let ev = tokio::select! {
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
+            Some(name) = found_rx.recv() => {
+                // A lookup ended: show what waited for it, verified if it can be now.
+                opener.forget(&name);
+                let mut stop = false;
+                for d in lookups.finish(&name) {
+                    let opening = opener.open(d);
+                    warn_changed(&opening);
+                    match deliver(&output, &opening.delivery).await {
+                        Ok(true) => {}
+                        Ok(false) => stop = true,
+                        Err(e) => return Ok(Some(e)),
+                    }
+                }
+                if stop {
+                    break;
+                }
+                continue;
+            }
             ev = events.next() => ev,
         };
         let Some(ev) = ev else {
             return Ok(Some(anyhow!("the client stopped unexpectedly")));
         };
         match ev {
-            Event::Message(d) => match deliver(&output, &d).await {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(e) => return Ok(Some(e)),
-            },
-            Event::Connected { server, name } => status(format!("connected to {server} ({name})")),
-            Event::Subscribed { server, entries } => status(format!(
-                "subscribed to {} on {server}",
-                if entries == 1 {
-                    "1 location".to_string()
-                } else {
-                    format!("{entries} locations")
+            Event::Message(d) => {
+                if d.message.to.iter().all(akd::is_akd) {
+                    if !args.stealth {
+                        answer_query(&client, opener.store(), &ours, &d, &mut lookups);
+                    }
+                    continue;
                 }
-            )),
+                let opening = opener.open(d);
+                warn_changed(&opening);
+                if let (Some((name, _)), Some(disc), Some(sealed)) =
+                    (&opening.missing_key, &discovery, &opening.sealed)
+                {
+                    if lookups.wait(name, sealed) {
+                        let (disc, store, tx, name) = (
+                            disc.clone(),
+                            opener.store().clone(),
+                            found_tx.clone(),
+                            name.clone(),
+                        );
+                        tokio::spawn(async move {
+                            disc.discover(&store, &[vec![name.clone()]]).await;
+                            let _ = tx.send(name);
+                        });
+                    }
+                    if lookups.is_waiting(name) {
+                        continue;
+                    }
+                }
+                match deliver(&output, &opening.delivery).await {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => return Ok(Some(e)),
+                }
+            }
+            Event::Connected { server, name } => status(format!("connected to {server} ({name})")),
+            Event::Subscribed { server, entries } => {
+                // Count what the user asked for; the key-query entries come last.
+                let own = entries.saturating_sub(answering);
+                status(format!(
+                    "subscribed to {} on {server}{}",
+                    if own == 1 {
+                        "1 location".to_string()
+                    } else {
+                        format!("{own} locations")
+                    },
+                    match answering {
+                        0 => String::new(),
+                        1 => " (and answering requests for your key)".to_string(),
+                        n => format!(" (and answering requests for your {n} keys)"),
+                    }
+                ))
+            }
             Event::Disconnected { server, reason } => {
                 status(format!("connection to {server} lost ({reason})"))
             }
@@ -245,6 +339,115 @@ async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), client.close(true)).await;
     Ok(None)
+}
+
+/// Prints a changed key loudly.
+fn warn_changed(opening: &Opening) {
+    if let Some(c) = &opening.changed {
+        eprintln!("gsub: {c}");
+    }
+}
+
+/// Messages held while the key of their signer is looked up, and names recently
+/// looked up in vain (not asked again for a while).
+#[derive(Default)]
+struct Lookups {
+    waiting: HashMap<KeyName, Vec<Delivery>>,
+    failed: HashMap<KeyName, Instant>,
+    answered: HashMap<KeyName, Instant>,
+}
+
+/// After a lookup found nothing, show that signer's messages as unverified at
+/// once for this long.
+const RETRY_LOOKUP: Duration = Duration::from_secs(300);
+/// Answer queries for one of our keys at most this often.
+const ANSWER_INTERVAL: Duration = Duration::from_secs(1);
+
+impl Lookups {
+    /// Holds `d` until `name`'s lookup ends; true if a new lookup must start.
+    /// Does nothing (false) if `name` was looked up in vain recently.
+    fn wait(&mut self, name: &KeyName, d: &Delivery) -> bool {
+        if self
+            .failed
+            .get(name)
+            .is_some_and(|t| t.elapsed() < RETRY_LOOKUP)
+        {
+            return false;
+        }
+        let queue = self.waiting.entry(name.clone()).or_default();
+        queue.push(d.clone());
+        queue.len() == 1
+    }
+
+    fn is_waiting(&self, name: &KeyName) -> bool {
+        self.waiting.contains_key(name)
+    }
+
+    /// The messages that waited for `name`; marks the lookup as tried.
+    fn finish(&mut self, name: &KeyName) -> Vec<Delivery> {
+        self.failed.insert(name.clone(), Instant::now());
+        self.waiting.remove(name).unwrap_or_default()
+    }
+}
+
+/// Answers a key query for one of our keys with that key, signed by itself.
+fn answer_query(
+    client: &Client,
+    store: &KeyStore,
+    ours: &[KeyName],
+    d: &Delivery,
+    lookups: &mut Lookups,
+) {
+    let Some(f) = d.fragments() else { return };
+    let Some(name) = akd::asked_for(&d.message, f, ours) else {
+        return;
+    };
+    if lookups
+        .answered
+        .get(name)
+        .is_some_and(|t| t.elapsed() < ANSWER_INTERVAL)
+    {
+        return;
+    }
+    let Ok(Some((key, _))) = store.secret(name) else {
+        return;
+    };
+    match akd::answer_message(key.public(), &key) {
+        Ok(m) => {
+            if client.publish(m).is_ok() {
+                lookups.answered.insert(name.clone(), Instant::now());
+            }
+        }
+        Err(e) => eprintln!("gsub: cannot answer the query for {name}: {e}"),
+    }
+}
+
+/// Finds (or makes) the user's key, and unless stealthy subscribes to the queries
+/// for every key the user holds. Returns those keys' names.
+fn own_keys(args: &Args, store: &KeyStore, config: &mut ClientConfig) -> Vec<KeyName> {
+    match identity::key_name(args.id.as_deref(), domain_from_env().as_deref()) {
+        Ok(name) => match identity::load_or_create(store, &name, sender_from_env()) {
+            Ok(own) => {
+                if let Some(note) = own.notice("gsub") {
+                    eprintln!("{note}");
+                }
+            }
+            Err(e) => eprintln!("gsub: warning: cannot use or make your key for {name}: {e}"),
+        },
+        Err(e) => eprintln!("gsub: warning: {e}; messages encrypted to you cannot be read"),
+    }
+    let ours: Vec<KeyName> = store
+        .names_in(&store.user_dir().join("auth/private"), "gpri")
+        .into_iter()
+        .collect();
+    if !args.stealth {
+        for n in &ours {
+            if let Ok(q) = akd::query_location(n) {
+                config.subscriptions.entries.push(SubEntry::include(q));
+            }
+        }
+    }
+    ours
 }
 
 /// Who this gsub announces itself as.

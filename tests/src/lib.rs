@@ -16,6 +16,118 @@ use std::time::{Duration, Instant};
 /// How long any single expected event may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
+/// A Gale user for tests: an id and a key directory of their own (a temporary
+/// `GALE_DIR`, removed when dropped). Every gsend, gsub and gkey the harness starts
+/// runs as some user, so tests never read or write `~/.gale`.
+pub struct User {
+    pub id: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl User {
+    pub fn new(id: &str) -> User {
+        User {
+            id: id.to_string(),
+            dir: tempfile::Builder::new()
+                .prefix("gale-test-")
+                .tempdir()
+                .expect("temporary GALE_DIR"),
+        }
+    }
+
+    /// The user every plain harness call runs as (one per test process).
+    pub fn default_user() -> &'static User {
+        static USER: std::sync::OnceLock<User> = std::sync::OnceLock::new();
+        USER.get_or_init(|| User::new("tester@example.org"))
+    }
+
+    pub fn gale_dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Sets this user's environment on `cmd`: GALE_DIR, GALE_ID, GALE_DOMAIN, and
+    /// an empty system directory.
+    pub fn env<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {
+        cmd.env("GALE_DIR", self.dir.path())
+            .env("GALE_SYS_DIR", self.dir.path().join("no-system-dir"))
+            .env("GALE_ID", &self.id)
+            .env("GALE_DOMAIN", "example.org")
+            .env_remove("GALE_SUBSCRIBE")
+            .env_remove("GALE_NAME")
+    }
+
+    /// Runs gkey with `args` and `stdin`; returns its output.
+    pub fn gkey(&self, args: &[&str], stdin: &[u8]) -> Output {
+        let mut cmd = Command::new(bin("gkey"));
+        let mut child = self
+            .env(&mut cmd)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start gkey");
+        let mut input = child.stdin.take().expect("piped");
+        let data = stdin.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = input.write_all(&data);
+        });
+        let out = child.wait_with_output().expect("gkey output");
+        writer.join().unwrap();
+        out
+    }
+
+    /// Runs gkey and insists that it succeeded; returns its standard output.
+    pub fn gkey_ok(&self, args: &[&str], stdin: &[u8]) -> Vec<u8> {
+        let out = self.gkey(args, stdin);
+        assert!(
+            out.status.success(),
+            "gkey {args:?} as {} failed: {}\n{}",
+            self.id,
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    /// Runs gsend as this user.
+    pub fn gsend(&self, server: &str, args: &[&str], stdin: &str) -> Output {
+        run_gsend(self.gsend_spawn(server, args), stdin)
+    }
+
+    /// Runs gsend as this user and insists that it succeeded; returns its stderr.
+    pub fn send_ok(&self, server: &str, args: &[&str], stdin: &str) -> String {
+        let out = self.gsend(server, args, stdin);
+        assert!(
+            out.status.success(),
+            "gsend {args:?} as {} failed: {}\n{}",
+            self.id,
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    pub fn gsend_spawn(&self, server: &str, args: &[&str]) -> Child {
+        let mut cmd = Command::new(bin("gsend"));
+        self.env(&mut cmd)
+            .args(["-s", server])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start gsend")
+    }
+
+    /// Starts `gsub --json` as this user and waits for its subscription.
+    pub fn gsub(&self, server: &str, args: &[&str]) -> Gsub {
+        let g = Gsub::spawn_as(self, server, &[&["--json"], args].concat(), true);
+        g.stderr.wait_for("gsub: subscribed");
+        g
+    }
+}
+
 /// Path of one of the workspace's binaries, built by `cargo test --workspace`.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
@@ -207,11 +319,16 @@ impl Gsub {
     }
 
     fn spawn_inner(server: &str, args: &[&str], read: bool) -> Gsub {
-        let mut child = Command::new(bin("gsub"))
+        Self::spawn_as(User::default_user(), server, args, read)
+    }
+
+    /// Starts gsub as `user` without waiting for anything.
+    pub fn spawn_as(user: &User, server: &str, args: &[&str], read: bool) -> Gsub {
+        let mut cmd = Command::new(bin("gsub"));
+        let mut child = user
+            .env(&mut cmd)
             .args(["-s", server])
             .args(args)
-            .env_remove("GALE_SUBSCRIBE")
-            .env("GALE_DOMAIN", "example.org")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -265,7 +382,10 @@ impl Drop for Gsub {
 
 /// Runs gsend to completion with `stdin` as input.
 pub fn gsend(server: &str, args: &[&str], stdin: &str) -> Output {
-    let mut child = gsend_spawn(server, args);
+    run_gsend(gsend_spawn(server, args), stdin)
+}
+
+fn run_gsend(mut child: Child, stdin: &str) -> Output {
     let mut input = child.stdin.take().expect("piped");
     let data = stdin.to_string();
     let writer = std::thread::spawn(move || {
@@ -276,17 +396,9 @@ pub fn gsend(server: &str, args: &[&str], stdin: &str) -> Output {
     out
 }
 
-/// Starts gsend with piped stdin, stdout and stderr.
+/// Starts gsend (as the default user) with piped stdin, stdout and stderr.
 pub fn gsend_spawn(server: &str, args: &[&str]) -> Child {
-    Command::new(bin("gsend"))
-        .args(["-s", server])
-        .args(args)
-        .env("GALE_DOMAIN", "example.org")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start gsend")
+    User::default_user().gsend_spawn(server, args)
 }
 
 /// Runs gsend and insists that it succeeded.

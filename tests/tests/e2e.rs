@@ -24,8 +24,10 @@ fn delivers_a_message_with_its_fields() {
     assert_eq!(m["body"], "hello there\n");
     assert_eq!(m["to"], serde_json::json!(["pub.tv.buffy@example.org"]));
     assert_eq!(m["keywords"], serde_json::json!(["spoilers"]));
-    assert_eq!(m["from"], serde_json::Value::Null);
-    assert_eq!(m["verify"], "anonymous");
+    // Signed by default with the sender's own (unsigned, so unverified) key.
+    assert_eq!(m["from"], "tester@example.org");
+    assert_eq!(m["verify"], "unverified");
+    assert_eq!(m["encrypted"], false);
     assert_eq!(m["id"].as_str().map(str::len), Some(32));
     assert!(m["time"].is_string(), "{m}");
     let frags = m["fragments"].as_array().unwrap();

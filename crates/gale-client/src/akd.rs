@@ -29,8 +29,12 @@ use gale_proto::{
 
 use crate::{Client, ClientConfig, Event, ServerAddr};
 
-/// How long a verified "no such key" answer is believed, in this process.
+/// How long a name that has no key (a verified "no such key", or no answer at
+/// all) is not asked about again. Kept in memory and in `GALE_DIR/auth/missing`,
+/// so that only the first message to a keyless location waits for answers.
 pub const NEGATIVE_TTL: Duration = Duration::from_secs(300);
+/// The file of names recently found to have no key: lines `NAME UNIX-SECONDS`.
+pub const MISSING_FILE: &str = "auth/missing";
 /// Default wait for answers (gsend and gsub `--key-timeout`).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
 /// A `*` segment of a wildcard key name is written like this in a location.
@@ -260,10 +264,34 @@ impl Discovery {
         }
     }
 
-    fn known_missing(&self, name: &KeyName) -> bool {
+    fn known_missing(&self, store: &KeyStore, name: &KeyName) -> bool {
         let mut neg = self.negative.lock().unwrap_or_else(|p| p.into_inner());
         neg.retain(|_, at| at.elapsed() < NEGATIVE_TTL);
-        neg.contains_key(name)
+        neg.contains_key(name) || read_missing(store).iter().any(|(n, _)| n == name)
+    }
+
+    fn note_missing(&self, store: &KeyStore, names: &[KeyName]) {
+        if names.is_empty() {
+            return;
+        }
+        let mut neg = self.negative.lock().unwrap_or_else(|p| p.into_inner());
+        for n in names {
+            neg.insert(n.clone(), Instant::now());
+        }
+        let now = unix_now();
+        let mut all = read_missing(store);
+        all.retain(|(n, _)| !names.contains(n));
+        all.extend(names.iter().map(|n| (n.clone(), now)));
+        let text: String = all.iter().map(|(n, t)| format!("{n} {t}\n")).collect();
+        let path = store.user_dir().join(MISSING_FILE);
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let written = std::fs::create_dir_all(store.user_dir().join("auth"))
+            .and_then(|()| std::fs::write(&tmp, text))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            tracing::debug!("cannot write {}: {e}", path.display());
+        }
     }
 
     /// Asks for every name in `groups` at once, over one connection, and waits
@@ -278,7 +306,7 @@ impl Discovery {
         let mut out: HashMap<KeyName, Outcome> = HashMap::new();
         let mut asked: Vec<KeyName> = Vec::new();
         for n in groups.iter().flatten() {
-            if self.known_missing(n) {
+            if self.known_missing(store, n) {
                 out.insert(n.clone(), Outcome::NotFound("no such key (cached)".into()));
             } else if !asked.contains(n) {
                 asked.push(n.clone());
@@ -337,10 +365,6 @@ impl Discovery {
                                 );
                             }
                             Some(Answer::NotFound(why)) => {
-                                self.negative
-                                    .lock()
-                                    .unwrap_or_else(|p| p.into_inner())
-                                    .insert(n.clone(), Instant::now());
                                 out.insert(n.clone(), Outcome::NotFound(why));
                             }
                             Some(Answer::Rejected(why)) => {
@@ -353,9 +377,14 @@ impl Discovery {
                 _ => {}
             }
         }
+        let mut missing = Vec::new();
         for n in asked {
-            out.entry(n).or_insert(Outcome::NoAnswer);
+            let o = out.entry(n.clone()).or_insert(Outcome::NoAnswer);
+            if !o.found() {
+                missing.push(n);
+            }
         }
+        self.note_missing(store, &missing);
         let _ = tokio::time::timeout(Duration::from_millis(300), client.close(false)).await;
         out
     }
@@ -385,6 +414,26 @@ impl Discovery {
             }
         }
     }
+}
+
+fn unix_now() -> i64 {
+    Timestamp::now().secs
+}
+
+/// Unexpired entries of the missing-keys file (a damaged line is skipped).
+fn read_missing(store: &KeyStore) -> Vec<(KeyName, i64)> {
+    let Ok(text) = std::fs::read_to_string(store.user_dir().join(MISSING_FILE)) else {
+        return Vec::new();
+    };
+    let now = unix_now();
+    text.lines()
+        .filter_map(|l| {
+            let (n, t) = l.split_once(' ')?;
+            let t: i64 = t.trim().parse().ok()?;
+            let fresh = now.saturating_sub(t) < NEGATIVE_TTL.as_secs() as i64 && t <= now + 60;
+            fresh.then_some((KeyName::parse(n).ok()?, t))
+        })
+        .collect()
 }
 
 #[cfg(test)]

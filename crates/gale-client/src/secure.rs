@@ -24,6 +24,9 @@ use crate::event::{Delivery, Unreadable, Verify};
 /// read again (Gale re-read its key directories every 10 s).
 pub const TRUST_CACHE_TTL: Duration = Duration::from_secs(10);
 
+/// A key looked up in the store (or found missing), and when.
+type KeyLookup = (Option<PublicKey>, Instant);
+
 /// The result of opening one delivery.
 #[derive(Debug)]
 pub struct Opening {
@@ -31,6 +34,9 @@ pub struct Opening {
     /// The signer's key is not known here: discovering it (then opening again)
     /// may verify the message.
     pub missing_key: Option<(KeyName, KeyId)>,
+    /// With `missing_key`: the delivery as it arrived, to open again once the key
+    /// is known.
+    pub sealed: Option<Delivery>,
     /// The signer's key differs from the one seen before for that name: warn
     /// loudly.
     pub changed: Option<KeyChanged>,
@@ -42,6 +48,7 @@ pub struct Opener {
     store: KeyStore,
     secrets: Vec<SecretKey>,
     trust: Mutex<HashMap<(KeyName, KeyId), (Trust, Instant)>>,
+    keys: Mutex<HashMap<(KeyName, KeyId), KeyLookup>>,
     seen: Mutex<HashSet<(KeyName, KeyId)>>,
 }
 
@@ -53,6 +60,7 @@ impl Opener {
             store,
             secrets,
             trust: Mutex::new(HashMap::new()),
+            keys: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashSet::new()),
         }
     }
@@ -67,6 +75,29 @@ impl Opener {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|(n, _), _| n != name);
+        self.keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(n, _), _| n != name);
+    }
+
+    /// The store's key `name` with id `id`, remembered for [`TRUST_CACHE_TTL`]:
+    /// reading the key files for every message would cost more than checking its
+    /// signature.
+    fn lookup(&self, name: &KeyName, id: KeyId) -> Option<PublicKey> {
+        let k = (name.clone(), id);
+        let mut cache = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((key, at)) = cache.get(&k) {
+            if at.elapsed() < TRUST_CACHE_TTL {
+                return key.clone();
+            }
+        }
+        let key = self.store.lookup(name, id);
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert(k, (key.clone(), Instant::now()));
+        key
     }
 
     fn trust_of(&self, key: &PublicKey, now: Timestamp) -> Trust {
@@ -78,6 +109,9 @@ impl Opener {
             }
         }
         let t = self.store.verify(key, now);
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
         cache.insert(k, (t.clone(), Instant::now()));
         t
     }
@@ -100,6 +134,7 @@ impl Opener {
         let mut opening = Opening {
             delivery: d,
             missing_key: None,
+            sealed: None,
             changed: None,
         };
         if !opening.delivery.is_sealed() {
@@ -107,7 +142,7 @@ impl Opener {
         }
         let mut d = opening.delivery.clone();
         let mine: Vec<&SecretKey> = self.secrets.iter().collect();
-        let lookup = |n: &KeyName, id| self.store.lookup(n, id);
+        let lookup = |n: &KeyName, id| self.lookup(n, id);
         let opened = match open(&d.message, &mine, &lookup) {
             Ok(o) => o,
             Err(e) => {
@@ -177,7 +212,10 @@ impl Opener {
                 why: "the signature could not be checked".into(),
             },
         };
-        opening.delivery = d;
+        let arrived = std::mem::replace(&mut opening.delivery, d);
+        if opening.missing_key.is_some() {
+            opening.sealed = Some(arrived);
+        }
         opening
     }
 }
