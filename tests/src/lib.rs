@@ -553,6 +553,33 @@ impl RawClient {
         self.sync();
     }
 
+    /// The next message delivered to this client, exactly as the server sent it.
+    pub fn deliver(&mut self) -> gale_proto::Message {
+        use gale_proto::Frame;
+        self.s.set_read_timeout(Some(DEADLINE)).unwrap();
+        loop {
+            let mut b = bytes::BytesMut::from(&self.buf[..]);
+            while let Some(f) = Frame::decode(&mut b, 1 << 20).expect("frame") {
+                if let Frame::Deliver(m) = f {
+                    self.buf = b.to_vec();
+                    return m;
+                }
+            }
+            self.buf = b.to_vec();
+            let mut chunk = [0u8; 4096];
+            let n = std::io::Read::read(&mut self.s, &mut chunk).expect("read");
+            assert!(n > 0, "server closed the connection");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Publishes `m` as it is (any id, locations and payload bytes) and waits
+    /// until the server has taken it.
+    pub fn publish(&mut self, m: gale_proto::Message) {
+        self.send(&gale_proto::Frame::Publish(m));
+        self.sync();
+    }
+
     pub fn unsubscribe(&mut self, loc: &str) {
         let l = gale_proto::Location::parse(loc).unwrap();
         self.send(&gale_proto::Frame::Unsubscribe {
