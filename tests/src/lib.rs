@@ -199,6 +199,11 @@ impl Lines {
         }
     }
 
+    /// Lines read from any stream (a child's stderr, a socket).
+    pub fn spawn_reader(r: impl std::io::Read + Send + 'static) -> Lines {
+        Lines::spawn(r)
+    }
+
     /// A stream with no lines.
     pub fn empty() -> Lines {
         Lines::spawn(std::io::empty())

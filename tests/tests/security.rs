@@ -458,3 +458,76 @@ fn the_first_gsend_makes_a_0600_key() {
     let err = erin.send_ok(&g.server(), &["-m", "again", "pub.x@example.org"], "");
     assert!(!err.contains("created"), "{err}");
 }
+
+/// A running gdomain for example.org, killed on drop.
+struct Gdomain(std::process::Child);
+
+impl Drop for Gdomain {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn gdomain(admin: &User, server: &str) -> Gdomain {
+    let mut cmd = std::process::Command::new(bin("gdomain"));
+    let mut child = admin
+        .env(&mut cmd)
+        .args(["-s", server, "example.org"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start gdomain");
+    let stderr = Lines::spawn_reader(child.stderr.take().expect("piped"));
+    stderr.wait_for("gdomain: listening on");
+    std::mem::forget(stderr);
+    Gdomain(child)
+}
+
+#[test]
+fn gdomain_answers_reach_a_sender_who_knows_no_keys() {
+    let g = Galed::start(&[]);
+    let s = g.server();
+    let d = domain();
+    let bob = d.member("bob@example.org");
+    d.admin.gkey_ok(
+        &["import"],
+        &bob.gkey_ok(&["export", "bob@example.org"], b""),
+    );
+    let _responder = gdomain(&d.admin, &s);
+    // Bob's gsub is stealthy: only gdomain answers for his key.
+    let bob_sub = bob.gsub(&s, &["-a", "bob@example.org"]);
+
+    // Alice holds no key but her own: the answer is signed by example.org, whose
+    // key she fetches too before believing it.
+    let alice = User::new("alice@example.org");
+    let err = alice.send_ok(&s, &["-m", "via the domain", "bob@example.org"], "");
+    assert!(!err.contains("in clear"), "{err}");
+    assert!(err.contains("not verified"), "{err}");
+    let m = bob_sub.message();
+    assert_eq!(body(&m), "via the domain");
+    assert_eq!(m["encrypted"], true, "{m}");
+    let cache = alice.gale_dir().join("auth/cache");
+    assert!(
+        cache.join("example.org.gpub").exists(),
+        "fetched the signer"
+    );
+    assert!(cache.join("bob@example.org.gpub").exists());
+
+    // Someone who trusts example.org believes its signed "no such key" at once.
+    let carol = User::new("carol@example.org");
+    d.trusted_by(&carol);
+    let start = Instant::now();
+    let err = carol.send_ok(
+        &s,
+        &["--key-timeout", "20", "-m", "hello?", "nobody@example.org"],
+        "",
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(err.contains("no key for nobody@example.org"), "{err}");
+}

@@ -37,6 +37,8 @@ pub const NEGATIVE_TTL: Duration = Duration::from_secs(300);
 pub const MISSING_FILE: &str = "auth/missing";
 /// Default wait for answers (gsend and gsub `--key-timeout`).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Most names one discovery asks for, counting the signers of answers it fetches.
+const MAX_NAMES: usize = 64;
 /// A `*` segment of a wildcard key name is written like this in a location.
 pub const WILD_SEGMENT: &str = "_wild";
 
@@ -119,6 +121,9 @@ pub enum Answer {
     Key { key: Box<PublicKey>, trust: Trust },
     /// A verified "no such key" from an ancestor of the name (the domain).
     NotFound(String),
+    /// Signed by `0`, an ancestor of the name whose key is not known here: fetch
+    /// that key, then check the answer again.
+    SignerUnknown(KeyName),
     /// Not acceptable, and why (for debugging: a bad answer is simply ignored).
     Rejected(String),
 }
@@ -162,6 +167,9 @@ pub fn check_answer(
         return Some(Answer::Rejected(format!(
             "signed by {signer}, which is neither {asked} nor above it"
         )));
+    }
+    if !own && first.signature == SigState::UnknownKey {
+        return Some(Answer::SignerUnknown(signer));
     }
     let Some(Value::Data(raw)) = first.fragments.get(names::ANSWER_KEY) else {
         if let Some(err) = first.fragments.text(names::ANSWER_KEY_ERROR) {
@@ -321,60 +329,79 @@ impl Discovery {
         if asked.is_empty() || done(&out) {
             return out;
         }
-        let mut entries = Vec::new();
-        let mut queries = Vec::new();
-        for n in &asked {
-            if let (Ok(a), Ok(q)) = (answer_location(n), query_message(n)) {
-                entries.push(SubEntry::include(a));
-                queries.push(q);
-            }
-        }
+        let mut queries: Vec<Message> =
+            asked.iter().filter_map(|n| query_message(n).ok()).collect();
+        let subscriptions = |asked: &[KeyName]| {
+            SubscriptionList::new(
+                asked
+                    .iter()
+                    .filter_map(|n| answer_location(n).ok())
+                    .map(SubEntry::include)
+                    .collect(),
+            )
+        };
         let mut config = ClientConfig::new(self.servers.clone(), self.agent.clone());
-        config.subscriptions = SubscriptionList::new(entries);
+        config.subscriptions = subscriptions(&asked);
         let (client, mut events) = Client::start(config);
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let mut sent = false;
+        // Answers signed by an ancestor whose key is being fetched.
+        let mut held: Vec<Message> = Vec::new();
         while !done(&out) {
             let ev = match tokio::time::timeout_at(deadline, events.next()).await {
                 Ok(Some(ev)) => ev,
                 Ok(None) | Err(_) => break,
             };
-            match ev {
-                Event::Subscribed { .. } if !sent => {
-                    sent = true;
+            let message = match ev {
+                // Queries go out once the server listens for their answers.
+                Event::Subscribed { .. } => {
                     for q in queries.drain(..) {
                         let _ = client.publish(q);
                     }
+                    continue;
                 }
-                Event::Message(d) => {
-                    let now = Timestamp::now();
-                    for n in &asked {
-                        if out.contains_key(n) {
-                            continue;
+                Event::Message(d) => d.message,
+                _ => continue,
+            };
+            let mut todo = vec![message];
+            while let Some(m) = todo.pop() {
+                let now = Timestamp::now();
+                for n in asked.clone() {
+                    if out.contains_key(&n) {
+                        continue;
+                    }
+                    match check_answer(&m, &n, store, now) {
+                        Some(Answer::Key { key, trust }) => {
+                            let changed = self.keep(store, &key, &trust, now);
+                            out.insert(
+                                n.clone(),
+                                Outcome::Found {
+                                    key,
+                                    trust,
+                                    changed,
+                                },
+                            );
+                            // Answers that waited for this key can be checked now.
+                            todo.append(&mut held);
                         }
-                        match check_answer(&d.message, n, store, now) {
-                            Some(Answer::Key { key, trust }) => {
-                                let changed = self.keep(store, &key, &trust, now);
-                                out.insert(
-                                    n.clone(),
-                                    Outcome::Found {
-                                        key,
-                                        trust,
-                                        changed,
-                                    },
-                                );
-                            }
-                            Some(Answer::NotFound(why)) => {
-                                out.insert(n.clone(), Outcome::NotFound(why));
-                            }
-                            Some(Answer::Rejected(why)) => {
-                                tracing::debug!("ignored an answer about {n}: {why}");
-                            }
-                            None => {}
+                        Some(Answer::NotFound(why)) => {
+                            out.insert(n.clone(), Outcome::NotFound(why));
                         }
+                        Some(Answer::SignerUnknown(signer)) => {
+                            held.push(m.clone());
+                            if !asked.contains(&signer) && asked.len() < MAX_NAMES {
+                                if let Ok(q) = query_message(&signer) {
+                                    asked.push(signer);
+                                    queries.push(q);
+                                    let _ = client.subscribe(subscriptions(&asked));
+                                }
+                            }
+                        }
+                        Some(Answer::Rejected(why)) => {
+                            tracing::debug!("ignored an answer about {n}: {why}");
+                        }
+                        None => {}
                     }
                 }
-                _ => {}
             }
         }
         let mut missing = Vec::new();
