@@ -549,6 +549,13 @@ mod tests {
             to: to.clone(),
             payload: sign(id, &to, &f, &dom).encode(),
         };
+        // The domain's key is unknown: fetch it first.
+        assert!(matches!(
+            check_answer(&m, &asked, &store, now),
+            Some(Answer::SignerUnknown(s)) if s.as_str() == "x.org"
+        ));
+        // Known but not trusted: not believed.
+        store.write_public(Dir::Cache, dom.public(), false).unwrap();
         assert!(matches!(
             check_answer(&m, &asked, &store, now),
             Some(Answer::Rejected(_))
