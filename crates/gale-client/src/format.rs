@@ -239,6 +239,9 @@ pub fn header(d: &Delivery, style: &Style) -> String {
             h.push_str(&format!(" re \"{}\"", sanitize(s)));
         }
     }
+    if d.encrypted {
+        h.push_str(" (private)");
+    }
     h
 }
 
