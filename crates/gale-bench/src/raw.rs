@@ -225,11 +225,15 @@ impl Raw {
     )> {
         let (mut got, mut lost) = (0u64, 0u64);
         let (mut first, mut last) = (None, None);
-        let mut buf = vec![0u8; 1 << 20];
+        // Small subscribers (many of them) need small buffers.
+        let mut buf = vec![0u8; if want > 10_000 { 1 << 20 } else { 64 << 10 }];
         let mut have = 0usize;
         while got + lost < want {
+            // Quiet for a second once messages flowed means the stream is over; before
+            // the first one, setting up the other subscribers may take a while.
+            let idle = if first.is_some() { 1 } else { 120 };
             let n = match tokio::time::timeout(
-                std::time::Duration::from_secs(1),
+                std::time::Duration::from_secs(idle),
                 self.s.read(&mut buf[have..]),
             )
             .await
