@@ -35,10 +35,27 @@ impl User {
         }
     }
 
-    /// The user every plain harness call runs as (one per test process).
+    /// The user every plain harness call runs as (one per test process). Statics
+    /// are never dropped, so its directory lives under `target/tmp`, not `/tmp`.
     pub fn default_user() -> &'static User {
         static USER: std::sync::OnceLock<User> = std::sync::OnceLock::new();
-        USER.get_or_init(|| User::new("tester@example.org"))
+        USER.get_or_init(|| {
+            let exe = std::env::current_exe().expect("current_exe");
+            let base = exe
+                .parent()
+                .and_then(|d| d.parent())
+                .expect("target dir")
+                .join("tmp");
+            std::fs::create_dir_all(&base).expect("target/tmp");
+            let dir = tempfile::Builder::new()
+                .prefix("gale-test-default-")
+                .tempdir_in(&base)
+                .expect("temporary GALE_DIR");
+            User {
+                id: "tester@example.org".to_string(),
+                dir,
+            }
+        })
     }
 
     pub fn gale_dir(&self) -> &std::path::Path {

@@ -175,8 +175,7 @@ pub async fn serve(
     outbox.push_control(welcome.to_bytes());
     tracing::debug!(%peer, id, agent = %hello.agent, "client connected");
 
-    let writer_stop = CancellationToken::new();
-    let writer = tokio::spawn(write_loop(wr, outbox.clone(), writer_stop.clone()));
+    let writer = tokio::spawn(write_loop(wr, outbox.clone()));
 
     let mut conn = Conn {
         router: &router,
@@ -222,8 +221,12 @@ pub async fn serve(
     }
     outbox.close();
     let mut writer = writer;
-    let _ = tokio::time::timeout(CLOSE_FLUSH, &mut writer).await;
-    writer_stop.cancel();
+    if tokio::time::timeout(CLOSE_FLUSH, &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort(); // a peer that stopped reading gets no more time
+    }
 
     // A will is the connection's last word, spoken when it dies for any reason but
     // the server's own shutdown (when nobody would be left to hear it).
@@ -416,12 +419,9 @@ impl Conn<'_> {
     }
 }
 
-/// Drains the outbox to the socket until it is closed and empty, or `stop` fires.
-pub(crate) async fn write_loop(
-    mut wr: OwnedWriteHalf,
-    outbox: Arc<Outbox>,
-    stop: CancellationToken,
-) {
+/// Drains the outbox to the socket until it is closed and empty. (A writer stuck
+/// on a peer that stopped reading is aborted by its owner.)
+pub(crate) async fn write_loop(mut wr: OwnedWriteHalf, outbox: Arc<Outbox>) {
     let mut batch: VecDeque<Bytes> = VecDeque::new();
     loop {
         match outbox.take(&mut batch) {
@@ -433,11 +433,7 @@ pub(crate) async fn write_loop(
                 }
                 let bytes: usize = batch.iter().map(|b| b.len()).sum();
                 let frames = batch.len();
-                let res = tokio::select! {
-                    r = write_batch(&mut wr, &mut batch) => r,
-                    _ = stop.cancelled() => return,
-                };
-                if res.is_err() {
+                if write_batch(&mut wr, &mut batch).await.is_err() {
                     // The reader will notice the dead socket; stop writing.
                     outbox.close();
                     return;
@@ -454,12 +450,7 @@ pub(crate) async fn write_loop(
                     batch = VecDeque::new();
                 }
             }
-            Batch::Empty => {
-                tokio::select! {
-                    _ = outbox.wait() => {}
-                    _ = stop.cancelled() => return,
-                }
-            }
+            Batch::Empty => outbox.wait().await,
             Batch::Closed => {
                 let _ = wr.shutdown().await;
                 return;
@@ -470,28 +461,70 @@ pub(crate) async fn write_loop(
 
 /// Writes every frame in `batch`, many per system call.
 async fn write_batch(wr: &mut OwnedWriteHalf, batch: &mut VecDeque<Bytes>) -> std::io::Result<()> {
+    // The slice array lives in `write_some`'s stack frame, not in this future: a
+    // future holds what lives across an await, and idle connections keep theirs.
     while !batch.is_empty() {
-        let mut iov = [IoSlice::new(&[]); IOV_BATCH];
-        let n = batch.len().min(IOV_BATCH);
-        for (slot, b) in iov.iter_mut().zip(batch.iter()) {
-            *slot = IoSlice::new(b);
-        }
-        let mut written = wr.write_vectored(&iov[..n]).await?;
-        if written == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        while written > 0 {
-            let front = batch
-                .front_mut()
-                .expect("written bytes came from the batch");
-            if written >= front.len() {
-                written -= front.len();
-                batch.pop_front();
-            } else {
-                front.advance(written);
-                written = 0;
-            }
+        match write_some(wr, batch) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => wr.writable().await?,
+            Err(e) => return Err(e),
         }
     }
     Ok(())
+}
+
+/// One vectored write of the front of `batch`, without waiting.
+fn write_some(wr: &OwnedWriteHalf, batch: &mut VecDeque<Bytes>) -> std::io::Result<()> {
+    let mut iov = [IoSlice::new(&[]); IOV_BATCH];
+    let n = batch.len().min(IOV_BATCH);
+    for (slot, b) in iov.iter_mut().zip(batch.iter()) {
+        *slot = IoSlice::new(b);
+    }
+    let mut written = wr.try_write_vectored(&iov[..n])?;
+    if written == 0 {
+        return Err(std::io::ErrorKind::WriteZero.into());
+    }
+    while written > 0 {
+        let front = batch
+            .front_mut()
+            .expect("written bytes came from the batch");
+        if written >= front.len() {
+            written -= front.len();
+            batch.pop_front();
+        } else {
+            front.advance(written);
+            written = 0;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod size_guard {
+    /// Idle connections cost what their tasks' futures hold (see write_batch):
+    /// these bounds catch a large buffer slipping into a future again.
+    #[tokio::test]
+    async fn connection_futures_stay_small() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = l.local_addr().unwrap();
+        let s = tokio::net::TcpStream::connect(a).await.unwrap();
+        let router = std::sync::Arc::new(crate::Router::new(crate::Config::default()));
+        let f = super::serve(router, s, a, tokio_util::sync::CancellationToken::new());
+        assert!(
+            std::mem::size_of_val(&f) <= 2560,
+            "serve: {} bytes",
+            std::mem::size_of_val(&f)
+        );
+        let (_r, w) = tokio::net::TcpStream::connect(a)
+            .await
+            .unwrap()
+            .into_split();
+        let ob = std::sync::Arc::new(crate::outbox::Outbox::new(1, 1, 4096));
+        let wf = super::write_loop(w, ob);
+        assert!(
+            std::mem::size_of_val(&wf) <= 512,
+            "write_loop: {} bytes",
+            std::mem::size_of_val(&wf)
+        );
+    }
 }

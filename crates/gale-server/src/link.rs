@@ -218,8 +218,7 @@ async fn run_link(
         router.config.max_frame,
     ));
     let stats = Arc::new(LinkStats::default());
-    let stop = CancellationToken::new();
-    let mut writer = tokio::spawn(write_loop(wr, outbox.clone(), stop.clone()));
+    let mut writer = tokio::spawn(write_loop(wr, outbox.clone()));
     if let Err(refused) = router.link_up(id, peer, addr, dialed, outbox.clone(), stats.clone()) {
         let text = refused.to_string();
         tracing::warn!("refusing link with {peer} ({addr}): {text}");
@@ -231,8 +230,12 @@ async fn run_link(
             .to_bytes(),
         );
         outbox.close();
-        let _ = tokio::time::timeout(CLOSE_FLUSH, &mut writer).await;
-        stop.cancel();
+        if tokio::time::timeout(CLOSE_FLUSH, &mut writer)
+            .await
+            .is_err()
+        {
+            writer.abort();
+        }
         return End::Protocol(ErrorCode::LimitExceeded, text);
     }
     let mut link = LinkReader {
@@ -259,8 +262,12 @@ async fn run_link(
         );
     }
     outbox.close();
-    let _ = tokio::time::timeout(CLOSE_FLUSH, &mut writer).await;
-    stop.cancel();
+    if tokio::time::timeout(CLOSE_FLUSH, &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
     end
 }
 
