@@ -145,7 +145,9 @@ impl User {
     }
 }
 
-/// Path of one of the workspace's binaries, built by `cargo test --workspace`.
+/// Path of one of the workspace's binaries. `cargo test` does not build other
+/// packages' executables (and a test cannot run cargo: it holds the build lock),
+/// so the test command is `cargo build --workspace && cargo test ...`.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     // target/<profile>/deps/<test> -> target/<profile>/<name>
@@ -153,7 +155,8 @@ pub fn bin(name: &str) -> PathBuf {
     let path = dir.join(name);
     assert!(
         path.exists(),
-        "{} is missing: run the tests with `cargo test --workspace` (or `cargo build` first)",
+        "{} is missing: build the programs first, as the README says: \
+         `cargo build --workspace && cargo test --workspace --all-targets`",
         path.display()
     );
     path
