@@ -33,7 +33,7 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Read buffers larger than this are released while the connection is idle.
 const IDLE_BUFFER_KEEP: usize = 0;
 /// How long a closing connection's writer may take to send what is queued.
-pub(crate) const CLOSE_FLUSH: Duration = Duration::from_millis(500);
+const CLOSE_FLUSH: Duration = Duration::from_millis(500);
 /// Most slices handed to one vectored write.
 const IOV_BATCH: usize = 512;
 
@@ -72,22 +72,18 @@ pub async fn serve(
         Ok(Err(end)) => {
             tracing::info!(%peer, "handshake failed: {}", describe(&end));
             if let End::Protocol(code, text) = end {
-                let _ = wr.write_all(&Frame::Error { code, text }.to_bytes()).await;
+                refuse(&mut wr, code, text).await;
             }
             return;
         }
         Err(_) => {
             tracing::info!(%peer, "no HELLO within {:?}; closing", router.config.handshake_timeout());
-            let text = "no HELLO received in time".to_string();
-            let _ = wr
-                .write_all(
-                    &Frame::Error {
-                        code: ErrorCode::Timeout,
-                        text,
-                    }
-                    .to_bytes(),
-                )
-                .await;
+            refuse(
+                &mut wr,
+                ErrorCode::Timeout,
+                "no HELLO received in time".into(),
+            )
+            .await;
             return;
         }
     };
@@ -98,15 +94,7 @@ pub async fn serve(
             hello.min_version, hello.max_version
         );
         tracing::info!(%peer, "{text}");
-        let _ = wr
-            .write_all(
-                &Frame::Error {
-                    code: ErrorCode::UnsupportedVersion,
-                    text,
-                }
-                .to_bytes(),
-            )
-            .await;
+        refuse(&mut wr, ErrorCode::UnsupportedVersion, text).await;
         return;
     }
     if hello.role == 1 {
@@ -119,15 +107,7 @@ pub async fn serve(
             hello.role
         );
         tracing::info!(%peer, "{text}");
-        let _ = wr
-            .write_all(
-                &Frame::Error {
-                    code: ErrorCode::UnexpectedFrame,
-                    text,
-                }
-                .to_bytes(),
-            )
-            .await;
+        refuse(&mut wr, ErrorCode::UnexpectedFrame, text).await;
         return;
     }
     let version = hello.max_version.min(PROTOCOL_VERSION);
@@ -155,15 +135,7 @@ pub async fn serve(
             "server is at its limit of {} connections; try another server",
             cfg.max_connections
         );
-        let _ = wr
-            .write_all(
-                &Frame::Error {
-                    code: ErrorCode::LimitExceeded,
-                    text,
-                }
-                .to_bytes(),
-            )
-            .await;
+        refuse(&mut wr, ErrorCode::LimitExceeded, text).await;
         return;
     };
     let welcome = Frame::Welcome(Welcome {
@@ -195,38 +167,22 @@ pub async fn serve(
     let mut subs = std::mem::take(&mut conn.subs);
     router.unregister(id, &mut subs);
 
-    match &end {
+    let last_word = match &end {
         End::Protocol(code, text) => {
             router.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%peer, id, "closing connection: {text}");
-            outbox.push_control(
-                Frame::Error {
-                    code: *code,
-                    text: text.clone(),
-                }
-                .to_bytes(),
-            );
+            Some((*code, text.clone()))
         }
-        End::Shutdown => {
-            let text = "server is shutting down".to_string();
-            outbox.push_control(
-                Frame::Error {
-                    code: ErrorCode::ShuttingDown,
-                    text,
-                }
-                .to_bytes(),
-            );
+        End::Shutdown => Some((
+            ErrorCode::ShuttingDown,
+            "server is shutting down".to_string(),
+        )),
+        other => {
+            tracing::debug!(%peer, id, "connection closed: {}", describe(other));
+            None
         }
-        other => tracing::debug!(%peer, id, "connection closed: {}", describe(other)),
-    }
-    outbox.close();
-    let mut writer = writer;
-    if tokio::time::timeout(CLOSE_FLUSH, &mut writer)
-        .await
-        .is_err()
-    {
-        writer.abort(); // a peer that stopped reading gets no more time
-    }
+    };
+    finish_writer(&outbox, writer, last_word).await;
 
     // A will is the connection's last word, spoken when it dies for any reason but
     // the server's own shutdown (when nobody would be left to hear it).
@@ -277,6 +233,31 @@ pub(crate) async fn read_hello(
             Ok(_) => {}
             Err(e) => return Err(End::Io(e)),
         }
+    }
+}
+
+/// Answers a peer we will not serve with an ERROR frame, best effort.
+async fn refuse(wr: &mut OwnedWriteHalf, code: ErrorCode, text: String) {
+    let _ = wr.write_all(&Frame::Error { code, text }.to_bytes()).await;
+}
+
+/// Ends a connection's writer: queues a last ERROR if there is one, lets the
+/// writer send what is queued for up to [`CLOSE_FLUSH`], then stops it (a peer
+/// that stopped reading gets no more time).
+pub(crate) async fn finish_writer(
+    outbox: &Outbox,
+    mut writer: tokio::task::JoinHandle<()>,
+    last_word: Option<(ErrorCode, String)>,
+) {
+    if let Some((code, text)) = last_word {
+        outbox.push_control(Frame::Error { code, text }.to_bytes());
+    }
+    outbox.close();
+    if tokio::time::timeout(CLOSE_FLUSH, &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
     }
 }
 

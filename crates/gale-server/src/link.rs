@@ -31,7 +31,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::DEFAULT_PORT;
-use crate::connection::{describe, protocol, read_frames, write_loop, End, CLOSE_FLUSH};
+use crate::connection::{describe, finish_writer, protocol, read_frames, write_loop, End};
 use crate::federation::LinkStats;
 use crate::outbox::Outbox;
 use crate::router::Router;
@@ -218,24 +218,16 @@ async fn run_link(
         router.config.max_frame,
     ));
     let stats = Arc::new(LinkStats::default());
-    let mut writer = tokio::spawn(write_loop(wr, outbox.clone()));
+    let writer = tokio::spawn(write_loop(wr, outbox.clone()));
     if let Err(refused) = router.link_up(id, peer, addr, dialed, outbox.clone(), stats.clone()) {
         let text = refused.to_string();
         tracing::warn!("refusing link with {peer} ({addr}): {text}");
-        outbox.push_control(
-            Frame::Error {
-                code: ErrorCode::LimitExceeded,
-                text: text.clone(),
-            }
-            .to_bytes(),
-        );
-        outbox.close();
-        if tokio::time::timeout(CLOSE_FLUSH, &mut writer)
-            .await
-            .is_err()
-        {
-            writer.abort();
-        }
+        finish_writer(
+            &outbox,
+            writer,
+            Some((ErrorCode::LimitExceeded, text.clone())),
+        )
+        .await;
         return End::Protocol(ErrorCode::LimitExceeded, text);
     }
     let mut link = LinkReader {
@@ -252,22 +244,11 @@ async fn run_link(
     })
     .await;
     router.link_down(id);
-    if let End::Protocol(code, text) = &end {
-        outbox.push_control(
-            Frame::Error {
-                code: *code,
-                text: text.clone(),
-            }
-            .to_bytes(),
-        );
-    }
-    outbox.close();
-    if tokio::time::timeout(CLOSE_FLUSH, &mut writer)
-        .await
-        .is_err()
-    {
-        writer.abort();
-    }
+    let last_word = match &end {
+        End::Protocol(code, text) => Some((*code, text.clone())),
+        _ => None,
+    };
+    finish_writer(&outbox, writer, last_word).await;
     end
 }
 
