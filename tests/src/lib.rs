@@ -437,6 +437,21 @@ pub fn send_ok(server: &str, args: &[&str], stdin: &str) {
     );
 }
 
+/// galed arguments for a named server with links and a short keepalive (so that
+/// dead links and peers are noticed within seconds in tests).
+fn linked_args(name: &str, links: &[String], extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = ["--name", name, "--keepalive-ms", "1000"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    for l in links {
+        args.push("--link".into());
+        args.push(l.clone());
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
 /// A free loopback port (bound then released), for tests that need to start a
 /// server later on an address clients were already given.
 pub fn free_addr() -> SocketAddr {
@@ -447,35 +462,14 @@ pub fn free_addr() -> SocketAddr {
 impl Galed {
     /// Starts a galed named `name` with links to `links` (each a `--link` value).
     pub fn start_linked(name: &str, links: &[String], extra: &[&str]) -> Galed {
-        let mut args: Vec<String> = vec![
-            "--name".into(),
-            name.into(),
-            "--keepalive-ms".into(),
-            "1000".into(),
-        ];
-        for l in links {
-            args.push("--link".into());
-            args.push(l.clone());
-        }
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-        Galed::start(&args)
+        let args = linked_args(name, links, extra);
+        Galed::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
     /// Same, on a given address (to restart a server where others expect it).
     pub fn start_linked_on(addr: &str, name: &str, links: &[String]) -> Galed {
-        let mut args: Vec<String> = vec![
-            "--name".into(),
-            name.into(),
-            "--keepalive-ms".into(),
-            "1000".into(),
-        ];
-        for l in links {
-            args.push("--link".into());
-            args.push(l.clone());
-        }
-        let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-        Galed::start_on(addr, &args)
+        let args = linked_args(name, links, &[]);
+        Galed::start_on(addr, &args.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
     /// The server's status report (`galed --status`).

@@ -80,6 +80,22 @@ async fn publish_n(
     Ok(())
 }
 
+type Counted = (u64, u64, Option<Instant>, Option<Instant>);
+
+/// Sums the subscribers' counts: delivered, lost, first and last arrival overall.
+async fn gather(counters: Vec<tokio::task::JoinHandle<Result<Counted>>>) -> Result<Counted> {
+    let (mut got, mut lost) = (0u64, 0u64);
+    let (mut first, mut last) = (None::<Instant>, None::<Instant>);
+    for c in counters {
+        let (g, l, f, la) = c.await??;
+        got += g;
+        lost += l;
+        first = first.into_iter().chain(f).min();
+        last = last.into_iter().chain(la).max();
+    }
+    Ok((got, lost, first, last))
+}
+
 pub async fn fanout(cfg: &Setup, subs: usize, servers: usize) -> Result<()> {
     let mut rates = Vec::new();
     let mut losses = Vec::new();
@@ -102,21 +118,7 @@ pub async fn fanout(cfg: &Setup, subs: usize, servers: usize) -> Result<()> {
         let t = [publish_frame("bench@x.org", BODY)];
         publish_n(&mut p, &t, cfg.messages, &pace, 1, WINDOW).await?;
         p.sync().await?;
-        let (mut got, mut lost) = (0u64, 0u64);
-        let (mut first, mut last) = (None::<Instant>, None::<Instant>);
-        for c in counters {
-            let (g_, l_, f, la) = c.await??;
-            got += g_;
-            lost += l_;
-            first = match (first, f) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            last = match (last, la) {
-                (Some(a), Some(b)) => Some(a.max(b)),
-                (a, b) => a.or(b),
-            };
-        }
+        let (got, lost, first, last) = gather(counters).await?;
         let secs = match (first, last) {
             (Some(f), Some(l)) if l > f => (l - f).as_secs_f64(),
             _ => bail!("no deliveries"),
@@ -324,21 +326,7 @@ pub async fn many(cfg: &Setup, n: usize) -> Result<()> {
         )
         .await?;
         p.sync().await?;
-        let (mut got, mut lost) = (0u64, 0u64);
-        let (mut first, mut last) = (None::<Instant>, None::<Instant>);
-        for c in counters {
-            let (g_, l_, f, la) = c.await??;
-            got += g_;
-            lost += l_;
-            first = match (first, f) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            last = match (last, la) {
-                (Some(a), Some(b)) => Some(a.max(b)),
-                (a, b) => a.or(b),
-            };
-        }
+        let (got, lost, first, last) = gather(counters).await?;
         let secs = (last.unwrap() - first.unwrap()).as_secs_f64();
         rates.push(got as f64 / secs);
         if lost > 0 {
