@@ -93,17 +93,22 @@ pub fn wait_for(mut cond: impl FnMut() -> Result<bool>) -> Result<()> {
     Ok(())
 }
 
-/// A galed's status report (STATUS frame), over a short blocking connection.
-pub fn status(addr: SocketAddr) -> Result<serde_json::Value> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr)?;
-    let hello = Hello {
+/// The HELLO every benchmark client sends.
+pub fn bench_hello() -> Hello {
+    Hello {
         min_version: 1,
         max_version: 1,
         max_frame: DEFAULT_MAX_FRAME,
         role: 0,
         agent: "bench".into(),
-    };
+    }
+}
+
+/// A galed's status report (STATUS frame), over a short blocking connection.
+pub fn status(addr: SocketAddr) -> Result<serde_json::Value> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    let hello = bench_hello();
     let mut out = Frame::Hello(hello).to_bytes().to_vec();
     out.extend_from_slice(&Frame::StatusRequest.to_bytes());
     s.write_all(&out)?;
@@ -164,13 +169,7 @@ impl Raw {
             s,
             buf: BytesMut::with_capacity(4096),
         };
-        let hello = Hello {
-            min_version: 1,
-            max_version: 1,
-            max_frame: DEFAULT_MAX_FRAME,
-            role: 0,
-            agent: "bench".into(),
-        };
+        let hello = bench_hello();
         r.s.write_all(&Frame::Hello(hello).to_bytes()).await?;
         match r.next().await? {
             Frame::Welcome(_) => Ok(r),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use bytes::BytesMut;
-use gale_proto::frame::{Frame, Hello};
+use gale_proto::frame::Frame;
 use gale_proto::index::SubscriptionIndex;
 use gale_proto::limits::DEFAULT_MAX_FRAME;
 use tokio::io::AsyncWriteExt;
@@ -141,13 +141,7 @@ pub async fn fanout(cfg: &Setup, subs: usize, servers: usize) -> Result<()> {
 fn blocking_client(addr: std::net::SocketAddr, sub: Option<&str>) -> Result<std::net::TcpStream> {
     let mut s = std::net::TcpStream::connect(addr)?;
     s.set_nodelay(true)?;
-    let hello = Hello {
-        min_version: 1,
-        max_version: 1,
-        max_frame: DEFAULT_MAX_FRAME,
-        role: 0,
-        agent: "bench".into(),
-    };
+    let hello = crate::raw::bench_hello();
     s.write_all(&Frame::Hello(hello).to_bytes())?;
     if let Some(l) = sub {
         let entries = vec![gale_proto::SubEntry::include(loc(l))];

@@ -18,13 +18,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use gale_keys::{
-    open, sign, Dir, KeyChanged, KeyName, KeyStore, PublicKey, SecretKey, SigState, Trust,
-};
+use gale_keys::{open, Dir, KeyChanged, KeyName, KeyStore, PublicKey, SecretKey, SigState, Trust};
 use gale_proto::fragment::names;
 use gale_proto::{
-    Fragments, Location, LocationError, Message, MessageId, Payload, SubEntry, SubscriptionList,
-    Timestamp, Value,
+    Fragments, Location, LocationError, Message, Payload, SubEntry, SubscriptionList, Timestamp,
+    Value,
 };
 
 use crate::{Client, ClientConfig, Event, ServerAddr};
@@ -95,14 +93,7 @@ pub fn answer_message(key: &PublicKey, signer: &SecretKey) -> Result<Message, Lo
     f.push(names::ANSWER_KEY, Value::Data(Bytes::from(key.encode())));
     f.push_text(names::QUESTION_KEY, key.name.as_str());
     now_fragment(&mut f);
-    let id = MessageId::generate();
-    let payload = sign(id, &to, &f, signer);
-    Ok(Message {
-        id,
-        hops: 0,
-        to,
-        payload: payload.encode(),
-    })
+    Ok(crate::outgoing::signed(to, &f, signer))
 }
 
 /// If `m` is a query for one of `ours` (to its query location), that key's name.
@@ -542,13 +533,7 @@ mod tests {
         f.push_text(names::ANSWER_KEY_ERROR, "no key for nobody@x.org");
         f.push_text(names::QUESTION_KEY, asked.as_str());
         let to = vec![answer_location(&asked).unwrap()];
-        let id = MessageId::generate();
-        let m = Message {
-            id,
-            hops: 0,
-            to: to.clone(),
-            payload: sign(id, &to, &f, &dom).encode(),
-        };
+        let m = crate::outgoing::signed(to, &f, &dom);
         // The domain's key is unknown: fetch it first.
         assert!(matches!(
             check_answer(&m, &asked, &store, now),

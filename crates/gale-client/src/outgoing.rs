@@ -248,6 +248,12 @@ pub fn build(
     })
 }
 
+/// A message to `to`, signed by `signer`, sent in clear: key answers and other
+/// control messages whose locations are public by nature.
+pub fn signed(to: Vec<Location>, fragments: &Fragments, signer: &SecretKey) -> Message {
+    build(to, fragments, Some(signer), &Decision::Clear).expect("signing in clear cannot fail")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,12 +7,11 @@
 //! `_gale.key.<name>`. Keys it serves are those its [`KeyStore`] holds (trusted,
 //! local, cached, or our own), preferring one whose chain verifies.
 
-use gale_keys::envelope::sign;
 use gale_keys::{KeyName, KeyStore, PublicKey, SecretKey};
 use gale_proto::fragment::names;
 use gale_proto::{
-    Fragments, Location, LocationError, Message, MessageId, Payload, SubEntry, SubscriptionList,
-    Timestamp, Value,
+    Fragments, Location, LocationError, Message, Payload, SubEntry, SubscriptionList, Timestamp,
+    Value,
 };
 
 use crate::akd::{answer_location, answer_message};
@@ -111,14 +110,7 @@ impl Responder {
         );
         f.push_text(names::QUESTION_KEY, name.as_str());
         f.push(names::ID_TIME, Value::Time(Timestamp::now()));
-        let id = MessageId::generate();
-        let payload = sign(id, &to, &f, &self.signer);
-        Ok(Message {
-            id,
-            hops: 0,
-            to,
-            payload: payload.encode(),
-        })
+        Ok(crate::outgoing::signed(to, &f, &self.signer))
     }
 }
 
