@@ -8,7 +8,10 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
-use crate::limits::{FRAME_HEADER_LEN, MAGIC, MAX_LOCATION_LEN, MAX_SHORT_TEXT, MAX_SUB_ENTRIES};
+use crate::limits::{
+    FRAME_HEADER_LEN, MAGIC, MAX_LOCATIONS, MAX_LOCATION_LEN, MAX_LOSS_ENTRIES, MAX_SHORT_TEXT,
+    MAX_SUB_ENTRIES,
+};
 use crate::location::{Location, LocationError};
 use crate::message::Message;
 use crate::subscription::SubEntry;
@@ -29,6 +32,7 @@ pub enum FrameType {
     Pong = 0x31,
     Lossage = 0x40,
     Interest = 0x50,
+    LinkLossage = 0x51,
     StatusRequest = 0x60,
     Status = 0x61,
     Error = 0x7F,
@@ -49,6 +53,7 @@ impl FrameType {
             0x31 => Pong,
             0x40 => Lossage,
             0x50 => Interest,
+            0x51 => LinkLossage,
             0x60 => StatusRequest,
             0x61 => Status,
             0x7F => Error,
@@ -153,6 +158,14 @@ pub struct Welcome {
     pub server: String,
 }
 
+/// One entry of a LINK_LOSSAGE frame: `count` messages addressed to `locations`
+/// were dropped on a link. No locations means "addressed to locations unknown".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LossEntry {
+    pub count: u64,
+    pub locations: Vec<Location>,
+}
+
 /// A decoded frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
@@ -179,6 +192,10 @@ pub enum Frame {
         reset: bool,
         entries: Vec<SubEntry>,
     },
+    /// Server link only: messages the sender dropped on this link (its queue to the
+    /// receiver was full), by the locations they were addressed to, so the receiver
+    /// can report the loss to every client that would have received them.
+    LinkLossage(Vec<LossEntry>),
     /// Asks the server for its status report.
     StatusRequest,
     /// The server's status report, as JSON text.
@@ -270,6 +287,7 @@ impl Frame {
             Frame::Pong(_) => FrameType::Pong,
             Frame::Lossage(_) => FrameType::Lossage,
             Frame::Interest { .. } => FrameType::Interest,
+            Frame::LinkLossage(_) => FrameType::LinkLossage,
             Frame::StatusRequest => FrameType::StatusRequest,
             Frame::Status(_) => FrameType::Status,
             Frame::Error { .. } => FrameType::Error,
@@ -306,6 +324,16 @@ impl Frame {
             Frame::Interest { reset, entries } => {
                 out.put_u8(u8::from(*reset));
                 put_entries(out, entries);
+            }
+            Frame::LinkLossage(entries) => {
+                out.put_u16(entries.len() as u16);
+                for e in entries {
+                    out.put_u64(e.count);
+                    out.put_u8(e.locations.len() as u8);
+                    for l in &e.locations {
+                        put_str16(out, l.as_str());
+                    }
+                }
             }
             Frame::StatusRequest => {}
             Frame::Status(text) => out.put_slice(text.as_bytes()),
@@ -387,6 +415,30 @@ impl Frame {
                     reset: flags & 1 == 1,
                     entries: get_entries(&mut r)?,
                 }
+            }
+            FrameType::LinkLossage => {
+                let n = r.u16()? as usize;
+                if n == 0 || n > MAX_LOSS_ENTRIES {
+                    return Err(FrameError::Malformed(format!(
+                        "LINK_LOSSAGE with {n} entries; 1 to {MAX_LOSS_ENTRIES} are allowed"
+                    )));
+                }
+                let mut entries = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let count = r.u64()?;
+                    let k = r.u8()? as usize;
+                    if k > MAX_LOCATIONS {
+                        return Err(FrameError::Malformed(format!(
+                            "a LINK_LOSSAGE entry names {k} locations; the limit is {MAX_LOCATIONS}"
+                        )));
+                    }
+                    let mut locations = Vec::with_capacity(k);
+                    for _ in 0..k {
+                        locations.push(Location::from_canonical(r.str16(MAX_LOCATION_LEN)?)?);
+                    }
+                    entries.push(LossEntry { count, locations });
+                }
+                Frame::LinkLossage(entries)
             }
             FrameType::StatusRequest => Frame::StatusRequest,
             FrameType::Status => {
@@ -501,6 +553,30 @@ mod tests {
             ]
             .concat()
         );
+        let loss = Frame::LinkLossage(vec![
+            LossEntry {
+                count: 3,
+                locations: vec![Location::parse("a@x.org").unwrap()],
+            },
+            LossEntry {
+                count: 1,
+                locations: vec![],
+            },
+        ]);
+        assert_eq!(
+            enc(&loss),
+            [
+                &[0, 0, 0, 30, 0x51, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3, 1, 0, 7][..],
+                b"a@x.org",
+                &[0, 0, 0, 0, 0, 0, 0, 1, 0],
+            ]
+            .concat()
+        );
+        round_trip(loss);
+        let empty = [0u8, 0, 0, 3, 0x51, 0, 0];
+        assert!(Frame::decode(&mut BytesMut::from(&empty[..]), 1 << 20).is_err());
+        let many_locs = [&[0u8, 0, 0, 12, 0x51, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 33][..]].concat();
+        assert!(Frame::decode(&mut BytesMut::from(&many_locs[..]), 1 << 20).is_err());
         let interest = Frame::Interest {
             reset: false,
             entries: vec![SubEntry::exclude(Location::parse("a@x.org").unwrap())],

@@ -27,9 +27,9 @@ pub mod subscription;
 mod wire;
 
 pub use fragment::{names, Fragment, Fragments, Payload, Timestamp, Value};
-pub use frame::{ErrorCode, Frame, FrameError, FrameType, Hello, Welcome};
+pub use frame::{ErrorCode, Frame, FrameError, FrameType, Hello, LossEntry, Welcome};
 pub use id::MessageId;
 pub use index::SubscriptionIndex;
 pub use location::{Location, LocationError, Reserved};
-pub use message::{Message, MessageView};
+pub use message::{KnownLocations, Message, MessageView};
 pub use subscription::{SubEntry, SubscriptionList};

@@ -24,6 +24,8 @@ pub const MAX_DOMAIN_LABEL: usize = 63;
 pub const MAX_LOCATIONS: usize = 32;
 /// Most entries in one SUBSCRIBE or UNSUBSCRIBE frame.
 pub const MAX_SUB_ENTRIES: usize = 4096;
+/// Most entries in one LINK_LOSSAGE frame.
+pub const MAX_LOSS_ENTRIES: usize = 4096;
 /// Most subscription entries one connection may hold in total.
 pub const MAX_SUBS_PER_CONNECTION: usize = 65_536;
 /// Most hops a message may travel (between servers) before it is dropped.

@@ -199,6 +199,15 @@ impl Location {
         &self.text[self.at + 1..]
     }
 
+    /// The whole-domain location (`@domain`) this one lies under, or `None` if this
+    /// already is one.
+    pub fn domain_location(&self) -> Option<Location> {
+        if self.local().is_empty() {
+            return None;
+        }
+        Location::from_canonical(&format!("@{}", self.domain())).ok()
+    }
+
     /// The local part's segments, outermost first.
     pub fn segments(&self) -> impl Iterator<Item = &str> {
         let local = self.local();

@@ -82,9 +82,27 @@ pub struct MessageView<'a> {
     pub payload_offset: usize,
 }
 
+/// The location list of the last message a reader validated, so that a stream of
+/// messages to the same locations (the common case: a publisher sending to one
+/// place) checks them once. Validation is a pure function of the bytes, so an
+/// identical list needs no second look.
+#[derive(Debug, Default, Clone)]
+pub struct KnownLocations {
+    last: Vec<u8>,
+}
+
 impl<'a> MessageView<'a> {
     /// Checks the header: sizes, counts, hop limit, and every location canonical.
     pub fn parse(body: &'a [u8]) -> Result<MessageView<'a>, FrameError> {
+        Self::parse_known(body, &mut KnownLocations::default())
+    }
+
+    /// As [`parse`](Self::parse), but a location list identical to the last one
+    /// `known` saw valid is not checked again.
+    pub fn parse_known(
+        body: &'a [u8],
+        known: &mut KnownLocations,
+    ) -> Result<MessageView<'a>, FrameError> {
         let mut r = Reader::new(body, "message header");
         let id = MessageId(r.take(16)?.try_into().expect("16 bytes"));
         let hops = r.u8()?;
@@ -106,12 +124,30 @@ impl<'a> MessageView<'a> {
             )));
         }
         let start = r.pos();
+        // The list's extent first (lengths only), then the check, unless known.
+        let mut end = start;
         for _ in 0..count {
-            let s = r.str16(MAX_LOCATION_LEN)?;
-            check_canonical(s).map_err(FrameError::BadLocation)?;
+            let len = body
+                .get(end..end + 2)
+                .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize);
+            match len {
+                Some(n) if n <= MAX_LOCATION_LEN && end + 2 + n <= body.len() => end += 2 + n,
+                _ => {
+                    end = usize::MAX;
+                    break;
+                }
+            }
         }
-        let end = r.pos();
-        if r.remaining() == 0 {
+        if end == usize::MAX || body[start..end] != known.last[..] {
+            for _ in 0..count {
+                let s = r.str16(MAX_LOCATION_LEN)?;
+                check_canonical(s).map_err(FrameError::BadLocation)?;
+            }
+            debug_assert_eq!(r.pos(), end);
+            known.last.clear();
+            known.last.extend_from_slice(&body[start..end]);
+        }
+        if end == body.len() {
             return Err(FrameError::Malformed(
                 "message has no payload kind byte".into(),
             ));
@@ -123,6 +159,12 @@ impl<'a> MessageView<'a> {
             locs: &body[start..end],
             payload_offset: end,
         })
+    }
+
+    /// The message's location list as it appears in the header: each location as a
+    /// `str16` (u16 length, then the canonical text).
+    pub fn raw_locations(&self) -> &'a [u8] {
+        self.locs
     }
 
     /// The message's locations, as validated canonical strings.
@@ -202,6 +244,13 @@ mod tests {
             Err(FrameError::Malformed(_))
         ));
         assert!(MessageView::parse(&base(2, b"a@x.org", 0)).is_err());
+        // A known list is not checked again; any other list is.
+        let mut known = KnownLocations::default();
+        assert!(MessageView::parse_known(&base(1, b"a@x.org", 0), &mut known).is_ok());
+        assert!(MessageView::parse_known(&base(1, b"a@x.org", 0), &mut known).is_ok());
+        assert!(MessageView::parse_known(&base(1, b"a@X.org", 0), &mut known).is_err());
+        assert!(MessageView::parse_known(&base(1, b"a@X.org", 0), &mut known).is_err());
+        assert!(MessageView::parse_known(&base(1, b"a@x.org", 0), &mut known).is_ok());
         let mut no_payload = base(1, b"a@x.org", 0);
         no_payload.pop();
         assert!(MessageView::parse(&no_payload).is_err());
