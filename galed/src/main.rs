@@ -44,7 +44,8 @@ struct Args {
     /// TOML configuration file.
     #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Server name announced to clients (default: the host name).
+    /// Server name announced to clients and linked servers (default: the host
+    /// name and the port galed listens on, HOST:PORT).
     #[arg(long)]
     name: Option<String>,
     /// Keepalive period in milliseconds: idle connections are pinged after this

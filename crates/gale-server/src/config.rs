@@ -15,7 +15,9 @@ pub const DEFAULT_PORT: u16 = 11512;
 pub struct Config {
     /// Addresses to listen on.
     pub listen: Vec<String>,
-    /// This server's name, sent in WELCOME and shown in logs.
+    /// This server's name, sent in WELCOME and shown in logs. Defaults to the host
+    /// name; galed then adds the port it listens on (`host:port`), so that
+    /// servers on one host have different names.
     pub name: String,
     /// Idle time after which the server pings a connection; twice this with no
     /// traffic at all and the connection is closed as dead.
@@ -24,9 +26,11 @@ pub struct Config {
     pub handshake_timeout_ms: u64,
     /// Largest frame accepted or sent.
     pub max_frame: u32,
-    /// Bytes of deliveries queued for one client before new ones are dropped.
+    /// Bytes of frames (length fields included) queued for one client and not yet
+    /// written to its socket, past which publishers are held back within the
+    /// client's hold budget, then deliveries dropped and reported.
     pub client_queue_bytes: usize,
-    /// Frames queued for one client before new ones are dropped.
+    /// Frames queued for one client, with the same effect.
     pub client_queue_frames: usize,
     /// Connections served at once; more are refused with an error.
     pub max_connections: usize,

@@ -1,16 +1,18 @@
 //! One client connection.
 //!
 //! A connection is two tasks: the reader (this module's [`serve`]) parses frames and
-//! acts on them in order, and the writer drains the connection's [`Outbox`] with
-//! vectored writes. Because the reader routes each PUBLISH before it reads the next
-//! frame, the PONG it queues for a PING confirms everything sent before that PING.
+//! acts on them in order, and the writer ([`write_loop`]) finishes writing the
+//! connection's [`Outbox`] when its socket was full. Because the reader routes each
+//! PUBLISH before it reads the next frame, the PONG it queues for a PING confirms
+//! everything sent before that PING. After acting on each read, the reader writes
+//! what it routed to the subscribers' sockets itself ([`Routing::flush`]); when a
+//! subscriber's outbox is full it waits for room within that outbox's hold budget
+//! ([`Routing::hold`]) before reading on.
 //!
 //! Any protocol error (malformed, oversized or unexpected frame) closes this
 //! connection only: an ERROR frame is queued, the writer gets a moment to send it,
 //! and the socket is closed. The connection's will is then published.
 
-use std::collections::VecDeque;
-use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -19,13 +21,14 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes, BytesMut};
 use gale_proto::frame::{self, ErrorCode, Frame, FrameError, FrameType, Hello, Welcome};
 use gale_proto::limits::{FRAME_HEADER_LEN, MIN_MAX_FRAME, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
-use gale_proto::MessageView;
+use gale_proto::{KnownLocations, MessageView};
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::outbox::{Batch, Outbox};
+use crate::flow::Routing;
+pub(crate) use crate::outbox::write_loop;
+use crate::outbox::{Kind, Outbox};
 use crate::router::{ConnInfo, ConnSubs, Router};
 
 /// Bytes asked of the socket per read when data is waiting.
@@ -34,8 +37,8 @@ const READ_CHUNK: usize = 64 * 1024;
 const IDLE_BUFFER_KEEP: usize = 0;
 /// How long a closing connection's writer may take to send what is queued.
 const CLOSE_FLUSH: Duration = Duration::from_millis(500);
-/// Most slices handed to one vectored write.
-const IOV_BATCH: usize = 512;
+/// A reader yields to other tasks after acting on this many bytes in a row.
+const YIELD_EVERY: usize = 1024 * 1024;
 
 /// Why a connection ended.
 #[derive(Debug)]
@@ -55,16 +58,15 @@ pub(crate) enum End {
 /// Serves one accepted connection to the end.
 pub async fn serve(
     router: Arc<Router>,
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer: SocketAddr,
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
     let mut buf = BytesMut::new();
     let hello = match tokio::time::timeout(
         router.config.handshake_timeout(),
-        read_hello(&mut rd, &mut buf, router.config.max_frame),
+        read_hello(&mut stream, &mut buf, router.config.max_frame),
     )
     .await
     {
@@ -72,14 +74,14 @@ pub async fn serve(
         Ok(Err(end)) => {
             tracing::info!(%peer, "handshake failed: {}", describe(&end));
             if let End::Protocol(code, text) = end {
-                refuse(&mut wr, code, text).await;
+                refuse(&mut stream, code, text).await;
             }
             return;
         }
         Err(_) => {
             tracing::info!(%peer, "no HELLO within {:?}; closing", router.config.handshake_timeout());
             refuse(
-                &mut wr,
+                &mut stream,
                 ErrorCode::Timeout,
                 "no HELLO received in time".into(),
             )
@@ -94,11 +96,11 @@ pub async fn serve(
             hello.min_version, hello.max_version
         );
         tracing::info!(%peer, "{text}");
-        refuse(&mut wr, ErrorCode::UnsupportedVersion, text).await;
+        refuse(&mut stream, ErrorCode::UnsupportedVersion, text).await;
         return;
     }
     if hello.role == 1 {
-        return crate::link::serve_accepted(router, rd, wr, buf, hello, peer, shutdown).await;
+        return crate::link::serve_accepted(router, stream, buf, hello, peer, shutdown).await;
     }
     if hello.role != 0 {
         let text = format!(
@@ -107,7 +109,7 @@ pub async fn serve(
             hello.role
         );
         tracing::info!(%peer, "{text}");
-        refuse(&mut wr, ErrorCode::UnexpectedFrame, text).await;
+        refuse(&mut stream, ErrorCode::UnexpectedFrame, text).await;
         return;
     }
     let version = hello.max_version.min(PROTOCOL_VERSION);
@@ -117,9 +119,11 @@ pub async fn serve(
 
     let cfg = &router.config;
     let outbox = Arc::new(Outbox::new(
+        Kind::Client,
         cfg.client_queue_frames,
         cfg.client_queue_bytes,
         max_frame,
+        format!("{peer} ({})", hello.agent),
     ));
     let info = ConnInfo {
         peer,
@@ -135,7 +139,7 @@ pub async fn serve(
             "server is at its limit of {} connections; try another server",
             cfg.max_connections
         );
-        refuse(&mut wr, ErrorCode::LimitExceeded, text).await;
+        refuse(&mut stream, ErrorCode::LimitExceeded, text).await;
         return;
     };
     let welcome = Frame::Welcome(Welcome {
@@ -147,7 +151,8 @@ pub async fn serve(
     outbox.push_control(welcome.to_bytes());
     tracing::debug!(%peer, id, agent = %hello.agent, "client connected");
 
-    let writer = tokio::spawn(write_loop(wr, outbox.clone()));
+    let sock = Arc::new(stream);
+    let writer = tokio::spawn(write_loop(outbox.clone(), sock.clone()));
 
     let mut conn = Conn {
         router: &router,
@@ -157,11 +162,18 @@ pub async fn serve(
         subs: ConnSubs::default(),
         will: None,
         max_frame,
+        known: KnownLocations::default(),
     };
-    let keepalive = router.config.keepalive();
-    let end = read_frames(&mut rd, buf, keepalive, &outbox, &shutdown, |b| {
-        conn.process(b)
-    })
+    let mut routing = Routing::new();
+    let end = read_frames(
+        &router,
+        &sock,
+        buf,
+        &outbox,
+        &shutdown,
+        &mut routing,
+        |b, r| conn.process(b, r),
+    )
     .await;
     let will = conn.will.take();
     let mut subs = std::mem::take(&mut conn.subs);
@@ -189,7 +201,10 @@ pub async fn serve(
     if let (Some(frame), false) = (will, matches!(end, End::Shutdown)) {
         if let Ok(view) = MessageView::parse(&frame[FRAME_HEADER_LEN..]) {
             router.stats.wills_published.fetch_add(1, Ordering::Relaxed);
-            let n = router.route(&frame, &view, id);
+            let mut r = Routing::without_holding();
+            let n = router.route(&frame, &view, id, &mut r);
+            r.flush();
+            router.tally(&mut r);
             tracing::debug!(%peer, id, fanout = n, "published will");
         }
     }
@@ -211,7 +226,7 @@ pub(crate) fn protocol(e: FrameError) -> End {
 
 /// Reads until one whole frame is buffered; it must be a HELLO.
 pub(crate) async fn read_hello(
-    rd: &mut OwnedReadHalf,
+    rd: &mut TcpStream,
     buf: &mut BytesMut,
     max_frame: u32,
 ) -> Result<Hello, End> {
@@ -237,7 +252,7 @@ pub(crate) async fn read_hello(
 }
 
 /// Answers a peer we will not serve with an ERROR frame, best effort.
-async fn refuse(wr: &mut OwnedWriteHalf, code: ErrorCode, text: String) {
+pub(crate) async fn refuse(wr: &mut TcpStream, code: ErrorCode, text: String) {
     let _ = wr.write_all(&Frame::Error { code, text }.to_bytes()).await;
 }
 
@@ -261,40 +276,71 @@ pub(crate) async fn finish_writer(
     }
 }
 
-/// Reads frames until the connection ends, handing each batch of bytes to
-/// `process`, and keeps the connection alive: after a keepalive period of silence
-/// it sends PING, and after two it gives up. Idle connections hold no read buffer.
+/// Reads frames until the connection ends, handing what arrived to `process`, which
+/// acts on whole frames and stops early (returning the frame) when a message it
+/// routed waits for full outboxes; the message is then held for
+/// ([`Routing::hold`]) before anything more is read. What was routed is flushed
+/// after each read. Keeps the connection alive: after a keepalive period of
+/// silence it sends PING, and after two it gives up. Idle connections hold no read
+/// buffer.
 pub(crate) async fn read_frames(
-    rd: &mut OwnedReadHalf,
+    router: &Router,
+    sock: &TcpStream,
     mut buf: BytesMut,
-    keepalive: Duration,
     outbox: &Outbox,
     shutdown: &CancellationToken,
-    mut process: impl FnMut(&mut BytesMut) -> Result<(), End>,
+    routing: &mut Routing,
+    mut process: impl FnMut(&mut BytesMut, &mut Routing) -> Result<Option<Bytes>, End>,
 ) -> End {
     // Half-period ticks: ping after a full idle period, give up after two.
-    let half = keepalive / 2;
+    let half = router.config.keepalive() / 2;
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + half, half);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut heard = false;
     let mut idle_ticks = 0u32;
+    let mut since_yield = 0usize;
     loop {
         // Frames that arrived with the handshake (or a previous read) first.
-        if let Err(end) = process(&mut buf) {
-            return end;
+        loop {
+            match process(&mut buf, routing) {
+                Ok(None) => break,
+                Ok(Some(held)) => {
+                    // Boxed: only a connection that is holding pays for the wait's state.
+                    if Box::pin(routing.hold(&held, shutdown)).await.is_err() {
+                        router.tally(routing);
+                        return End::Shutdown;
+                    }
+                }
+                Err(end) => {
+                    routing.flush();
+                    router.tally(routing);
+                    return end;
+                }
+            }
         }
+        routing.flush();
+        router.tally(routing);
         if buf.is_empty() && buf.capacity() > IDLE_BUFFER_KEEP {
             buf = BytesMut::new();
+        }
+        if since_yield >= YIELD_EVERY {
+            // A publisher that always has more to read must not keep its worker
+            // thread from other connections.
+            since_yield = 0;
+            tokio::task::yield_now().await;
         }
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => return End::Shutdown,
-            r = rd.readable() => {
+            r = sock.readable() => {
                 if let Err(e) = r { return End::Io(e); }
                 buf.reserve(READ_CHUNK);
-                match rd.try_read_buf(&mut buf) {
+                match sock.try_read_buf(&mut buf) {
                     Ok(0) => return End::PeerClosed,
-                    Ok(_) => heard = true,
+                    Ok(n) => {
+                        heard = true;
+                        since_yield += n;
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     Err(e) => return End::Io(e),
                 }
@@ -324,11 +370,14 @@ struct Conn<'a> {
     /// The will as a ready-to-send DELIVER frame.
     will: Option<Bytes>,
     max_frame: u32,
+    /// The last location list this client published to, already checked.
+    known: KnownLocations,
 }
 
 impl Conn<'_> {
-    /// Acts on every whole frame in `buf`.
-    fn process(&mut self, buf: &mut BytesMut) -> Result<(), End> {
+    /// Acts on every whole frame in `buf`, or up to a message that must wait for
+    /// full outboxes (returned).
+    fn process(&mut self, buf: &mut BytesMut, routing: &mut Routing) -> Result<Option<Bytes>, End> {
         while let Some((ty, total)) = frame::peek(buf, self.max_frame).map_err(protocol)? {
             let mut raw = buf.split_to(total);
             match FrameType::from_u8(ty) {
@@ -336,10 +385,15 @@ impl Conn<'_> {
                     // Turn the PUBLISH into the DELIVER in place: same bytes, new type.
                     raw[4] = FrameType::Deliver as u8;
                     let frame = raw.freeze();
-                    let view = MessageView::parse(&frame[FRAME_HEADER_LEN..]).map_err(protocol)?;
+                    let view =
+                        MessageView::parse_known(&frame[FRAME_HEADER_LEN..], &mut self.known)
+                            .map_err(protocol)?;
                     self.info.published.fetch_add(1, Ordering::Relaxed);
                     if self.router.first_sighting(&view, self.id) {
-                        self.router.route(&frame, &view, self.id);
+                        self.router.route(&frame, &view, self.id, routing);
+                        if routing.is_blocked() {
+                            return Ok(Some(frame));
+                        }
                     }
                 }
                 Some(FrameType::Will) => {
@@ -361,7 +415,7 @@ impl Conn<'_> {
                 }
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     fn control(&mut self, f: Frame) -> Result<(), End> {
@@ -400,90 +454,11 @@ impl Conn<'_> {
     }
 }
 
-/// Drains the outbox to the socket until it is closed and empty. (A writer stuck
-/// on a peer that stopped reading is aborted by its owner.)
-pub(crate) async fn write_loop(mut wr: OwnedWriteHalf, outbox: Arc<Outbox>) {
-    let mut batch: VecDeque<Bytes> = VecDeque::new();
-    loop {
-        match outbox.take(&mut batch) {
-            Batch::Frames(lost) => {
-                if lost > 0 {
-                    // Reported ahead of the batch: the drops happened while it queued,
-                    // so a PONG in this batch also vouches that the loss was reported.
-                    batch.push_front(Frame::Lossage(lost).to_bytes());
-                }
-                let bytes: usize = batch.iter().map(|b| b.len()).sum();
-                let frames = batch.len();
-                if write_batch(&mut wr, &mut batch).await.is_err() {
-                    // The reader will notice the dead socket; stop writing.
-                    outbox.close();
-                    return;
-                }
-                outbox
-                    .stats
-                    .frames_out
-                    .fetch_add(frames as u64, Ordering::Relaxed);
-                outbox
-                    .stats
-                    .bytes_out
-                    .fetch_add(bytes as u64, Ordering::Relaxed);
-                if batch.capacity() > 1024 {
-                    batch = VecDeque::new();
-                }
-            }
-            Batch::Empty => outbox.wait().await,
-            Batch::Closed => {
-                let _ = wr.shutdown().await;
-                return;
-            }
-        }
-    }
-}
-
-/// Writes every frame in `batch`, many per system call.
-async fn write_batch(wr: &mut OwnedWriteHalf, batch: &mut VecDeque<Bytes>) -> std::io::Result<()> {
-    // The slice array lives in `write_some`'s stack frame, not in this future: a
-    // future holds what lives across an await, and idle connections keep theirs.
-    while !batch.is_empty() {
-        match write_some(wr, batch) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => wr.writable().await?,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// One vectored write of the front of `batch`, without waiting.
-fn write_some(wr: &OwnedWriteHalf, batch: &mut VecDeque<Bytes>) -> std::io::Result<()> {
-    let mut iov = [IoSlice::new(&[]); IOV_BATCH];
-    let n = batch.len().min(IOV_BATCH);
-    for (slot, b) in iov.iter_mut().zip(batch.iter()) {
-        *slot = IoSlice::new(b);
-    }
-    let mut written = wr.try_write_vectored(&iov[..n])?;
-    if written == 0 {
-        return Err(std::io::ErrorKind::WriteZero.into());
-    }
-    while written > 0 {
-        let front = batch
-            .front_mut()
-            .expect("written bytes came from the batch");
-        if written >= front.len() {
-            written -= front.len();
-            batch.pop_front();
-        } else {
-            front.advance(written);
-            written = 0;
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod size_guard {
-    /// Idle connections cost what their tasks' futures hold (see write_batch):
-    /// these bounds catch a large buffer slipping into a future again.
+    /// Idle connections cost what their tasks' futures hold (the writer's slice
+    /// array lives in a plain function's stack frame, not in a future): these
+    /// bounds catch a large buffer slipping into a future again.
     #[tokio::test]
     async fn connection_futures_stay_small() {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -496,12 +471,15 @@ mod size_guard {
             "serve: {} bytes",
             std::mem::size_of_val(&f)
         );
-        let (_r, w) = tokio::net::TcpStream::connect(a)
-            .await
-            .unwrap()
-            .into_split();
-        let ob = std::sync::Arc::new(crate::outbox::Outbox::new(1, 1, 4096));
-        let wf = super::write_loop(w, ob);
+        let w = std::sync::Arc::new(tokio::net::TcpStream::connect(a).await.unwrap());
+        let ob = std::sync::Arc::new(crate::outbox::Outbox::new(
+            crate::outbox::Kind::Client,
+            1,
+            1,
+            4096,
+            "t".into(),
+        ));
+        let wf = super::write_loop(ob, w);
         assert!(
             std::mem::size_of_val(&wf) <= 512,
             "write_loop: {} bytes",

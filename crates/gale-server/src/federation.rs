@@ -27,6 +27,8 @@ pub struct LinkStats {
     pub bytes_in: AtomicU64,
     pub duplicates_in: AtomicU64,
     pub interest_updates_in: AtomicU64,
+    /// Messages the far side reported it dropped on its way here (LINK_LOSSAGE).
+    pub lost_upstream: AtomicU64,
 }
 
 /// A live link.
@@ -97,6 +99,11 @@ fn send(link: &Link, deltas: Vec<Delta>) {
 impl Federation {
     pub fn link_count(&self) -> usize {
         self.links.len()
+    }
+
+    /// The link whose id has these low 32 bits (as the recent-id cache keeps them).
+    pub fn link_by_tag(&self, tag: u32) -> Option<u64> {
+        self.links.keys().copied().find(|id| *id as u32 == tag)
     }
 
     pub fn peer_name(&self, id: u64) -> Option<&str> {

@@ -2,11 +2,14 @@
 //!
 //! Module map:
 //! - [`config`]: [`Config`], its defaults and the TOML config file.
-//! - [`outbox`]: the bounded per-connection outgoing queue that drops (and counts)
-//!   rather than blocking the publisher.
+//! - [`outbox`]: the bounded outgoing queue of each connection and link, its
+//!   writer, and its hold budget: how long it may hold publishers back before it
+//!   drops (and reports) instead.
+//! - [`flow`]: a reader's side of that: flushing what it routed, and waiting for
+//!   room in full outboxes.
 //! - [`router`]: shared routing state: the subscription trie and the live connections.
 //! - [`connection`]: one client connection: handshake, frame dispatch, keepalive,
-//!   will, and the writer that drains the outbox with vectored writes.
+//!   will.
 //! - [`interest`]: aggregating and diffing the interest advertised over one link.
 //! - [`federation`]: the live links and split-horizon interest propagation.
 //! - [`link`]: dialling links (alternates, back-off) and serving them.
@@ -19,6 +22,7 @@ pub mod config;
 pub mod connection;
 pub mod dedup;
 pub mod federation;
+pub mod flow;
 pub mod interest;
 pub mod link;
 pub mod outbox;

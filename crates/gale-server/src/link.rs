@@ -18,22 +18,22 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use gale_proto::frame::{self, ErrorCode, Frame, FrameType, Hello, Welcome};
 use gale_proto::limits::{
     DEFAULT_MAX_FRAME, FRAME_HEADER_LEN, MAX_HOPS, MIN_MAX_FRAME, PROTOCOL_VERSION,
 };
 use gale_proto::message::HOPS_OFFSET;
-use gale_proto::MessageView;
+use gale_proto::{KnownLocations, MessageView};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::DEFAULT_PORT;
 use crate::connection::{describe, finish_writer, protocol, read_frames, write_loop, End};
 use crate::federation::LinkStats;
-use crate::outbox::Outbox;
+use crate::flow::Routing;
+use crate::outbox::{Kind, Outbox};
 use crate::router::Router;
 
 /// How long a dial may take to connect and complete its handshake.
@@ -92,10 +92,10 @@ pub async fn dial_loop(router: Arc<Router>, alternates: Vec<String>, shutdown: C
                 d = tokio::time::timeout(DIAL_TIMEOUT, dial(&router, addr)) => d,
             };
             match dialed {
-                Ok(Ok((rd, wr, buf, peer, sa))) => {
+                Ok(Ok((stream, buf, peer, sa))) => {
                     let began = Instant::now();
                     tracing::info!("link to {peer} ({addr}) is up");
-                    let end = run_link(&router, rd, wr, buf, &peer, sa, true, &shutdown).await;
+                    let end = run_link(&router, stream, buf, &peer, sa, true, &shutdown).await;
                     if matches!(end, End::Shutdown) {
                         return;
                     }
@@ -134,13 +134,12 @@ fn rand_unit() -> f64 {
     f64::from(n % 1000) / 1000.0
 }
 
-type Dialed = (OwnedReadHalf, OwnedWriteHalf, BytesMut, String, SocketAddr);
+type Dialed = (TcpStream, BytesMut, String, SocketAddr);
 
 async fn dial(router: &Router, addr: &str) -> Result<Dialed, String> {
-    let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let _ = stream.set_nodelay(true);
     let sa = stream.peer_addr().map_err(|e| e.to_string())?;
-    let (mut rd, mut wr) = stream.into_split();
     let hello = Frame::Hello(Hello {
         min_version: PROTOCOL_VERSION,
         max_version: PROTOCOL_VERSION,
@@ -148,7 +147,8 @@ async fn dial(router: &Router, addr: &str) -> Result<Dialed, String> {
         role: 1,
         agent: router.config.name.clone(),
     });
-    wr.write_all(&hello.to_bytes())
+    stream
+        .write_all(&hello.to_bytes())
         .await
         .map_err(|e| e.to_string())?;
     let mut buf = BytesMut::new();
@@ -159,13 +159,13 @@ async fn dial(router: &Router, addr: &str) -> Result<Dialed, String> {
             let mut f = buf.split_to(total).freeze();
             f.advance(FRAME_HEADER_LEN);
             return match Frame::decode_body(ty, f).map_err(|e| e.to_string())? {
-                Some(Frame::Welcome(w)) => Ok((rd, wr, buf, w.server, sa)),
+                Some(Frame::Welcome(w)) => Ok((stream, buf, w.server, sa)),
                 Some(Frame::Error { text, .. }) => Err(format!("refused: {text}")),
                 other => Err(format!("expected WELCOME, got {other:?}")),
             };
         }
         buf.reserve(1024);
-        if rd.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
+        if stream.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
             return Err("closed during the handshake".into());
         }
     }
@@ -174,8 +174,7 @@ async fn dial(router: &Router, addr: &str) -> Result<Dialed, String> {
 /// Serves a link another server dialled (its HELLO said role 1).
 pub(crate) async fn serve_accepted(
     router: Arc<Router>,
-    rd: OwnedReadHalf,
-    mut wr: OwnedWriteHalf,
+    mut stream: TcpStream,
     buf: BytesMut,
     hello: Hello,
     peer: SocketAddr,
@@ -189,12 +188,12 @@ pub(crate) async fn serve_accepted(
         keepalive_ms: router.config.keepalive_ms.min(u32::MAX as u64) as u32,
         server: router.config.name.clone(),
     });
-    if wr.write_all(&welcome.to_bytes()).await.is_err() {
+    if stream.write_all(&welcome.to_bytes()).await.is_err() {
         return;
     }
     let name = hello.agent;
     tracing::info!("link from {name} ({peer}) is up");
-    let end = run_link(&router, rd, wr, buf, &name, peer, false, &shutdown).await;
+    let end = run_link(&router, stream, buf, &name, peer, false, &shutdown).await;
     if !matches!(end, End::Shutdown) {
         tracing::warn!("link from {name} ({peer}) is down: {}", describe(&end));
     }
@@ -203,8 +202,7 @@ pub(crate) async fn serve_accepted(
 #[allow(clippy::too_many_arguments)]
 async fn run_link(
     router: &Arc<Router>,
-    mut rd: OwnedReadHalf,
-    wr: OwnedWriteHalf,
+    stream: TcpStream,
     buf: BytesMut,
     peer: &str,
     addr: SocketAddr,
@@ -213,12 +211,15 @@ async fn run_link(
 ) -> End {
     let id = router.next_owner_id();
     let outbox = Arc::new(Outbox::new(
+        Kind::Link,
         LINK_QUEUE_FRAMES,
         LINK_QUEUE_BYTES,
         router.config.max_frame,
+        format!("{peer} ({addr})"),
     ));
     let stats = Arc::new(LinkStats::default());
-    let writer = tokio::spawn(write_loop(wr, outbox.clone()));
+    let sock = Arc::new(stream);
+    let writer = tokio::spawn(write_loop(outbox.clone(), sock.clone()));
     if let Err(refused) = router.link_up(id, peer, addr, dialed, outbox.clone(), stats.clone()) {
         let text = refused.to_string();
         tracing::warn!("refusing link with {peer} ({addr}): {text}");
@@ -237,11 +238,18 @@ async fn run_link(
         outbox: &outbox,
         stats: &stats,
         warned_hops: None,
+        known: KnownLocations::default(),
     };
-    let keepalive = router.config.keepalive();
-    let end = read_frames(&mut rd, buf, keepalive, &outbox, shutdown, |b| {
-        link.process(b)
-    })
+    let mut routing = Routing::new();
+    let end = read_frames(
+        router,
+        &sock,
+        buf,
+        &outbox,
+        shutdown,
+        &mut routing,
+        |b, r| link.process(b, r),
+    )
     .await;
     router.link_down(id);
     let last_word = match &end {
@@ -259,10 +267,12 @@ struct LinkReader<'a> {
     outbox: &'a Arc<Outbox>,
     stats: &'a LinkStats,
     warned_hops: Option<Instant>,
+    /// The last location list that came over the link, already checked.
+    known: KnownLocations,
 }
 
 impl LinkReader<'_> {
-    fn process(&mut self, buf: &mut BytesMut) -> Result<(), End> {
+    fn process(&mut self, buf: &mut BytesMut, routing: &mut Routing) -> Result<Option<Bytes>, End> {
         while let Some((ty, total)) =
             frame::peek(buf, self.router.config.max_frame).map_err(protocol)?
         {
@@ -287,9 +297,14 @@ impl LinkReader<'_> {
                     raw[4] = FrameType::Deliver as u8;
                     raw[at] = hops + 1;
                     let frame = raw.freeze();
-                    let view = MessageView::parse(&frame[FRAME_HEADER_LEN..]).map_err(protocol)?;
+                    let view =
+                        MessageView::parse_known(&frame[FRAME_HEADER_LEN..], &mut self.known)
+                            .map_err(protocol)?;
                     if self.router.first_sighting(&view, self.id) {
-                        self.router.route(&frame, &view, self.id);
+                        self.router.route(&frame, &view, self.id, routing);
+                        if routing.is_blocked() {
+                            return Ok(Some(frame));
+                        }
                     } else {
                         self.stats.duplicates_in.fetch_add(1, Ordering::Relaxed);
                     }
@@ -298,12 +313,12 @@ impl LinkReader<'_> {
                     let mut body = raw.freeze();
                     body.advance(FRAME_HEADER_LEN);
                     if let Some(f) = Frame::decode_body(ty, body).map_err(protocol)? {
-                        self.control(f)?;
+                        self.control(f, routing)?;
                     }
                 }
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     fn hop_limit(&mut self) {
@@ -324,8 +339,13 @@ impl LinkReader<'_> {
         }
     }
 
-    fn control(&mut self, f: Frame) -> Result<(), End> {
+    fn control(&mut self, f: Frame, routing: &mut Routing) -> Result<(), End> {
         match f {
+            Frame::LinkLossage(entries) => {
+                let n: u64 = entries.iter().map(|e| e.count).sum();
+                self.stats.lost_upstream.fetch_add(n, Ordering::Relaxed);
+                self.router.route_loss(&entries, self.id, routing);
+            }
             Frame::Interest { reset, entries } => {
                 self.stats
                     .interest_updates_in

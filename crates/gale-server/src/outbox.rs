@@ -1,182 +1,888 @@
-//! The bounded outgoing queue of one connection.
+//! The bounded outgoing queue of one connection or link, its writer, and its flow
+//! control.
 //!
-//! Publishers push shared, already-encoded frames; they never wait. When the queue
-//! is over its frame or byte limit the frame is dropped and counted, and the writer
-//! tells the client how many it lost (a LOSSAGE frame) once it can write again. A
-//! slow reader therefore costs its publishers one mutex and a counter, nothing more.
+//! Routing hands an outbox shared, already-encoded frames ([`Outbox::offer`]). The
+//! reader that routed them then writes them to the socket itself
+//! ([`Outbox::flush`]) when it has finished with what it read, without waking
+//! another task; only when the socket is full does the outbox's own writer task
+//! ([`write_loop`]) take over and wait for the socket to drain.
+//!
+//! A full outbox first **holds** its publishers (the reader stops reading the
+//! publisher's socket, so TCP slows the publisher down) and only drops when its
+//! hold budget is spent:
+//!
+//! - a client's outbox may hold publishers for 5% of wall-clock time, plus 250 ns
+//!   for every message it has written (a subscriber that reads fast earns the right
+//!   to slow a fast publisher down to its own pace; one that reads slowly or not at
+//!   all costs publishers at most about 5% of their time); it starts with 5 ms and
+//!   saves up at most 20 ms;
+//! - a link's outbox holds for as long as the link makes progress, and drops only
+//!   once it has written nothing for a second (the far server is stuck): the far
+//!   server applies the same rules to its own clients, so a slow reader there costs
+//!   a publisher here no more than one here would.
+//!
+//! A message dropped for a client is counted and the client is told how many it
+//! lost (LOSSAGE) before its next frames. A message dropped for a link is counted
+//! by the locations it was addressed to and the far server is told (LINK_LOSSAGE),
+//! so it can tell each client that would have received it.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::io::IoSlice;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use gale_proto::frame::{Frame, LossEntry};
+use gale_proto::limits::{MAX_LOCATIONS, MAX_LOSS_ENTRIES};
+use gale_proto::{Location, MessageView};
 use parking_lot::Mutex;
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-/// Counters kept per connection, readable without locking.
+/// Share of wall-clock time a client's outbox may hold its publishers on credit
+/// it has not earned by reading: 5%.
+pub const HOLD_SHARE_PER_MILLE: u64 = 50;
+/// Hold time a client's outbox earns per message written to its socket.
+pub const HOLD_PER_MESSAGE: Duration = Duration::from_nanos(250);
+/// Most hold credit a client's outbox can save up.
+pub const HOLD_CAP: Duration = Duration::from_millis(20);
+/// Hold credit a new client's outbox starts with.
+pub const HOLD_START: Duration = Duration::from_millis(5);
+/// Publishers wait for a full outbox only if it has at least this much credit
+/// left; otherwise the message is dropped for it at once.
+pub const HOLD_MIN: Duration = Duration::from_millis(1);
+/// While a client's outbox is dropping, only one offer in this many looks at the
+/// clock to see whether it may hold publishers again; the rest are dropped at the
+/// cost of two atomic operations.
+const RECHECK_EVERY: u64 = 256;
+/// A link that has written nothing for this long while it had frames queued is
+/// stuck: publishers stop waiting for it and its messages are dropped (and
+/// reported to the far side) until it moves again.
+pub const LINK_STUCK: Duration = Duration::from_secs(1);
+/// Most distinct location sets a link's loss report tracks before it reports by
+/// domain instead.
+const LOSS_KEYS: usize = 1024;
+/// Most slices handed to one vectored write.
+const IOV_BATCH: usize = 512;
+/// A client's drops are logged at most this often.
+const LOSS_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Whose outbox this is: the flow-control rules differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Client,
+    Link,
+}
+
+/// Counters kept per outbox, readable without locking.
 #[derive(Debug, Default)]
 pub struct OutboxStats {
     pub frames_out: AtomicU64,
     pub bytes_out: AtomicU64,
+    /// Messages dropped for this destination here (its queue was full and its
+    /// hold budget spent, or a message was larger than it accepts).
     pub dropped: AtomicU64,
+    /// Times a publisher waited for room in this outbox, and for how long in all.
+    pub holds: AtomicU64,
+    pub held_ns: AtomicU64,
+}
+
+/// What [`Outbox::offer`] did with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// Queued. `first`: the queue was empty, so the caller must see that it is
+    /// flushed ([`Outbox::flush`]).
+    Queued { first: bool },
+    /// The queue is full but the destination may hold the publisher: wait on the
+    /// waker that was passed, then offer again.
+    Full,
+    /// Dropped, and counted (or the outbox is closed).
+    Dropped,
+}
+
+/// What a flush achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flushed {
+    /// Everything queued was written.
+    Idle,
+    /// The socket is full (or another flusher is at work): the writer task will
+    /// finish the job.
+    Blocked,
+    /// Closed and drained; the writer should shut the socket down.
+    Closed,
+    /// The socket failed; the outbox is closed.
+    Failed,
+}
+
+#[derive(Debug)]
+struct Credit {
+    ns: i64,
+    at: Instant,
+    frames: u64,
+}
+
+/// Messages dropped on a link, by the raw location list (the message header's
+/// `str16` locations) they were addressed to.
+#[derive(Debug, Default)]
+struct LossMap {
+    by_locations: HashMap<Box<[u8]>, u64>,
+    /// Dropped when even the per-domain entries overflowed: reported as "unknown".
+    unknown: u64,
+}
+
+#[derive(Debug)]
+struct Queue {
+    frames: VecDeque<Bytes>,
+    /// Frames and bytes not yet written: queued, or taken by a flusher and in flight.
+    count: usize,
+    bytes: usize,
+    /// Client: messages lost upstream (reported over a link) since the last LOSSAGE.
+    unreported: u64,
+    /// Client: drops already reported (of `stats.dropped`).
+    reported: u64,
+    /// Link: messages dropped since the last LINK_LOSSAGE.
+    lost: LossMap,
+    closed: bool,
+    /// Readers waiting for room.
+    waiters: Vec<Arc<Notify>>,
+    credit: Credit,
+    /// Link: when the link last wrote, or last went from empty to non-empty.
+    progress: Instant,
+    /// Drops already logged (of `stats.dropped`), and when they were last logged.
+    logged: u64,
+    logged_at: Option<Instant>,
 }
 
 #[derive(Debug, Default)]
-struct Queue {
-    frames: VecDeque<Bytes>,
-    bytes: usize,
-    /// Dropped since the last LOSSAGE was handed to the writer.
-    unreported: u64,
-    closed: bool,
+struct Wire {
+    /// Frames taken from the queue and not yet fully written.
+    batch: VecDeque<Bytes>,
+    /// The last write found the socket full; only the writer task tries again.
+    blocked: bool,
 }
 
 /// See the module documentation.
 #[derive(Debug)]
 pub struct Outbox {
     queue: Mutex<Queue>,
+    wire: Mutex<Wire>,
+    sock: OnceLock<Arc<TcpStream>>,
+    /// Wakes the writer task.
     notify: Notify,
+    /// A client's queue is full and its hold budget spent: drop without locking.
+    dropping: AtomicBool,
+    kind: Kind,
     max_frames: usize,
     max_bytes: usize,
-    /// Largest frame (length field value) this client agreed to receive.
+    /// Largest frame (length field value) this peer agreed to receive.
     max_frame: usize,
+    /// Who this is, for logs.
+    label: String,
     pub stats: OutboxStats,
 }
 
-/// What [`Outbox::take`] hands the writer.
-#[derive(Debug)]
-pub enum Batch {
-    /// Frames to write, and a count of frames dropped before the last of them
-    /// (0 when nothing was lost).
-    Frames(u64),
-    /// Nothing queued right now.
-    Empty,
-    /// The connection is closing and the queue is drained.
-    Closed,
-}
-
 impl Outbox {
-    pub fn new(max_frames: usize, max_bytes: usize, max_frame: u32) -> Outbox {
+    pub fn new(
+        kind: Kind,
+        max_frames: usize,
+        max_bytes: usize,
+        max_frame: u32,
+        label: String,
+    ) -> Outbox {
+        let now = Instant::now();
         Outbox {
-            queue: Mutex::new(Queue::default()),
+            queue: Mutex::new(Queue {
+                frames: VecDeque::new(),
+                count: 0,
+                bytes: 0,
+                unreported: 0,
+                reported: 0,
+                lost: LossMap::default(),
+                closed: false,
+                waiters: Vec::new(),
+                credit: Credit {
+                    ns: HOLD_START.as_nanos() as i64,
+                    at: now,
+                    frames: 0,
+                },
+                progress: now,
+                logged: 0,
+                logged_at: None,
+            }),
+            wire: Mutex::new(Wire::default()),
+            sock: OnceLock::new(),
             notify: Notify::new(),
+            dropping: AtomicBool::new(false),
+            kind,
             max_frames,
             max_bytes,
             max_frame: max_frame as usize,
+            label,
             stats: OutboxStats::default(),
         }
     }
 
-    /// Queues a delivery, or drops and counts it if the queue is full or the frame
-    /// is larger than this client agreed to receive. Never blocks.
-    pub fn push(&self, frame: Bytes) -> bool {
-        let mut q = self.queue.lock();
-        if q.closed {
-            return false;
-        }
-        if q.frames.len() >= self.max_frames
-            || q.bytes + frame.len() > self.max_bytes
-            || frame.len().saturating_sub(4) > self.max_frame
-        {
-            q.unreported += 1;
-            drop(q);
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-            return false;
-        }
-        let was_empty = q.frames.is_empty();
-        q.bytes += frame.len();
-        q.frames.push_back(frame);
-        drop(q);
-        if was_empty {
-            self.notify.notify_one();
-        }
-        true
+    pub fn kind(&self) -> Kind {
+        self.kind
     }
 
-    /// Queues a control frame (PONG, PING, ERROR) that must not be dropped; these
-    /// are small and come one per frame the client sent, so they are bounded by the
-    /// client's own traffic.
+    /// Gives the outbox its socket; until then frames only queue.
+    pub fn attach(&self, sock: Arc<TcpStream>) {
+        let _ = self.sock.set(sock);
+    }
+
+    /// Offers a delivery (a whole DELIVER frame, `view` its parsed message). If the
+    /// queue is full and the destination may still hold its publishers, `waker` is
+    /// registered to be told when there is room, and [`Offer::Full`] returned; with
+    /// no waker, or no hold budget left, the message is dropped and counted.
+    pub fn offer(
+        &self,
+        frame: &Bytes,
+        view: &MessageView<'_>,
+        waker: Option<&Arc<Notify>>,
+    ) -> Offer {
+        if self.dropping.load(Ordering::Relaxed)
+            && !self
+                .stats
+                .dropped
+                .load(Ordering::Relaxed)
+                .is_multiple_of(RECHECK_EVERY)
+        {
+            self.stats.dropped.fetch_add(1, Ordering::SeqCst);
+            return Offer::Dropped;
+        }
+        let mut q = self.queue.lock();
+        if q.closed {
+            return Offer::Dropped;
+        }
+        let fits = frame.len().saturating_sub(4) <= self.max_frame;
+        if fits && q.count < self.max_frames && q.bytes + frame.len() <= self.max_bytes {
+            return Offer::Queued {
+                first: self.enqueue(&mut q, frame.clone()),
+            };
+        }
+        if fits {
+            if let Some(w) = waker {
+                if self.may_hold(&mut q) {
+                    if !q.waiters.iter().any(|x| Arc::ptr_eq(x, w)) {
+                        q.waiters.push(w.clone());
+                    }
+                    return Offer::Full;
+                }
+            }
+        }
+        if self.kind == Kind::Client {
+            self.dropping.store(true, Ordering::Relaxed);
+        }
+        self.count_drop(&mut q, view);
+        let log = self.due_log(&mut q);
+        drop(q);
+        if let Some((n, since)) = log {
+            self.log_loss(n, since);
+        }
+        Offer::Dropped
+    }
+
+    fn enqueue(&self, q: &mut Queue, frame: Bytes) -> bool {
+        if q.count == 0 {
+            q.progress = Instant::now();
+        }
+        q.count += 1;
+        q.bytes += frame.len();
+        q.frames.push_back(frame);
+        q.frames.len() == 1
+    }
+
+    fn count_drop(&self, q: &mut Queue, view: &MessageView<'_>) {
+        self.stats.dropped.fetch_add(1, Ordering::SeqCst);
+        if self.kind == Kind::Link {
+            q.lost.add(view.raw_locations(), 1);
+        }
+    }
+
+    /// Whether a full queue may hold its publishers now (and, for a client,
+    /// brings its credit up to date).
+    fn may_hold(&self, q: &mut Queue) -> bool {
+        match self.kind {
+            Kind::Client => {
+                self.refill(q);
+                q.credit.ns >= HOLD_MIN.as_nanos() as i64
+            }
+            Kind::Link => q.progress.elapsed() < LINK_STUCK,
+        }
+    }
+
+    fn refill(&self, q: &mut Queue) {
+        let now = Instant::now();
+        let dt = now.duration_since(q.credit.at).as_nanos() as i64;
+        let frames = self.stats.frames_out.load(Ordering::Relaxed);
+        let df = frames.saturating_sub(q.credit.frames) as i64;
+        let earned = dt.saturating_mul(HOLD_SHARE_PER_MILLE as i64) / 1000
+            + df.saturating_mul(HOLD_PER_MESSAGE.as_nanos() as i64);
+        q.credit.ns = q
+            .credit
+            .ns
+            .saturating_add(earned)
+            .min(HOLD_CAP.as_nanos() as i64);
+        q.credit.at = now;
+        q.credit.frames = frames;
+    }
+
+    /// How long a publisher may wait for room now before giving up on this outbox.
+    pub fn allowance(&self) -> Duration {
+        let mut q = self.queue.lock();
+        match self.kind {
+            Kind::Client => {
+                self.refill(&mut q);
+                Duration::from_nanos(q.credit.ns.max(0) as u64)
+            }
+            Kind::Link => LINK_STUCK.saturating_sub(q.progress.elapsed()),
+        }
+    }
+
+    /// A publisher waited `held` for room here.
+    pub fn charge(&self, held: Duration) {
+        self.stats.holds.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .held_ns
+            .fetch_add(held.as_nanos() as u64, Ordering::Relaxed);
+        if self.kind == Kind::Client {
+            let mut q = self.queue.lock();
+            self.refill(&mut q);
+            q.credit.ns -= held.as_nanos() as i64;
+        }
+    }
+
+    /// Forgets a waiter (its reader gave up or went away).
+    pub fn forget_waiter(&self, w: &Arc<Notify>) {
+        self.queue.lock().waiters.retain(|x| !Arc::ptr_eq(x, w));
+    }
+
+    /// Records `count` messages to `locations` (raw `str16` list; empty: unknown)
+    /// lost on the way to this destination, reported with its next frames.
+    /// Returns true if the caller must see that the outbox is flushed.
+    pub fn add_loss(&self, count: u64, locations: &[u8]) -> bool {
+        let mut q = self.queue.lock();
+        if q.closed || count == 0 {
+            return false;
+        }
+        let idle = q.frames.is_empty();
+        match self.kind {
+            Kind::Client => q.unreported += count,
+            Kind::Link => q.lost.add(locations, count),
+        }
+        idle
+    }
+
+    /// Queues a control frame (PONG, PING, ERROR, INTEREST, STATUS) that must not
+    /// be dropped, and wakes the writer. These answer what the peer sent or follow
+    /// its subscriptions, so the peer's own traffic bounds them.
     pub fn push_control(&self, frame: Bytes) {
         let mut q = self.queue.lock();
         if q.closed {
             return;
         }
-        let was_empty = q.frames.is_empty();
-        q.bytes += frame.len();
-        q.frames.push_back(frame);
+        let first = self.enqueue(&mut q, frame);
         drop(q);
-        if was_empty {
+        if first {
             self.notify.notify_one();
         }
     }
 
-    /// Moves everything queued into `into` (which must be empty), so the writer can
-    /// write without holding the lock.
-    pub fn take(&self, into: &mut VecDeque<Bytes>) -> Batch {
-        let mut q = self.queue.lock();
-        if q.frames.is_empty() && q.unreported == 0 {
-            return if q.closed {
-                Batch::Closed
-            } else {
-                Batch::Empty
-            };
-        }
-        std::mem::swap(&mut q.frames, into);
-        q.bytes = 0;
-        Batch::Frames(std::mem::take(&mut q.unreported))
-    }
-
-    /// Waits until something may have been queued (or the outbox closed).
-    pub async fn wait(&self) {
-        self.notify.notified().await
-    }
-
-    /// Refuses further frames; the writer drains what is queued, then stops.
-    pub fn close(&self) {
-        self.queue.lock().closed = true;
+    /// Wakes the writer task to flush (for pushes made outside a reader).
+    pub fn wake(&self) {
         self.notify.notify_one();
     }
 
-    /// Frames and bytes queued right now.
+    /// Moves everything queued into `into` (which must be empty), with the loss
+    /// report in front. Returns false when there is nothing to write.
+    fn take(&self, into: &mut VecDeque<Bytes>) -> bool {
+        let mut q = self.queue.lock();
+        let dropped = self.stats.dropped.load(Ordering::SeqCst);
+        let new_drops = match self.kind {
+            Kind::Client => dropped - q.reported,
+            Kind::Link => 0, // reported through `lost`
+        };
+        if q.frames.is_empty() && new_drops == 0 && q.unreported == 0 && q.lost.is_empty() {
+            return false;
+        }
+        std::mem::swap(&mut q.frames, into);
+        // Reported ahead of the frames: the drops happened while they queued, so a
+        // PONG among them also vouches that the loss was reported.
+        let mut report = Vec::new();
+        let lost = new_drops + std::mem::take(&mut q.unreported);
+        q.reported = dropped;
+        if lost > 0 {
+            report.push(Frame::Lossage(lost).to_bytes());
+        }
+        if !q.lost.is_empty() {
+            report.extend(std::mem::take(&mut q.lost).frames(self.max_frame));
+        }
+        for f in report.into_iter().rev() {
+            q.count += 1;
+            q.bytes += f.len();
+            into.push_front(f);
+        }
+        let log = self.due_log(&mut q);
+        drop(q);
+        if let Some((n, since)) = log {
+            self.log_loss(n, since);
+        }
+        true
+    }
+
+    /// Drops not yet logged, if it is time to log them (at most every
+    /// [`LOSS_LOG_EVERY`]), and since when.
+    fn due_log(&self, q: &mut Queue) -> Option<(u64, Option<Instant>)> {
+        let dropped = self.stats.dropped.load(Ordering::Relaxed);
+        if dropped <= q.logged || q.logged_at.is_some_and(|t| t.elapsed() < LOSS_LOG_EVERY) {
+            return None;
+        }
+        let since = q.logged_at;
+        let n = dropped - q.logged;
+        q.logged = dropped;
+        q.logged_at = Some(Instant::now());
+        Some((n, since))
+    }
+
+    fn log_loss(&self, n: u64, since: Option<Instant>) {
+        let total = self.stats.dropped.load(Ordering::Relaxed);
+        let when = since.map_or(String::new(), |t| {
+            format!(" in the last {}s", t.elapsed().as_secs())
+        });
+        match self.kind {
+            Kind::Client => tracing::warn!(
+                "client {} reads too slowly: dropped {n} messages for it{when} ({total} in all); \
+                 it is told how many (LOSSAGE) when it reads again",
+                self.label
+            ),
+            Kind::Link => tracing::warn!(
+                "link to {} is stuck: dropped {n} messages for it{when} ({total} in all); \
+                 the far side is told which locations lost them (LINK_LOSSAGE) when it reads \
+                 again",
+                self.label
+            ),
+        }
+    }
+
+    /// Frames were written: `bytes` bytes, `frames` of them complete.
+    fn written(&self, bytes: usize, frames: usize) {
+        self.stats
+            .bytes_out
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+        self.stats
+            .frames_out
+            .fetch_add(frames as u64, Ordering::Relaxed);
+        if frames > 0 && self.dropping.load(Ordering::Relaxed) {
+            self.dropping.store(false, Ordering::Relaxed);
+        }
+        let mut q = self.queue.lock();
+        q.bytes -= bytes.min(q.bytes);
+        q.count -= frames.min(q.count);
+        q.progress = Instant::now();
+        if !q.waiters.is_empty() && q.count <= self.max_frames / 2 && q.bytes <= self.max_bytes / 2
+        {
+            for w in q.waiters.drain(..) {
+                w.notify_one();
+            }
+        }
+    }
+
+    /// Writes what is queued without waiting. `direct` is true for a reader
+    /// flushing what it routed: it leaves a full socket to the writer task. The
+    /// writer task passes false.
+    pub fn flush(&self, direct: bool) -> Flushed {
+        let Some(sock) = self.sock.get() else {
+            self.notify.notify_one();
+            return Flushed::Blocked;
+        };
+        let mut wire = if direct {
+            match self.wire.try_lock() {
+                Some(w) => w,
+                None => {
+                    // The writer or another reader is writing; make sure it looks again.
+                    self.notify.notify_one();
+                    return Flushed::Blocked;
+                }
+            }
+        } else {
+            self.wire.lock()
+        };
+        if direct && wire.blocked {
+            return Flushed::Blocked;
+        }
+        loop {
+            if wire.batch.is_empty() && !self.take(&mut wire.batch) {
+                let q = self.queue.lock();
+                return if q.closed && q.frames.is_empty() {
+                    Flushed::Closed
+                } else {
+                    Flushed::Idle
+                };
+            }
+            match write_some(sock, &mut wire.batch) {
+                Ok((bytes, frames)) => {
+                    wire.blocked = false;
+                    self.written(bytes, frames);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    wire.blocked = true;
+                    drop(wire);
+                    if direct {
+                        self.notify.notify_one();
+                    }
+                    return Flushed::Blocked;
+                }
+                Err(_) => {
+                    drop(wire);
+                    self.close();
+                    return Flushed::Failed;
+                }
+            }
+        }
+    }
+
+    /// Refuses further frames and wakes everyone waiting; the writer drains what is
+    /// queued, then stops.
+    pub fn close(&self) {
+        let mut q = self.queue.lock();
+        q.closed = true;
+        self.dropping.store(false, Ordering::Relaxed);
+        for w in q.waiters.drain(..) {
+            w.notify_one();
+        }
+        drop(q);
+        self.notify.notify_one();
+    }
+
+    /// Frames and bytes not yet written.
     pub fn depth(&self) -> (usize, usize) {
         let q = self.queue.lock();
-        (q.frames.len(), q.bytes)
+        (q.count, q.bytes)
     }
+}
+
+/// Drains the outbox to its socket until it is closed and empty. The readers that
+/// route to it write what they can themselves; this task finishes when the socket
+/// was full, and writes control frames. (A writer stuck on a peer that stopped
+/// reading is aborted by its owner.)
+pub(crate) async fn write_loop(outbox: Arc<Outbox>, sock: Arc<TcpStream>) {
+    outbox.attach(sock.clone());
+    loop {
+        match outbox.flush(false) {
+            Flushed::Idle => outbox.notify.notified().await,
+            Flushed::Blocked => {
+                if sock.writable().await.is_err() {
+                    outbox.close();
+                    return;
+                }
+            }
+            Flushed::Closed => {
+                shutdown_write(&sock);
+                return;
+            }
+            Flushed::Failed => return,
+        }
+    }
+}
+
+/// Half-closes the socket: the peer reads what was sent, then end of stream.
+fn shutdown_write(sock: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor belongs to `sock`, which is alive; shutdown(2) only
+    // changes the connection's state.
+    unsafe {
+        libc::shutdown(sock.as_raw_fd(), libc::SHUT_WR);
+    }
+}
+
+/// One vectored write of the front of `batch`, without waiting. Returns the bytes
+/// written and how many frames were completed.
+fn write_some(sock: &TcpStream, batch: &mut VecDeque<Bytes>) -> std::io::Result<(usize, usize)> {
+    let mut iov = [IoSlice::new(&[]); IOV_BATCH];
+    let n = batch.len().min(IOV_BATCH);
+    for (slot, b) in iov.iter_mut().zip(batch.iter()) {
+        *slot = IoSlice::new(b);
+    }
+    let written = sock.try_write_vectored(&iov[..n])?;
+    if written == 0 {
+        return Err(std::io::ErrorKind::WriteZero.into());
+    }
+    let (mut left, mut frames) = (written, 0);
+    while left > 0 {
+        let front = batch
+            .front_mut()
+            .expect("written bytes came from the batch");
+        if left >= front.len() {
+            left -= front.len();
+            batch.pop_front();
+            frames += 1;
+        } else {
+            front.advance(left);
+            left = 0;
+        }
+    }
+    Ok((written, frames))
+}
+
+impl LossMap {
+    fn is_empty(&self) -> bool {
+        self.by_locations.is_empty() && self.unknown == 0
+    }
+
+    /// Counts `n` messages lost to `raw` (`str16` locations, as in a message
+    /// header). Past [`LOSS_KEYS`] distinct lists, losses are kept per domain of the
+    /// first location; past twice that, as "unknown" (reported to everyone).
+    fn add(&mut self, raw: &[u8], n: u64) {
+        if let Some(c) = self.by_locations.get_mut(raw) {
+            *c += n;
+            return;
+        }
+        if self.by_locations.len() < LOSS_KEYS {
+            self.by_locations.insert(raw.into(), n);
+            return;
+        }
+        let domain = first_domain_key(raw);
+        if let Some(c) = domain.as_deref().and_then(|d| self.by_locations.get_mut(d)) {
+            *c += n;
+        } else if let (Some(d), true) = (domain, self.by_locations.len() < 2 * LOSS_KEYS) {
+            self.by_locations.insert(d.into(), n);
+        } else {
+            self.unknown += n;
+        }
+    }
+
+    /// The LINK_LOSSAGE frames that report this map, none over `max_frame`.
+    fn frames(self, max_frame: usize) -> Vec<Bytes> {
+        let mut entries: Vec<LossEntry> = self
+            .by_locations
+            .into_iter()
+            .map(|(raw, count)| LossEntry {
+                count,
+                locations: decode_raw(&raw),
+            })
+            .collect();
+        if self.unknown > 0 {
+            entries.push(LossEntry {
+                count: self.unknown,
+                locations: Vec::new(),
+            });
+        }
+        let budget = max_frame.saturating_sub(16).max(1024);
+        let mut out = Vec::new();
+        let mut chunk: Vec<LossEntry> = Vec::new();
+        let mut size = 3;
+        for mut e in entries {
+            let mut len = entry_len(&e);
+            if len > budget {
+                // Too long to report as is (32 long locations): report by domain.
+                e.locations.truncate(1);
+                if let Some(d) = e.locations[0].domain_location() {
+                    e.locations[0] = d;
+                }
+                len = entry_len(&e);
+            }
+            if !chunk.is_empty() && (size + len > budget || chunk.len() == MAX_LOSS_ENTRIES) {
+                out.push(Frame::LinkLossage(std::mem::take(&mut chunk)).to_bytes());
+                size = 3;
+            }
+            size += len;
+            chunk.push(e);
+        }
+        if !chunk.is_empty() {
+            out.push(Frame::LinkLossage(chunk).to_bytes());
+        }
+        out
+    }
+}
+
+fn entry_len(e: &LossEntry) -> usize {
+    9 + e
+        .locations
+        .iter()
+        .map(|l| 2 + l.as_str().len())
+        .sum::<usize>()
+}
+
+/// The `str16` location list at the start of a validated message header.
+fn decode_raw(mut raw: &[u8]) -> Vec<Location> {
+    let mut v = Vec::new();
+    while raw.len() >= 2 && v.len() < MAX_LOCATIONS {
+        let n = u16::from_be_bytes([raw[0], raw[1]]) as usize;
+        let Some(s) = raw.get(2..2 + n).and_then(|b| std::str::from_utf8(b).ok()) else {
+            break;
+        };
+        if let Ok(l) = Location::from_canonical(s) {
+            v.push(l);
+        }
+        raw = &raw[2 + n..];
+    }
+    v
+}
+
+/// The raw `str16` key for the whole domain of the first location in `raw`.
+fn first_domain_key(raw: &[u8]) -> Option<Vec<u8>> {
+    let first = decode_raw(raw).into_iter().next()?;
+    let d = first.domain_location()?;
+    Some(raw_locations(std::slice::from_ref(&d)))
+}
+
+/// Encodes locations as a message header lists them (`str16` each).
+pub fn raw_locations(locs: &[Location]) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    for l in locs {
+        b.put_u16(l.as_str().len() as u16);
+        b.put_slice(l.as_str().as_bytes());
+    }
+    b.to_vec()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gale_proto::Message;
+
+    fn frame(to: &str) -> Bytes {
+        let m = Message::new(
+            vec![Location::parse(to).unwrap()],
+            Bytes::from_static(b"\0x"),
+        );
+        Frame::Deliver(m).to_bytes()
+    }
+
+    fn view(f: &Bytes) -> MessageView<'_> {
+        MessageView::parse(&f[5..]).unwrap()
+    }
 
     #[test]
-    fn drops_and_counts_when_full() {
-        let ob = Outbox::new(2, 1000, 4096);
-        assert!(ob.push(Bytes::from_static(b"a")));
-        assert!(ob.push(Bytes::from_static(b"b")));
-        assert!(!ob.push(Bytes::from_static(b"c")), "over the frame limit");
-        ob.push_control(Bytes::from_static(b"pong"));
-        let mut batch = VecDeque::new();
-        assert!(matches!(ob.take(&mut batch), Batch::Frames(1)));
-        assert_eq!(batch.len(), 3);
+    fn queues_until_full_then_holds_then_drops_and_counts() {
+        let f = frame("a@x.org");
+        let ob = Outbox::new(Kind::Client, 2, 1000, 4096, "t".into());
+        let w = Arc::new(Notify::new());
+        assert_eq!(ob.offer(&f, &view(&f), None), Offer::Queued { first: true });
+        assert_eq!(
+            ob.offer(&f, &view(&f), None),
+            Offer::Queued { first: false }
+        );
+        // Full: a reader with a waker may wait (a fresh outbox has credit) ...
+        assert_eq!(ob.offer(&f, &view(&f), Some(&w)), Offer::Full);
+        // ... one without drops it.
+        assert_eq!(ob.offer(&f, &view(&f), None), Offer::Dropped);
         assert_eq!(ob.stats.dropped.load(Ordering::Relaxed), 1);
+        // Spending the credit ends the holding.
+        ob.charge(HOLD_CAP);
+        assert_eq!(ob.offer(&f, &view(&f), Some(&w)), Offer::Dropped);
+        assert_eq!(ob.stats.dropped.load(Ordering::Relaxed), 2);
+        ob.push_control(Frame::Pong(1).to_bytes());
+        let mut batch = VecDeque::new();
+        assert!(ob.take(&mut batch));
+        assert_eq!(batch.len(), 4, "LOSSAGE, two deliveries, PONG");
+        assert_eq!(batch[0], Frame::Lossage(2).to_bytes());
+        assert_eq!(ob.depth().0, 4, "taken but not written still counts");
+        ob.written(batch.iter().map(|b| b.len()).sum(), 4);
+        assert_eq!(ob.depth(), (0, 0));
         batch.clear();
-        assert!(matches!(ob.take(&mut batch), Batch::Empty));
-        let small = Outbox::new(100, 4, 4096);
-        assert!(small.push(Bytes::from_static(b"abc")));
-        assert!(
-            !small.push(Bytes::from_static(b"de")),
-            "over the byte limit"
+        assert!(!ob.take(&mut batch));
+    }
+
+    #[test]
+    fn room_wakes_waiters_and_close_refuses() {
+        let f = frame("a@x.org");
+        let ob = Outbox::new(Kind::Client, 1, 1000, 4096, "t".into());
+        let w = Arc::new(Notify::new());
+        assert!(matches!(
+            ob.offer(&f, &view(&f), None),
+            Offer::Queued { .. }
+        ));
+        assert_eq!(ob.offer(&f, &view(&f), Some(&w)), Offer::Full);
+        let mut batch = VecDeque::new();
+        assert!(ob.take(&mut batch));
+        ob.written(f.len(), 1);
+        // The waiter was told (a stored permit makes this ready at once).
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(1), w.notified())
+                .await
+                .expect("woken when there was room");
+        });
+        ob.close();
+        assert_eq!(ob.offer(&f, &view(&f), Some(&w)), Offer::Dropped);
+    }
+
+    #[test]
+    fn too_large_for_the_peer_is_dropped() {
+        let big = Message::new(
+            vec![Location::parse("a@x.org").unwrap()],
+            Bytes::from(vec![0u8; 5000]),
         );
-        small.close();
-        assert!(!small.push(Bytes::from_static(b"x")));
-        assert!(matches!(small.take(&mut VecDeque::new()), Batch::Frames(1)));
-        assert!(matches!(small.take(&mut VecDeque::new()), Batch::Closed));
-        let tiny = Outbox::new(100, 1000, 8);
-        assert!(
-            tiny.push(Bytes::from_static(b"1234abcdefgh")),
-            "length 8 fits"
-        );
-        assert!(
-            !tiny.push(Bytes::from_static(b"1234abcdefghi")),
-            "length 9 does not"
-        );
+        let f = Frame::Deliver(big).to_bytes();
+        let ob = Outbox::new(Kind::Client, 100, 1 << 20, 4096, "t".into());
+        let w = Arc::new(Notify::new());
+        assert_eq!(ob.offer(&f, &view(&f), Some(&w)), Offer::Dropped);
+        assert_eq!(ob.stats.dropped.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn credit_is_earned_by_time_and_by_reading() {
+        let ob = Outbox::new(Kind::Client, 1, 1000, 4096, "t".into());
+        ob.charge(HOLD_CAP * 2);
+        let a = ob.allowance();
+        assert_eq!(a, Duration::ZERO, "in debt");
+        // 1,000,000 messages read earn 250 ms, which pays the 40 ms debt; the
+        // credit is capped.
+        ob.stats.frames_out.store(1_000_000, Ordering::Relaxed);
+        let a = ob.allowance();
+        assert_eq!(a, HOLD_CAP);
+    }
+
+    #[test]
+    fn link_losses_are_kept_by_location_and_reported() {
+        let ob = Outbox::new(Kind::Link, 1, 1000, 4096, "peer".into());
+        let (a, b) = (frame("a@x.org"), frame("b.c@y.org"));
+        assert!(matches!(
+            ob.offer(&a, &view(&a), None),
+            Offer::Queued { .. }
+        ));
+        for _ in 0..3 {
+            assert_eq!(ob.offer(&a, &view(&a), None), Offer::Dropped);
+        }
+        assert_eq!(ob.offer(&b, &view(&b), None), Offer::Dropped);
+        let mut batch = VecDeque::new();
+        assert!(ob.take(&mut batch));
+        let mut report = BytesMut::from(&batch[0][..]);
+        let Some(Frame::LinkLossage(mut e)) = Frame::decode(&mut report, 1 << 20).unwrap() else {
+            panic!("expected LINK_LOSSAGE first");
+        };
+        e.sort_by_key(|e| e.count);
+        assert_eq!(e.len(), 2);
+        assert_eq!((e[0].count, e[0].locations[0].as_str()), (1, "b.c@y.org"));
+        assert_eq!((e[1].count, e[1].locations[0].as_str()), (3, "a@x.org"));
+    }
+
+    #[test]
+    fn loss_map_stays_bounded() {
+        let mut m = LossMap::default();
+        for i in 0..3 * LOSS_KEYS {
+            let l = Location::parse(&format!("l{i}@d{i}.org")).unwrap();
+            m.add(&raw_locations(&[l]), 1);
+        }
+        assert!(m.by_locations.len() <= 2 * LOSS_KEYS);
+        assert_eq!(m.unknown, LOSS_KEYS as u64);
+        let frames = m.frames(4096);
+        let mut total = 0;
+        for f in frames {
+            assert!(f.len() - 4 <= 4096);
+            let Some(Frame::LinkLossage(e)) =
+                Frame::decode(&mut BytesMut::from(&f[..]), 4096).unwrap()
+            else {
+                panic!()
+            };
+            total += e.iter().map(|e| e.count).sum::<u64>();
+        }
+        assert_eq!(total, 3 * LOSS_KEYS as u64, "every loss reported once");
     }
 }

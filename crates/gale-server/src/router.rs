@@ -14,13 +14,14 @@ use std::time::Instant;
 use bytes::Bytes;
 use gale_proto::index::SubscriptionIndex;
 use gale_proto::limits::MAX_SUBS_PER_CONNECTION;
-use gale_proto::{Location, MessageView, SubEntry};
+use gale_proto::{Location, LossEntry, MessageView, SubEntry};
 use parking_lot::{Mutex, RwLock};
 
 use crate::config::Config;
 use crate::dedup::SeenIds;
 use crate::federation::{Federation, LinkRefused, LinkStats};
-use crate::outbox::Outbox;
+use crate::flow::Routing;
+use crate::outbox::{raw_locations, Outbox};
 
 /// Server-wide counters.
 #[derive(Debug, Default)]
@@ -77,6 +78,9 @@ pub struct TooManySubscriptions {
 pub struct Router {
     pub config: Config,
     index: RwLock<SubscriptionIndex<Arc<Outbox>>>,
+    /// Bumped whenever the trie changes; a reader's cached routes are good while
+    /// it stays the same.
+    generation: AtomicU64,
     conns: Mutex<HashMap<u64, ConnInfo>>,
     next_id: AtomicU64,
     pub stats: ServerStats,
@@ -97,6 +101,7 @@ impl Router {
         Router {
             config,
             index: RwLock::new(SubscriptionIndex::new()),
+            generation: AtomicU64::new(0),
             conns: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             stats: ServerStats::default(),
@@ -106,6 +111,13 @@ impl Router {
             federated: AtomicBool::new(federated),
             cycle_warned: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The trie, for changing. Every change makes the readers' route caches stale.
+    fn index_write(&self) -> parking_lot::RwLockWriteGuard<'_, SubscriptionIndex<Arc<Outbox>>> {
+        let idx = self.index.write();
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        idx
     }
 
     /// A fresh owner id, for connections and links alike.
@@ -132,7 +144,7 @@ impl Router {
     pub fn unregister(&self, id: u64, subs: &mut ConnSubs) {
         self.conns.lock().remove(&id);
         let mut gone = Vec::new();
-        let mut idx = self.index.write();
+        let mut idx = self.index_write();
         for (loc, (prio, positive)) in subs.entries.drain() {
             idx.remove(&loc, id, prio);
             if positive {
@@ -169,7 +181,7 @@ impl Router {
         }
         // Positive entries gained and lost are what other servers must hear about.
         let (mut gained, mut lost) = (Vec::new(), Vec::new());
-        let mut idx = self.index.write();
+        let mut idx = self.index_write();
         if replace {
             for (loc, (prio, positive)) in subs.entries.drain() {
                 idx.remove(&loc, id, prio);
@@ -207,7 +219,7 @@ impl Router {
     /// Applies an UNSUBSCRIBE: removes each entry whose sign and location match.
     pub fn unsubscribe(&self, id: u64, subs: &mut ConnSubs, entries: &[SubEntry]) {
         let mut lost = Vec::new();
-        let mut idx = self.index.write();
+        let mut idx = self.index_write();
         for e in entries {
             if let Some(&(prio, positive)) = subs.entries.get(&e.location) {
                 if positive == e.positive {
@@ -233,7 +245,7 @@ impl Router {
         if !self.federated.load(Ordering::Relaxed) {
             return true;
         }
-        let Some(first) = self.seen.lock().check(view.id, source) else {
+        let Some(tag) = self.seen.lock().check(view.id, source) else {
             return true;
         };
         self.stats
@@ -243,6 +255,8 @@ impl Router {
         let Some(via) = fed.peer_name(source) else {
             return false; // a client re-sent after reconnecting: not a cycle
         };
+        // The cache keeps the low 32 bits of the first source's id.
+        let first = fed.link_by_tag(tag).unwrap_or(u64::from(tag));
         let mut warned = self.cycle_warned.lock();
         if warned
             .get(&(first, source))
@@ -288,7 +302,7 @@ impl Router {
     pub fn link_interest(&self, id: u64, outbox: &Arc<Outbox>, reset: bool, entries: &[SubEntry]) {
         let mut fed = self.fed.lock();
         let (added, removed) = fed.remote_interest(id, reset, entries);
-        let mut idx = self.index.write();
+        let mut idx = self.index_write();
         for l in &removed {
             idx.remove(l, id, 0);
         }
@@ -301,41 +315,97 @@ impl Router {
     pub fn link_down(&self, id: u64) {
         let mut fed = self.fed.lock();
         let gone = fed.link_down(id);
-        let mut idx = self.index.write();
+        let mut idx = self.index_write();
         for l in &gone {
             idx.remove(l, id, 0);
         }
     }
 
     /// Delivers `frame` (a whole DELIVER frame) to every owner but `sender` whose
-    /// list accepts one of the message's locations. Returns the fan-out.
-    pub fn route(&self, frame: &Bytes, view: &MessageView<'_>, sender: u64) -> usize {
-        self.stats.published.fetch_add(1, Ordering::Relaxed);
-        let idx = self.index.read();
-        let mut delivered = 0usize;
-        if view.count == 1 {
-            let loc = view.locations().next().expect("count is 1");
-            idx.for_each_accepting(loc, |e| {
-                if e.owner != sender && e.value.push(frame.clone()) {
-                    delivered += 1;
-                }
-            });
-        } else {
-            // An owner accepting several of the locations gets the message once.
-            let mut seen: HashSet<u64> = HashSet::new();
-            for loc in view.locations() {
+    /// list accepts one of the message's locations. Outboxes that are full are left
+    /// in `ctx` for the caller to wait on ([`Routing::hold`]). Returns how many
+    /// took the message at once.
+    pub fn route(
+        &self,
+        frame: &Bytes,
+        view: &MessageView<'_>,
+        sender: u64,
+        ctx: &mut Routing,
+    ) -> usize {
+        let generation = self.generation.load(Ordering::SeqCst);
+        let raw = view.raw_locations();
+        if !ctx.cached(generation, raw) {
+            let idx = self.index.read();
+            let generation = self.generation.load(Ordering::SeqCst);
+            let mut targets = ctx.reuse_targets();
+            if view.count == 1 {
+                let loc = view.locations().next().expect("count is 1");
                 idx.for_each_accepting(loc, |e| {
-                    if e.owner != sender && seen.insert(e.owner) && e.value.push(frame.clone()) {
-                        delivered += 1;
+                    if e.owner != sender {
+                        targets.push(e.value.clone());
+                    }
+                });
+            } else {
+                // An owner accepting several of the locations gets the message once.
+                let mut seen: HashSet<u64> = HashSet::new();
+                for loc in view.locations() {
+                    idx.for_each_accepting(loc, |e| {
+                        if e.owner != sender && seen.insert(e.owner) {
+                            targets.push(e.value.clone());
+                        }
+                    });
+                }
+            }
+            drop(idx);
+            ctx.cache(generation, raw, targets);
+        }
+        ctx.offer_all(frame, view)
+    }
+
+    /// Adds what a reader routed since the last call to the server's totals.
+    pub fn tally(&self, ctx: &mut Routing) {
+        if ctx.published > 0 {
+            let p = std::mem::take(&mut ctx.published);
+            self.stats.published.fetch_add(p, Ordering::Relaxed);
+        }
+        if ctx.delivered > 0 {
+            let d = std::mem::take(&mut ctx.delivered);
+            self.stats.delivered.fetch_add(d, Ordering::Relaxed);
+        }
+    }
+
+    /// Passes on a loss report that came over link `source`: each owner (client or
+    /// link) that would have received the lost messages is told, once per entry.
+    pub fn route_loss(&self, entries: &[LossEntry], source: u64, ctx: &mut Routing) {
+        for e in entries {
+            let raw = raw_locations(&e.locations);
+            let mut tell = |ob: &Arc<Outbox>| {
+                if ob.add_loss(e.count, &raw) {
+                    ctx.touch(ob);
+                }
+            };
+            if e.locations.is_empty() {
+                // Lost to locations unknown: everyone might have wanted them.
+                for (_, c) in self.conns.lock().iter() {
+                    tell(&c.outbox);
+                }
+                for (v, ob, _) in self.fed.lock().views() {
+                    if v.id != source {
+                        tell(&ob);
+                    }
+                }
+                continue;
+            }
+            let idx = self.index.read();
+            let mut seen: HashSet<u64> = HashSet::new();
+            for loc in &e.locations {
+                idx.for_each_accepting(loc.as_str(), |x| {
+                    if x.owner != source && seen.insert(x.owner) {
+                        tell(&x.value);
                     }
                 });
             }
         }
-        drop(idx);
-        self.stats
-            .delivered
-            .fetch_add(delivered as u64, Ordering::Relaxed);
-        delivered
     }
 
     /// A snapshot of the live connections.

@@ -26,9 +26,12 @@ pub fn json(router: &Router) -> String {
                 "bytes_in": st.bytes_in.load(Ordering::Relaxed),
                 "duplicates_in": st.duplicates_in.load(Ordering::Relaxed),
                 "interest_updates_in": st.interest_updates_in.load(Ordering::Relaxed),
+                "lost_upstream": st.lost_upstream.load(Ordering::Relaxed),
                 "frames_out": outbox.stats.frames_out.load(Ordering::Relaxed),
                 "bytes_out": outbox.stats.bytes_out.load(Ordering::Relaxed),
                 "dropped": outbox.stats.dropped.load(Ordering::Relaxed),
+                "holds": outbox.stats.holds.load(Ordering::Relaxed),
+                "held_ms": outbox.stats.held_ns.load(Ordering::Relaxed) / 1_000_000,
             })
         })
         .collect();
@@ -46,6 +49,8 @@ pub fn json(router: &Router) -> String {
                 "frames_out": c.outbox.stats.frames_out.load(Ordering::Relaxed),
                 "bytes_out": c.outbox.stats.bytes_out.load(Ordering::Relaxed),
                 "dropped": c.outbox.stats.dropped.load(Ordering::Relaxed),
+                "holds": c.outbox.stats.holds.load(Ordering::Relaxed),
+                "held_ms": c.outbox.stats.held_ns.load(Ordering::Relaxed) / 1_000_000,
             })
         })
         .collect();

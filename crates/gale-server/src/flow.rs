@@ -1,0 +1,199 @@
+//! A reader's side of flow control.
+//!
+//! Each reader (of a client connection or of a server link) routes what it reads
+//! with a [`Routing`]: the outboxes that got their first frame from it, which it
+//! flushes itself once it has acted on what it read, and the full outboxes the
+//! current message is still waiting for. While a message waits, the reader reads
+//! nothing more from its socket, so TCP holds the publisher back; the wait for each
+//! full outbox is bounded by that outbox's hold budget (see [`crate::outbox`]), and
+//! past it the message is dropped for that outbox alone, and reported.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use gale_proto::limits::FRAME_HEADER_LEN;
+use gale_proto::MessageView;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::outbox::{Offer, Outbox};
+
+/// Most outboxes a reader writes to itself after one read (see [`Routing::flush`]).
+pub const DIRECT_FLUSHES: usize = 4;
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct Routing {
+    /// Outboxes that got their first frame from this reader: flush them.
+    flush: Vec<Arc<Outbox>>,
+    /// Full outboxes the current message still has to reach.
+    blocked: Vec<Arc<Outbox>>,
+    /// Wakes this reader when a full outbox it waits for has room.
+    room: Arc<Notify>,
+    /// False for routing that must never wait (a will published at close).
+    may_hold: bool,
+    /// The outboxes the last location list routed to, while the router's trie
+    /// stays at generation `generation`: a publisher sending to the same place
+    /// again skips the trie (and its lock).
+    targets: Vec<Arc<Outbox>>,
+    key: Vec<u8>,
+    generation: Option<u64>,
+    /// Messages routed and deliveries made, not yet added to the router's totals.
+    pub(crate) published: u64,
+    pub(crate) delivered: u64,
+}
+
+/// Why a hold ended early.
+#[derive(Debug)]
+pub struct ShuttingDown;
+
+impl Routing {
+    pub fn new() -> Routing {
+        Routing {
+            flush: Vec::new(),
+            blocked: Vec::new(),
+            room: Arc::new(Notify::new()),
+            may_hold: true,
+            targets: Vec::new(),
+            key: Vec::new(),
+            generation: None,
+            published: 0,
+            delivered: 0,
+        }
+    }
+
+    /// Routing that drops rather than waits for a full outbox.
+    pub fn without_holding() -> Routing {
+        Routing {
+            may_hold: false,
+            ..Routing::new()
+        }
+    }
+
+    /// Whether the cached targets are those of location list `key` (raw, as in
+    /// the message header) at trie generation `generation`.
+    pub(crate) fn cached(&self, generation: u64, key: &[u8]) -> bool {
+        self.generation == Some(generation) && self.key == key
+    }
+
+    /// An empty target list to fill (the old one's allocation).
+    pub(crate) fn reuse_targets(&mut self) -> Vec<Arc<Outbox>> {
+        self.generation = None;
+        let mut t = std::mem::take(&mut self.targets);
+        t.clear();
+        t
+    }
+
+    pub(crate) fn cache(&mut self, generation: u64, key: &[u8], targets: Vec<Arc<Outbox>>) {
+        self.targets = targets;
+        self.key.clear();
+        self.key.extend_from_slice(key);
+        self.generation = Some(generation);
+    }
+
+    /// Offers a delivery to every cached target. Returns how many queued it.
+    pub(crate) fn offer_all(&mut self, frame: &Bytes, view: &MessageView<'_>) -> usize {
+        let waker = self.may_hold.then_some(&self.room);
+        let mut n = 0;
+        for ob in &self.targets {
+            match ob.offer(frame, view, waker) {
+                Offer::Queued { first } => {
+                    n += 1;
+                    if first {
+                        self.flush.push(ob.clone());
+                    }
+                }
+                Offer::Full => self.blocked.push(ob.clone()),
+                Offer::Dropped => {}
+            }
+        }
+        self.published += 1;
+        self.delivered += n as u64;
+        n
+    }
+
+    /// Makes sure `ob` is flushed with the rest (it has something new to send).
+    pub(crate) fn touch(&mut self, ob: &Arc<Outbox>) {
+        self.flush.push(ob.clone());
+    }
+
+    /// Whether the message just routed is waiting for full outboxes.
+    pub fn is_blocked(&self) -> bool {
+        !self.blocked.is_empty()
+    }
+
+    /// Writes what this reader queued, as far as each socket takes it. The first
+    /// [`DIRECT_FLUSHES`] outboxes are written from here, which costs no task
+    /// switch; when a read fanned out to more, the rest are left to their own
+    /// writer tasks, which other worker threads can run meanwhile.
+    pub fn flush(&mut self) {
+        for (i, ob) in self.flush.drain(..).enumerate() {
+            if i < DIRECT_FLUSHES {
+                ob.flush(true);
+            } else {
+                ob.wake();
+            }
+        }
+    }
+
+    /// Waits until every full outbox the message in `frame` (a whole DELIVER
+    /// frame) is waiting for has taken it or given up (hold budget spent, or
+    /// closed). Returns how many took it.
+    pub async fn hold(
+        &mut self,
+        frame: &Bytes,
+        shutdown: &CancellationToken,
+    ) -> Result<usize, ShuttingDown> {
+        self.flush();
+        let view = MessageView::parse(&frame[FRAME_HEADER_LEN..]).expect("routed, so valid");
+        let mut waiting = std::mem::take(&mut self.blocked);
+        let mut delivered = 0;
+        while !waiting.is_empty() {
+            let allowance = waiting
+                .iter()
+                .map(|o| o.allowance())
+                .min()
+                .expect("not empty");
+            let start = Instant::now();
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    for o in &waiting {
+                        o.forget_waiter(&self.room);
+                    }
+                    return Err(ShuttingDown);
+                }
+                _ = self.room.notified() => {}
+                _ = tokio::time::sleep(allowance) => {}
+            }
+            let held = start.elapsed();
+            let mut still = Vec::new();
+            for o in waiting {
+                // Every outbox that kept the message waiting held the publisher for
+                // the whole time, and is charged for all of it.
+                o.charge(held);
+                match o.offer(frame, &view, Some(&self.room)) {
+                    Offer::Queued { first } => {
+                        delivered += 1;
+                        self.delivered += 1;
+                        if first {
+                            self.flush.push(o);
+                        }
+                    }
+                    Offer::Full => still.push(o),
+                    Offer::Dropped => {}
+                }
+            }
+            waiting = still;
+            self.flush();
+        }
+        Ok(delivered)
+    }
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        Routing::new()
+    }
+}
