@@ -13,8 +13,10 @@ use clap::Parser;
 /// Benchmarks for galed.
 #[derive(Parser, Debug)]
 struct Args {
-    /// Scenarios to run: fanout, latency, match, many, memory, stalled, hop, tree,
-    /// or all.
+    /// Scenarios to run: fanout (1->1 and 1->16 firehose), hop (firehose and
+    /// latency across 2 and 3 linked servers), latency, match, many, memory, stalled
+    /// (a stalled subscriber beside a healthy one), slow (a 10,000 msgs/s reader),
+    /// tree, or all.
     #[arg(default_value = "all")]
     which: Vec<String>,
     /// Repeat each scenario this many times and report the median.
@@ -24,8 +26,13 @@ struct Args {
     #[arg(long)]
     galed: Option<std::path::PathBuf>,
     /// Messages per throughput run.
-    #[arg(long, default_value_t = 2_000_000)]
+    #[arg(long, default_value_t = 1_000_000)]
     messages: u64,
+    /// Pace the publisher: keep it at most this many messages ahead of its slowest
+    /// subscriber. 0 (the default) publishes as fast as the socket allows, as real
+    /// publishers do; pacing only helps tell routing cost from queueing policy.
+    #[arg(long, default_value_t = 0)]
+    window: u64,
 }
 
 fn main() -> Result<()> {
@@ -49,6 +56,7 @@ fn main() -> Result<()> {
         galed,
         runs: args.runs,
         messages: args.messages,
+        window: args.window,
     };
     if want("match") {
         scenarios::matching(&cfg);
@@ -62,8 +70,9 @@ fn main() -> Result<()> {
         scenarios::latency(&cfg, 10_000, 1)?;
     }
     if want("hop") {
-        // Publisher on one server, subscriber on the next: the cost of a link.
+        // Publisher on the first server, subscriber on the last: the cost of links.
         rt.block_on(scenarios::fanout(&cfg, 1, 2))?;
+        rt.block_on(scenarios::fanout(&cfg, 1, 3))?;
         scenarios::latency(&cfg, 10_000, 0)?;
         scenarios::latency(&cfg, 10_000, 1)?;
         scenarios::latency(&cfg, 10_000, 2)?;
@@ -80,6 +89,9 @@ fn main() -> Result<()> {
     }
     if want("stalled") {
         rt.block_on(scenarios::stalled(&cfg))?;
+    }
+    if want("slow") {
+        rt.block_on(scenarios::slow_reader(&cfg, 10_000))?;
     }
     Ok(())
 }

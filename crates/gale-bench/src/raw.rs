@@ -247,19 +247,9 @@ impl Raw {
             first.get_or_insert(now);
             last = Some(now);
             have += n;
-            let mut at = 0;
-            while have - at >= 5 {
-                let len = u32::from_be_bytes(buf[at..at + 4].try_into()?) as usize;
-                if have - at < 4 + len {
-                    break;
-                }
-                match buf[at + 4] {
-                    0x11 => got += 1,
-                    0x40 => lost += u64::from_be_bytes(buf[at + 5..at + 13].try_into()?),
-                    _ => {}
-                }
-                at += 4 + len;
-            }
+            let (at, g, l) = scan(&buf[..have]);
+            got += g;
+            lost += l;
             progress
                 .seen
                 .store(got + lost, std::sync::atomic::Ordering::Relaxed);
@@ -269,6 +259,80 @@ impl Raw {
         }
         Ok((got, lost, first, last))
     }
+}
+
+impl Raw {
+    /// Reads only `rate` messages' worth of bytes a second (in 1 ms steps) until
+    /// `want` messages are accounted for (delivered or reported lost) or nothing
+    /// has come for two seconds. Returns (delivered, lost).
+    pub async fn count_slowly(
+        mut self,
+        want: u64,
+        rate: u64,
+        frame_len: usize,
+    ) -> Result<(u64, u64)> {
+        let (mut got, mut lost) = (0u64, 0u64);
+        let mut buf = vec![0u8; 1 << 16];
+        let mut have = 0usize;
+        let per_ms = (rate as usize * frame_len / 1000).max(1);
+        let mut allowance = 0usize;
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(1));
+        let mut quiet = std::time::Instant::now();
+        while got + lost < want {
+            tick.tick().await;
+            allowance = (allowance + per_ms).min(buf.len() - have);
+            if allowance == 0 {
+                continue;
+            }
+            let n = match tokio::time::timeout(
+                std::time::Duration::from_millis(1),
+                self.s.read(&mut buf[have..have + allowance]),
+            )
+            .await
+            {
+                Ok(r) => r?,
+                Err(_) => {
+                    if quiet.elapsed() > std::time::Duration::from_secs(2) && got > 0 {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            quiet = std::time::Instant::now();
+            allowance -= n;
+            have += n;
+            let (at, g, l) = scan(&buf[..have]);
+            got += g;
+            lost += l;
+            buf.copy_within(at..have, 0);
+            have -= at;
+        }
+        Ok((got, lost))
+    }
+}
+
+/// Counts the deliveries and the LOSSAGE totals among the whole frames at the front
+/// of `buf`. Returns (bytes they take, delivered, lost).
+fn scan(buf: &[u8]) -> (usize, u64, u64) {
+    let (mut at, mut got, mut lost) = (0usize, 0u64, 0u64);
+    while buf.len() - at >= 5 {
+        let len = u32::from_be_bytes(buf[at..at + 4].try_into().expect("4 bytes")) as usize;
+        if buf.len() - at < 4 + len {
+            break;
+        }
+        match buf[at + 4] {
+            0x11 => got += 1,
+            0x40 if len == 9 => {
+                lost += u64::from_be_bytes(buf[at + 5..at + 13].try_into().expect("8 bytes"))
+            }
+            _ => {}
+        }
+        at += 4 + len;
+    }
+    (at, got, lost)
 }
 
 pub fn median(v: &mut [f64]) -> f64 {

@@ -12,7 +12,6 @@ use bytes::BytesMut;
 use gale_proto::frame::Frame;
 use gale_proto::index::SubscriptionIndex;
 use gale_proto::limits::DEFAULT_MAX_FRAME;
-use tokio::io::AsyncWriteExt;
 
 use crate::raw::{loc, median, publish_frame, Galed, Raw};
 
@@ -20,16 +19,17 @@ pub struct Setup {
     pub galed: PathBuf,
     pub runs: usize,
     pub messages: u64,
+    /// 0: publishers write as fast as their sockets allow (the default). Otherwise
+    /// the publisher stays at most this many messages ahead of its slowest reader.
+    pub window: u64,
 }
 
 /// Body size used by the throughput scenarios.
 const BODY: usize = 128;
-/// Frames per publisher write.
-const BATCH: usize = 512;
-
-/// Most messages in flight (published, not yet seen by the slowest subscriber) in
-/// the paced scenarios: well inside galed's default 1 MiB per-client queue.
-const WINDOW: u64 = 4096;
+/// Bytes per publisher write: like a real publisher (or `gsend --lines` fed by a
+/// fast pipe), the bench publisher writes 64 KiB at a time, as fast as its socket
+/// takes them.
+const PUB_WRITE: usize = 64 * 1024;
 
 pub type Progress = Arc<crate::raw::Counter>;
 
@@ -37,47 +37,77 @@ fn progress() -> Progress {
     Arc::new(crate::raw::Counter::default())
 }
 
-/// Writes `n` publishes, cycling through `templates`, each with a fresh id. With
-/// `pace`, it keeps at most [`WINDOW`] messages ahead of the slowest counter, so the
-/// figure measured is the rate delivered without loss, not the rate of dropping.
-async fn publish_n(
-    p: &mut Raw,
-    templates: &[Vec<u8>],
+/// What a publisher thread measured.
+struct Published {
+    /// From the first write to the PONG that confirms the last message.
+    elapsed: Duration,
+}
+
+/// Publishes `n` messages from its own thread, cycling through `templates`, each
+/// with a fresh id, in writes of [`PUB_WRITE`] bytes. Unpaced unless `window` is
+/// set: then it keeps at most `window` messages ahead of the slowest `pace` counter
+/// (each of which sees 1/`per_sub` of the stream), which measures the rate galed
+/// delivers when nobody outruns anybody (a diagnosis, never the default).
+fn publisher(
+    addr: std::net::SocketAddr,
+    templates: Vec<Vec<u8>>,
     n: u64,
-    pace: &[Progress],
+    pace: Vec<Progress>,
     per_sub: u64,
     window: u64,
-) -> Result<()> {
-    let mut out = Vec::with_capacity(BATCH * (templates[0].len() + 16));
-    let mut i = 0u64;
-    while i < n {
-        while !pace.is_empty() {
-            let (slowest, who) = pace
-                .iter()
-                .map(|c| c.seen.load(Ordering::Relaxed))
-                .zip(0..)
-                .min()
-                .unwrap_or((0, 0));
-            // With round-robin over many subscribers each sees 1/len of the stream.
-            if i.saturating_sub(slowest * per_sub) <= window {
-                break;
+) -> std::thread::JoinHandle<Result<Published>> {
+    std::thread::spawn(move || {
+        let mut s = blocking_client(addr, None)?;
+        let per_write = (PUB_WRITE / templates[0].len()).max(1);
+        let mut out = Vec::with_capacity(PUB_WRITE + templates[0].len());
+        let t = Instant::now();
+        let mut i = 0u64;
+        while i < n {
+            if window > 0 {
+                loop {
+                    let slowest = pace
+                        .iter()
+                        .map(|c| c.seen.load(Ordering::Relaxed))
+                        .min()
+                        .unwrap_or(u64::MAX);
+                    if i.saturating_sub(slowest.saturating_mul(per_sub)) <= window {
+                        break;
+                    }
+                    std::thread::yield_now();
+                }
             }
-            let woken = pace[who].moved.notified();
-            if pace[who].seen.load(Ordering::Relaxed) == slowest {
-                woken.await;
+            out.clear();
+            for _ in 0..per_write.min((n - i) as usize) {
+                let tpl = &templates[(i % templates.len() as u64) as usize];
+                let start = out.len();
+                out.extend_from_slice(tpl);
+                out[start + 5..start + 13].copy_from_slice(&i.to_be_bytes());
+                i += 1;
+            }
+            s.write_all(&out)?;
+        }
+        blocking_sync(&mut s)?;
+        Ok(Published {
+            elapsed: t.elapsed(),
+        })
+    })
+}
+
+/// PING, then read until its PONG: galed has routed everything sent before.
+fn blocking_sync(s: &mut std::net::TcpStream) -> Result<()> {
+    s.write_all(&Frame::Ping(99).to_bytes())?;
+    let mut buf = BytesMut::new();
+    let mut chunk = vec![0u8; 65536];
+    loop {
+        while let Some(f) = Frame::decode(&mut buf, DEFAULT_MAX_FRAME)? {
+            if f == Frame::Pong(99) {
+                return Ok(());
             }
         }
-        out.clear();
-        for _ in 0..BATCH.min((n - i) as usize) {
-            let t = &templates[(i % templates.len() as u64) as usize];
-            let start = out.len();
-            out.extend_from_slice(t);
-            out[start + 5..start + 13].copy_from_slice(&i.to_be_bytes());
-            i += 1;
-        }
-        p.s.write_all(&out).await?;
+        let n = s.read(&mut chunk)?;
+        anyhow::ensure!(n > 0, "closed before PONG");
+        buf.extend_from_slice(&chunk[..n]);
     }
-    Ok(())
 }
 
 type Counted = (u64, u64, Option<Instant>, Option<Instant>);
@@ -96,9 +126,14 @@ async fn gather(counters: Vec<tokio::task::JoinHandle<Result<Counted>>>) -> Resu
     Ok((got, lost, first, last))
 }
 
+/// One publisher, `subs` subscribers on the last of a line of `servers` galeds,
+/// the publisher on the first: the firehose. Every subscriber reads as fast as it
+/// can; the publisher writes as fast as its socket allows.
 pub async fn fanout(cfg: &Setup, subs: usize, servers: usize) -> Result<()> {
     let mut rates = Vec::new();
+    let mut pub_rates = Vec::new();
     let mut losses = Vec::new();
+    let mut worst = (0u64, 0u64);
     for _ in 0..cfg.runs {
         let line = crate::raw::line(&cfg.galed, servers)?;
         let (first, g) = (line[0].addr, line.last().expect("servers"));
@@ -114,27 +149,64 @@ pub async fn fanout(cfg: &Setup, subs: usize, servers: usize) -> Result<()> {
         if servers > 1 {
             crate::raw::wait_for(|| Ok(crate::raw::interest_received(first)? >= 1))?;
         }
-        let mut p = Raw::connect(first).await?;
-        let t = [publish_frame("bench@x.org", BODY)];
-        publish_n(&mut p, &t, cfg.messages, &pace, 1, WINDOW).await?;
-        p.sync().await?;
+        let t = vec![publish_frame("bench@x.org", BODY)];
+        let p = publisher(first, t, cfg.messages, pace, 1, cfg.window);
         let (got, lost, first, last) = gather(counters).await?;
+        let published = p.join().expect("publisher thread")?;
+        if std::env::var_os("GALE_BENCH_DEBUG").is_some() {
+            for g in &line {
+                let st = crate::raw::status(g.addr)?;
+                let held: Vec<_> = st["clients"]
+                    .as_array()
+                    .into_iter()
+                    .chain(st["links"].as_array())
+                    .flatten()
+                    .map(|c| {
+                        (
+                            c["held_ms"].clone(),
+                            c["holds"].clone(),
+                            c["dropped"].clone(),
+                        )
+                    })
+                    .collect();
+                eprintln!("  {}: (held_ms, holds, dropped): {held:?}", st["name"]);
+            }
+        }
+        let want = cfg.messages * subs as u64;
         let secs = match (first, last) {
             (Some(f), Some(l)) if l > f => (l - f).as_secs_f64(),
             _ => bail!("no deliveries"),
         };
         rates.push(got as f64 / secs);
-        losses.push(lost as f64 / (got + lost) as f64 * 100.0);
+        pub_rates.push(cfg.messages as f64 / published.elapsed.as_secs_f64());
+        let missing = want - got.min(want);
+        losses.push(missing as f64 * 100.0 / want as f64);
+        if missing >= worst.0 {
+            worst = (missing, lost);
+        }
     }
     println!(
-        "fanout 1->{subs} across {servers} server(s): median {:.0} deliveries/s over {} runs (each: {:?}), \
-         {BODY}-byte bodies, median loss {:.2}%",
+        "fanout 1->{subs} across {servers} server(s), unpaced{}: median {:.0} deliveries/s \
+         (each: {:?}), publisher median {:.0} msgs/s, {BODY}-byte bodies; median loss {:.2}% \
+         (worst run: {} of {} not delivered, {} of them reported in LOSSAGE)",
+        window_note(cfg),
         median(&mut rates.clone()),
-        cfg.runs,
         rates.iter().map(|r| *r as u64).collect::<Vec<_>>(),
+        median(&mut pub_rates),
         median(&mut losses),
+        worst.0,
+        cfg.messages * subs as u64,
+        worst.1,
     );
     Ok(())
+}
+
+fn window_note(cfg: &Setup) -> String {
+    if cfg.window > 0 {
+        format!(" (PACED: window {} messages)", cfg.window)
+    } else {
+        String::new()
+    }
 }
 
 /// Blocking handshake for the latency threads.
@@ -284,6 +356,7 @@ pub fn matching(_cfg: &Setup) {
 
 pub async fn many(cfg: &Setup, n: usize) -> Result<()> {
     let mut rates = Vec::new();
+    let mut losses = Vec::new();
     let per = 100u64;
     for _ in 0..cfg.runs {
         let g = Galed::start(&cfg.galed, &[])?;
@@ -308,29 +381,23 @@ pub async fn many(cfg: &Setup, n: usize) -> Result<()> {
             }
         }
         let templates: Vec<Vec<u8>> = names.iter().map(|l| publish_frame(l, BODY)).collect();
-        let mut p = Raw::connect(g.addr).await?;
-        // Round-robin: each subscriber may be up to 2 messages behind.
-        publish_n(
-            &mut p,
-            &templates,
-            per * n as u64,
-            &pace,
-            n as u64,
-            2 * n as u64,
-        )
-        .await?;
-        p.sync().await?;
-        let (got, lost, first, last) = gather(counters).await?;
+        let total = per * n as u64;
+        // Round-robin: with a window, each subscriber may be up to 2 messages behind.
+        let window = if cfg.window > 0 { 2 * n as u64 } else { 0 };
+        let p = publisher(g.addr, templates, total, pace, n as u64, window);
+        let (got, _lost, first, last) = gather(counters).await?;
+        p.join().expect("publisher thread")?;
         let secs = (last.unwrap() - first.unwrap()).as_secs_f64();
         rates.push(got as f64 / secs);
-        if lost > 0 {
-            println!("  (many: {lost} lost)");
-        }
+        losses.push((total - got.min(total)) as f64 * 100.0 / total as f64);
     }
     println!(
-        "{n} subscribers on {n} locations, round-robin publisher: median {:.0} deliveries/s (each: {:?})",
+        "{n} subscribers on {n} locations, round-robin publisher, unpaced{}: median {:.0} \
+         deliveries/s (each: {:?}); median loss {:.2}%",
+        window_note(cfg),
         median(&mut rates.clone()),
-        rates.iter().map(|r| *r as u64).collect::<Vec<_>>()
+        rates.iter().map(|r| *r as u64).collect::<Vec<_>>(),
+        median(&mut losses),
     );
     Ok(())
 }
@@ -368,45 +435,126 @@ pub async fn memory(cfg: &Setup, n: usize) -> Result<()> {
     Ok(())
 }
 
+/// Publisher rate with nobody subscribed: the yardstick for the overload scenarios.
+fn alone_rate(cfg: &Setup, n: u64) -> Result<f64> {
+    let g = Galed::start(&cfg.galed, &[])?;
+    let t = vec![publish_frame("st@x.org", BODY)];
+    let p = publisher(g.addr, t, n, Vec::new(), 1, 0)
+        .join()
+        .expect("publisher")?;
+    Ok(n as f64 / p.elapsed.as_secs_f64())
+}
+
+/// Reads a subscriber that sat stalled, to the end: returns (delivered, lost).
+async fn drain_stalled(z: Raw, n: u64) -> Result<(u64, u64)> {
+    let (got, lost, _, _) = z.count(n, progress()).await?;
+    Ok((got, lost))
+}
+
+/// A healthy subscriber and one that never reads, on the same location. The
+/// publisher's rate is compared with its rate when only the healthy one is there
+/// and with nobody subscribed; the healthy one must lose nothing and the stalled
+/// one's losses must all be reported (delivered + LOSSAGE = published).
 pub async fn stalled(cfg: &Setup) -> Result<()> {
-    let n = cfg.messages.min(1_000_000);
-    let mut ratios = Vec::new();
+    let n = cfg.messages;
+    let mut vs_healthy = Vec::new();
+    let mut vs_alone = Vec::new();
     let mut detail = Vec::new();
     for _ in 0..cfg.runs {
+        let alone = alone_rate(cfg, n)?;
         let mut rate = [0f64; 2];
+        let mut outcome = (0u64, 0u64, 0u64);
         for (k, with_stalled) in [false, true].into_iter().enumerate() {
             let g = Galed::start(&cfg.galed, &[])?;
             let mut s = Raw::connect(g.addr).await?;
             s.subscribe(&["st@x.org"]).await?;
-            let pr = progress();
-            let counter = tokio::spawn(s.count(n, pr.clone()));
-            let _stalled = if with_stalled {
+            let counter = tokio::spawn(s.count(n, progress()));
+            let stalled = if with_stalled {
                 let mut z = Raw::connect(g.addr).await?;
                 z.subscribe(&["st@x.org"]).await?;
-                Some(z) // subscribed, never read
+                Some(z) // subscribed, not read until the publisher is done
             } else {
                 None
             };
-            let mut p = Raw::connect(g.addr).await?;
-            let t = Instant::now();
-            publish_n(
-                &mut p,
-                &[publish_frame("st@x.org", BODY)],
-                n,
-                &[pr],
-                1,
-                WINDOW,
-            )
-            .await?;
-            p.sync().await?;
-            rate[k] = n as f64 / t.elapsed().as_secs_f64();
-            counter.await??;
+            let t = vec![publish_frame("st@x.org", BODY)];
+            let p = publisher(g.addr, t, n, Vec::new(), 1, 0);
+            let published = p.join().expect("publisher thread")?;
+            rate[k] = n as f64 / published.elapsed.as_secs_f64();
+            if std::env::var_os("GALE_BENCH_DEBUG").is_some() {
+                let st = crate::raw::status(g.addr)?;
+                let held: Vec<_> = st["clients"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|c| (c["held_ms"].clone(), c["dropped"].clone()))
+                    .collect();
+                eprintln!(
+                    "  publisher took {:?}; clients' (held_ms, dropped): {held:?}",
+                    published.elapsed
+                );
+            }
+            let (got, _, _, _) = counter.await??;
+            if let Some(z) = stalled {
+                let (zgot, zlost) = drain_stalled(z, n).await?;
+                outcome = (n - got.min(n), zgot, zlost);
+            }
         }
-        ratios.push(rate[1] / rate[0]);
-        detail.push((rate[0] as u64, rate[1] as u64));
+        vs_healthy.push(rate[1] / rate[0]);
+        vs_alone.push(rate[1] / alone);
+        detail.push((alone as u64, rate[0] as u64, rate[1] as u64, outcome));
     }
     println!(
-        "stalled subscriber: publisher rate with/without = median {:.3} (runs (without, with) msgs/s: {:?})",
+        "stalled subscriber beside a healthy one, unpaced: publisher rate with the stalled one = \
+         median {:.3} x its rate with only the healthy one, {:.3} x its rate with no subscriber \
+         (each run: msgs/s alone, healthy only, healthy + stalled, (healthy's loss, stalled's \
+         delivered, stalled's reported LOSSAGE)): {:?}",
+        median(&mut vs_healthy),
+        median(&mut vs_alone),
+        detail
+    );
+    Ok(())
+}
+
+/// A subscriber that reads only `rate` messages a second (in 1 ms steps), alone
+/// on the location: the publisher's rate against its rate with nobody subscribed,
+/// and the reader's loss, all of which must be reported.
+pub async fn slow_reader(cfg: &Setup, rate: u64) -> Result<()> {
+    let n = cfg.messages;
+    let mut ratios = Vec::new();
+    let mut detail = Vec::new();
+    for _ in 0..cfg.runs {
+        let alone = alone_rate(cfg, n)?;
+        let g = Galed::start(&cfg.galed, &[])?;
+        let mut s = Raw::connect(g.addr).await?;
+        s.subscribe(&["st@x.org"]).await?;
+        let frame = publish_frame("st@x.org", BODY);
+        let reader = tokio::spawn(s.count_slowly(n, rate, frame.len()));
+        let t = vec![frame];
+        let published = publisher(g.addr, t, n, Vec::new(), 1, 0)
+            .join()
+            .expect("publisher thread")?;
+        let with = n as f64 / published.elapsed.as_secs_f64();
+        if std::env::var_os("GALE_BENCH_DEBUG").is_some() {
+            eprintln!(
+                "  publisher took {:?}; galed: {}",
+                published.elapsed,
+                crate::raw::status(g.addr)?["clients"]
+            );
+        }
+        let (got, lost) = reader.await??;
+        ratios.push(with / alone);
+        detail.push((
+            alone as u64,
+            with as u64,
+            got,
+            lost,
+            n - (got + lost).min(n),
+        ));
+    }
+    println!(
+        "reader at {rate} msgs/s, unpaced publisher: publisher rate = median {:.3} x its rate \
+         with no subscriber (each run: msgs/s alone, with the reader, reader's delivered, \
+         reported LOSSAGE, unaccounted): {:?}",
         median(&mut ratios),
         detail
     );
