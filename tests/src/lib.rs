@@ -606,4 +606,68 @@ impl RawClient {
         });
         self.sync();
     }
+
+    /// Publishes `n` messages of `size` payload bytes to `loc`, each with its own
+    /// id (its sequence number in the first 8 bytes), writing 64 KiB at a time as
+    /// fast as the socket takes them (no pacing), then waits until the server has
+    /// taken them all (PING/PONG).
+    pub fn publish_burst(&mut self, loc: &str, n: u64, size: usize) {
+        use gale_proto::{Frame, Location, Message};
+        let to = vec![Location::parse(loc).unwrap()];
+        let mut payload = vec![b'x'; size.max(1)];
+        payload[0] = 0; // plain payload
+        let template = Frame::Publish(Message::new(to, bytes::Bytes::from(payload)))
+            .to_bytes()
+            .to_vec();
+        let per_write = (65_536 / template.len()).max(1) as u64;
+        let mut out = Vec::with_capacity(65_536 + template.len());
+        let mut i = 0u64;
+        while i < n {
+            out.clear();
+            for _ in 0..per_write.min(n - i) {
+                let at = out.len();
+                out.extend_from_slice(&template);
+                out[at + 5..at + 13].copy_from_slice(&i.to_be_bytes());
+                i += 1;
+            }
+            self.s.write_all(&out).expect("write");
+        }
+        self.sync();
+    }
+
+    /// Reads until `n` messages are accounted for, delivered or reported lost
+    /// (LOSSAGE). Returns (delivered, lost); panics if nothing comes for
+    /// `DEADLINE`.
+    pub fn count(&mut self, n: u64) -> (u64, u64) {
+        self.s.set_read_timeout(Some(DEADLINE)).unwrap();
+        let (mut got, mut lost) = (0u64, 0u64);
+        let mut buf = std::mem::take(&mut self.buf);
+        let mut chunk = vec![0u8; 1 << 16];
+        loop {
+            let mut at = 0;
+            while buf.len() - at >= 5 && got + lost < n {
+                let len = u32::from_be_bytes(buf[at..at + 4].try_into().unwrap()) as usize;
+                if buf.len() - at < 4 + len {
+                    break;
+                }
+                match buf[at + 4] {
+                    0x11 => got += 1,
+                    0x40 => lost += u64::from_be_bytes(buf[at + 5..at + 13].try_into().unwrap()),
+                    _ => {}
+                }
+                at += 4 + len;
+            }
+            buf.drain(..at);
+            if got + lost >= n {
+                self.buf = buf;
+                return (got, lost);
+            }
+            let r = std::io::Read::read(&mut self.s, &mut chunk);
+            let k = r.unwrap_or_else(|e| {
+                panic!("{got} delivered and {lost} reported lost of {n}, then: {e}")
+            });
+            assert!(k > 0, "server closed the connection");
+            buf.extend_from_slice(&chunk[..k]);
+        }
+    }
 }

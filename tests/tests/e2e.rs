@@ -178,54 +178,109 @@ fn garbage_oversized_and_half_frames_leave_other_clients_receiving() {
 fn a_stalled_subscriber_does_not_stall_others_and_is_told_its_loss() {
     let g = Galed::start(&[]);
     let s = g.server();
+    let started = std::time::Instant::now();
     let mut stalled = Gsub::start_stalled(&s, &["flood@example.org"]);
-    let live = Gsub::start(&s, &["flood@example.org"]);
+    // A subscriber that keeps up: it must get every message.
+    let mut live = RawClient::connect(g.addr);
+    live.subscribe("flood@example.org");
     // 20 MB: far more than the pipe, the sockets and galed's 1 MiB queue can hold.
-    let n = 20_000;
+    let n = 20_000u64;
+    let reader = std::thread::spawn(move || live.count(n + 1));
     let pad = "x".repeat(1000);
     let input: String = (0..n).map(|i| format!("{i} {pad}\n")).collect();
-    let reader = std::thread::spawn(move || {
-        let mut count = 0;
-        loop {
-            let m = live.message();
-            count += 1;
-            if m["body"].as_str().is_some_and(|b| b.starts_with("end")) {
-                return (count, live);
-            }
-        }
-    });
     send_ok(&s, &["--lines", "flood@example.org"], &input);
     send_ok(&s, &["-m", "end", "flood@example.org"], "");
-    // The publisher finished and the live subscriber reached the end while the
+    // The publisher finished, and the live subscriber got everything, while the
     // stalled one sat there.
-    let (count, live) = reader.join().unwrap();
-    assert!(count > 1, "live subscriber received the flood");
-    // Let the stalled one drain: it must be told, on stderr, what it lost.
-    stalled.resume();
-    let stalled_err = std::mem::replace(&mut stalled.stderr, Lines::empty());
-    let drain = std::thread::spawn(move || {
-        let mut got = 0;
-        while let Some(l) = stalled.stdout.next() {
-            got += 1;
-            if l.contains("\"body\":\"end") {
-                break;
-            }
-        }
-        got
-    });
-    let report = stalled_err.wait_for("gsub: lost ");
-    let lost: u64 = report
-        .split_whitespace()
-        .nth(2)
-        .and_then(|n| n.parse().ok())
-        .expect(&report);
-    assert!(lost > 0, "{report}");
-    let got = drain.join().unwrap();
+    let (got, lost) = reader.join().unwrap();
+    assert_eq!((got, lost), (n + 1, 0), "the live subscriber lost nothing");
+
+    // The stalled one held the publisher back only within its hold budget: 5 ms,
+    // 5% of its age and 250 ns per message written to it (plus timer slack).
+    let st = g.status();
+    let c = st["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["agent"].as_str().unwrap_or("").starts_with("gsub"))
+        .expect("the stalled gsub's connection")
+        .clone();
+    let age_ms = started.elapsed().as_millis() as u64;
+    let budget = 5 + age_ms / 20 + c["frames_out"].as_u64().unwrap() / 4000;
+    let slack = 10 + 2 * c["holds"].as_u64().unwrap();
+    let held = c["held_ms"].as_u64().unwrap();
     assert!(
-        got < n + 1,
-        "the stalled subscriber cannot have received everything ({got})"
+        held <= budget + slack,
+        "held {held} ms; budget {budget} ms: {c}"
     );
-    drop(live);
+    assert!(c["dropped"].as_u64().unwrap() > 0, "{c}");
+    g.stderr.wait_for("reads too slowly: dropped");
+
+    // Let the stalled one drain: every message is either shown or reported lost.
+    stalled.resume();
+    let (shown, reported) = drain_gsub(&stalled, n + 1);
+    assert_eq!(
+        shown + reported,
+        n + 1,
+        "shown {shown}, reported lost {reported}"
+    );
+    assert!(reported > 0 && shown < n + 1);
+}
+
+/// Reads a gsub's JSON lines and its "lost N messages" reports until `n`
+/// messages are accounted for; returns (shown, reported lost).
+fn drain_gsub(g: &Gsub, n: u64) -> (u64, u64) {
+    let (mut shown, mut lost) = (0u64, 0u64);
+    let mut quiet = std::time::Instant::now();
+    while shown + lost < n {
+        let mut moved = false;
+        if let Some(Some(_)) = g.stdout.next_within(Duration::from_millis(5)) {
+            shown += 1;
+            moved = true;
+        }
+        if let Some(Some(l)) = g.stderr.next_within(Duration::from_millis(1)) {
+            if let Some(rest) = l.strip_prefix("gsub: lost ") {
+                lost += rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap();
+            }
+            moved = true;
+        }
+        if moved {
+            quiet = std::time::Instant::now();
+        }
+        assert!(
+            quiet.elapsed() < DEADLINE,
+            "stuck at {shown} shown and {lost} reported lost of {n}"
+        );
+    }
+    (shown, lost)
+}
+
+#[test]
+fn a_burst_reaches_a_subscriber_that_keeps_up() {
+    // The publisher writes as fast as its socket takes it; the subscriber reads as
+    // fast as it can. galed holds the publisher back instead of dropping.
+    let g = Galed::start(&[]);
+    let mut subs: Vec<RawClient> = (0..4).map(|_| RawClient::connect(g.addr)).collect();
+    for s in &mut subs {
+        s.subscribe("burst@example.org");
+    }
+    let n = 200_000u64;
+    let readers: Vec<_> = subs
+        .into_iter()
+        .map(|mut s| std::thread::spawn(move || s.count(n)))
+        .collect();
+    let mut p = RawClient::connect(g.addr);
+    p.publish_burst("burst@example.org", n, 128);
+    for r in readers {
+        assert_eq!(r.join().unwrap(), (n, 0), "every message, no loss");
+    }
+    let st = g.status();
+    assert_eq!(st["delivered"].as_u64(), Some(4 * n), "{st}");
 }
 
 #[test]

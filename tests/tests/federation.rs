@@ -268,3 +268,68 @@ fn wills_cross_links_and_failover_keeps_receiving() {
     );
     assert_eq!(mover.body(), "found you");
 }
+
+#[test]
+fn a_burst_crosses_two_and_three_servers_without_loss() {
+    // A - B - C, publisher on A writing as fast as its socket takes it; readers
+    // that keep up on B and C get everything: links hold the publisher back
+    // (TCP backpressure) instead of dropping.
+    let a = Galed::start_linked("A", &[], &[]);
+    let b = Galed::start_linked("B", &[a.server()], &[]);
+    let c = Galed::start_linked("C", &[b.server()], &[]);
+    let mut on_b = RawClient::connect(b.addr);
+    on_b.subscribe("burst@example.org");
+    let mut on_c = RawClient::connect(c.addr);
+    on_c.subscribe("burst@example.org");
+    wait_interest(&a, "B", 1);
+    wait_interest(&b, "C", 1);
+    let n = 100_000u64;
+    let rb = std::thread::spawn(move || on_b.count(n));
+    let rc = std::thread::spawn(move || on_c.count(n));
+    let mut p = RawClient::connect(a.addr);
+    p.publish_burst("burst@example.org", n, 128);
+    assert_eq!(rb.join().unwrap(), (n, 0), "two servers: every message");
+    assert_eq!(rc.join().unwrap(), (n, 0), "three servers: every message");
+    for g in [&a, &b] {
+        let st = g.status();
+        for l in st["links"].as_array().unwrap() {
+            assert_eq!(l["dropped"], 0, "{l}");
+        }
+    }
+}
+
+#[test]
+fn a_stuck_link_reports_its_losses_to_the_clients_beyond_it() {
+    let a = Galed::start_linked("A", &[], &[]);
+    let b = Galed::start_linked("B", &[a.server()], &[]);
+    let mut jammed = RawClient::connect(b.addr);
+    jammed.subscribe("jam@example.org");
+    let mut bystander = RawClient::connect(b.addr);
+    bystander.subscribe("other@example.org");
+    wait_interest(&a, "B", 2);
+    // B stops reading (as a hung server would): A's link queue and the sockets
+    // fill, A holds its publisher for a second, then drops, and counts what it
+    // dropped by location.
+    b.signal(libc::SIGSTOP);
+    let n = 60_000u64;
+    let mut p = RawClient::connect(a.addr);
+    p.publish_burst("jam@example.org", n, 1000);
+    let link = a.link("B").expect("link to B");
+    let dropped = link["dropped"].as_u64().unwrap();
+    assert!(dropped > 0, "{link}");
+    a.stderr.wait_for("is stuck: dropped");
+    b.signal(libc::SIGCONT);
+    // B's client is told exactly what it lost, and the bystander nothing.
+    let (got, lost) = jammed.count(n);
+    assert_eq!((got + lost, lost), (n, dropped), "delivered {got}");
+    wait_until("B to count the reported loss", || {
+        b.link("A")
+            .is_some_and(|l| l["lost_upstream"].as_u64() == Some(dropped))
+    });
+    p.publish_burst("other@example.org", 1, 10);
+    assert_eq!(
+        bystander.count(1),
+        (1, 0),
+        "no loss reported to the bystander"
+    );
+}
