@@ -274,6 +274,7 @@ pub(crate) async fn finish_writer(
     {
         writer.abort();
     }
+    outbox.detach();
 }
 
 /// Reads frames until the connection ends, handing what arrived to `process`, which

@@ -9,7 +9,7 @@
 //! past it the message is dropped for that outbox alone, and reported.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use gale_proto::limits::FRAME_HEADER_LEN;
@@ -17,7 +17,7 @@ use gale_proto::MessageView;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::outbox::{Offer, Outbox};
+use crate::outbox::{Budget, Hold, Offer, Outbox, HOLD_CAP, HOLD_START, PUBLISHER_HOLD_PER_MILLE};
 
 /// Most outboxes a reader writes to itself after one read (see [`Routing::flush`]).
 pub const DIRECT_FLUSHES: usize = 4;
@@ -29,10 +29,15 @@ pub struct Routing {
     flush: Vec<Arc<Outbox>>,
     /// Full outboxes the current message still has to reach.
     blocked: Vec<Arc<Outbox>>,
-    /// Wakes this reader when a full outbox it waits for has room.
-    room: Arc<Notify>,
+    /// Wakes this reader when a full outbox it waits for has room (made when
+    /// first needed: most connections never publish).
+    room: Option<Arc<Notify>>,
     /// False for routing that must never wait (a will published at close).
     may_hold: bool,
+    /// This publisher's budget for holds that the outboxes did not earn by
+    /// reading: however many slow subscribers it meets, they cost it at most this
+    /// share of its time.
+    unearned: Budget,
     /// The outboxes the last location list routed to, while the router's trie
     /// stays at generation `generation`: a publisher sending to the same place
     /// again skips the trie (and its lock).
@@ -53,8 +58,9 @@ impl Routing {
         Routing {
             flush: Vec::new(),
             blocked: Vec::new(),
-            room: Arc::new(Notify::new()),
+            room: None,
             may_hold: true,
+            unearned: Budget::new(HOLD_START, PUBLISHER_HOLD_PER_MILLE, HOLD_CAP),
             targets: Vec::new(),
             key: Vec::new(),
             generation: None,
@@ -94,17 +100,30 @@ impl Routing {
 
     /// Offers a delivery to every cached target. Returns how many queued it.
     pub(crate) fn offer_all(&mut self, frame: &Bytes, view: &MessageView<'_>) -> usize {
-        let waker = self.may_hold.then_some(&self.room);
         let mut n = 0;
-        for ob in &self.targets {
-            match ob.offer(frame, view, waker) {
+        let Routing {
+            targets,
+            room,
+            unearned,
+            flush,
+            blocked,
+            may_hold,
+            ..
+        } = self;
+        let room = room.get_or_insert_with(Default::default);
+        for ob in targets.iter() {
+            let hold = may_hold.then_some(Hold {
+                waker: room,
+                unearned: &mut *unearned,
+            });
+            match ob.offer(frame, view, hold) {
                 Offer::Queued { first } => {
                     n += 1;
                     if first {
-                        self.flush.push(ob.clone());
+                        flush.push(ob.clone());
                     }
                 }
-                Offer::Full => self.blocked.push(ob.clone()),
+                Offer::Full => blocked.push(ob.clone()),
                 Offer::Dropped => {}
             }
         }
@@ -148,32 +167,49 @@ impl Routing {
         self.flush();
         let view = MessageView::parse(&frame[FRAME_HEADER_LEN..]).expect("routed, so valid");
         let mut waiting = std::mem::take(&mut self.blocked);
+        let room = self
+            .room
+            .clone()
+            .expect("a full outbox was offered a waker");
         let mut delivered = 0;
         while !waiting.is_empty() {
-            let allowance = waiting
+            // The wait is shared: each of the k full outboxes is charged 1/k of
+            // it. It lasts until the first of them would run out, and no longer
+            // than what they earned plus the publisher's own budget would pay.
+            let unearned = self.unearned.available();
+            let k = waiting.len() as u32;
+            let credits: Vec<_> = waiting.iter().map(|o| o.credit()).collect();
+            let each = credits
                 .iter()
-                .map(|o| o.allowance())
+                .map(|(earned, share)| *earned + (*share).min(unearned))
                 .min()
                 .expect("not empty");
+            let earned: Duration = credits.iter().map(|(e, _)| *e).sum();
+            let allowance = (each * k).min(earned + unearned);
             let start = Instant::now();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
                     for o in &waiting {
-                        o.forget_waiter(&self.room);
+                        o.forget_waiter(&room);
                     }
                     return Err(ShuttingDown);
                 }
-                _ = self.room.notified() => {}
+                _ = room.notified() => {}
                 _ = tokio::time::sleep(allowance) => {}
             }
             let held = start.elapsed();
+            // The outboxes that kept the message waiting share the charge; the
+            // publisher's own budget pays what they had not earned.
+            let unpaid: Duration = waiting.iter().map(|o| o.charge(held / k)).sum();
+            self.unearned.spend(unpaid);
             let mut still = Vec::new();
             for o in waiting {
-                // Every outbox that kept the message waiting held the publisher for
-                // the whole time, and is charged for all of it.
-                o.charge(held);
-                match o.offer(frame, &view, Some(&self.room)) {
+                let hold = Hold {
+                    waker: &room,
+                    unearned: &mut self.unearned,
+                };
+                match o.offer(frame, &view, Some(hold)) {
                     Offer::Queued { first } => {
                         delivered += 1;
                         self.delivered += 1;

@@ -11,11 +11,18 @@
 //! publisher's socket, so TCP slows the publisher down) and only drops when its
 //! hold budget is spent:
 //!
-//! - a client's outbox may hold publishers for 5% of wall-clock time, plus 250 ns
-//!   for every message it has written (a subscriber that reads fast earns the right
-//!   to slow a fast publisher down to its own pace; one that reads slowly or not at
-//!   all costs publishers at most about 5% of their time); it starts with 5 ms and
-//!   saves up at most 20 ms;
+//! - a client's outbox may hold publishers for what it has earned by reading,
+//!   500 ns for every message written to it while publishers were waiting for it
+//!   (saved up to 20 ms), plus a 3% share of wall-clock time (starting at 1 ms,
+//!   saved up to 20 ms). So a subscriber that reads fast earns the right to slow
+//!   a fast publisher down to its own pace, and one that reads slowly or not at
+//!   all costs publishers about 3% of their time. Messages written while nobody
+//!   waits earn nothing: they may only be filling socket buffers, which a stalled
+//!   reader has too;
+//! - a publisher pays for the share part from a budget of its own (5% of its
+//!   time), so however many slow subscribers it meets, they cost it at most that;
+//! - when a publisher waits for several full outboxes at once, they share the
+//!   charge;
 //! - a link's outbox holds for as long as the link makes progress, and drops only
 //!   once it has written nothing for a second (the far server is stuck): the far
 //!   server applies the same rules to its own clients, so a slow reader there costs
@@ -29,7 +36,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::IoSlice;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -41,14 +48,18 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 /// Share of wall-clock time a client's outbox may hold its publishers on credit
-/// it has not earned by reading: 5%.
-pub const HOLD_SHARE_PER_MILLE: u64 = 50;
-/// Hold time a client's outbox earns per message written to its socket.
-pub const HOLD_PER_MESSAGE: Duration = Duration::from_nanos(250);
-/// Most hold credit a client's outbox can save up.
+/// it has not earned by reading: 3%.
+pub const HOLD_SHARE_PER_MILLE: u64 = 30;
+/// Hold time a client's outbox earns per message written to its socket while
+/// publishers were waiting for it.
+pub const HOLD_PER_MESSAGE: Duration = Duration::from_nanos(500);
+/// Share of wall-clock time a publisher may be held by outboxes on credit they did
+/// not earn by reading, however many of them there are: 5%.
+pub const PUBLISHER_HOLD_PER_MILLE: u64 = 50;
+/// Most hold credit a client's outbox (or a publisher) can save up.
 pub const HOLD_CAP: Duration = Duration::from_millis(20);
 /// Hold credit a new client's outbox starts with.
-pub const HOLD_START: Duration = Duration::from_millis(5);
+pub const HOLD_START: Duration = Duration::from_millis(1);
 /// Publishers wait for a full outbox only if it has at least this much credit
 /// left; otherwise the message is dropped for it at once.
 pub const HOLD_MIN: Duration = Duration::from_millis(1);
@@ -88,6 +99,16 @@ pub struct OutboxStats {
     pub held_ns: AtomicU64,
 }
 
+/// What a publisher that may wait brings to [`Outbox::offer`].
+#[derive(Debug)]
+pub struct Hold<'a> {
+    /// Told when the outbox has room.
+    pub waker: &'a Arc<Notify>,
+    /// The publisher's own budget for holds not earned by the subscribers it
+    /// waits for (read only when the outbox is full).
+    pub unearned: &'a mut Budget,
+}
+
 /// What [`Outbox::offer`] did with a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Offer {
@@ -115,11 +136,51 @@ pub enum Flushed {
     Failed,
 }
 
-#[derive(Debug)]
-struct Credit {
+/// A bucket of hold time, in nanoseconds: it fills with a share of wall-clock
+/// time, holds at most a cap, and may go into debt (a wait overshoots its
+/// allowance by the timer's granularity).
+#[derive(Debug, Clone)]
+pub struct Budget {
     ns: i64,
     at: Instant,
-    frames: u64,
+    per_mille: i64,
+    cap: i64,
+}
+
+impl Budget {
+    pub fn new(start: Duration, per_mille: u64, cap: Duration) -> Budget {
+        Budget {
+            ns: start.as_nanos() as i64,
+            at: Instant::now(),
+            per_mille: per_mille as i64,
+            cap: cap.as_nanos() as i64,
+        }
+    }
+
+    /// What is in the bucket now (0 when in debt).
+    pub fn available(&mut self) -> Duration {
+        let now = Instant::now();
+        let dt = now.duration_since(self.at).as_nanos() as i64;
+        self.ns = self
+            .ns
+            .saturating_add(dt.saturating_mul(self.per_mille) / 1000)
+            .min(self.cap);
+        self.at = now;
+        Duration::from_nanos(self.ns.max(0) as u64)
+    }
+
+    pub fn spend(&mut self, d: Duration) {
+        self.available();
+        self.ns -= d.as_nanos() as i64;
+    }
+}
+
+/// A client outbox's hold credit: what it earned by reading while publishers
+/// waited, spent first, and its share of wall-clock time.
+#[derive(Debug)]
+struct Credit {
+    earned: i64,
+    share: Budget,
 }
 
 /// Messages dropped on a link, by the raw location list (the message header's
@@ -142,7 +203,7 @@ struct Queue {
     /// Client: drops already reported (of `stats.dropped`).
     reported: u64,
     /// Link: messages dropped since the last LINK_LOSSAGE.
-    lost: LossMap,
+    lost: Option<Box<LossMap>>,
     closed: bool,
     /// Readers waiting for room.
     waiters: Vec<Arc<Notify>>,
@@ -160,6 +221,9 @@ struct Wire {
     batch: VecDeque<Bytes>,
     /// The last write found the socket full; only the writer task tries again.
     blocked: bool,
+    /// The socket, from the writer's start until the connection is over (routes
+    /// cached by other readers may keep the outbox longer, not the socket).
+    sock: Option<Arc<TcpStream>>,
 }
 
 /// See the module documentation.
@@ -167,7 +231,6 @@ struct Wire {
 pub struct Outbox {
     queue: Mutex<Queue>,
     wire: Mutex<Wire>,
-    sock: OnceLock<Arc<TcpStream>>,
     /// Wakes the writer task.
     notify: Notify,
     /// A client's queue is full and its hold budget spent: drop without locking.
@@ -198,20 +261,18 @@ impl Outbox {
                 bytes: 0,
                 unreported: 0,
                 reported: 0,
-                lost: LossMap::default(),
+                lost: None,
                 closed: false,
                 waiters: Vec::new(),
                 credit: Credit {
-                    ns: HOLD_START.as_nanos() as i64,
-                    at: now,
-                    frames: 0,
+                    earned: 0,
+                    share: Budget::new(HOLD_START, HOLD_SHARE_PER_MILLE, HOLD_CAP),
                 },
                 progress: now,
                 logged: 0,
                 logged_at: None,
             }),
             wire: Mutex::new(Wire::default()),
-            sock: OnceLock::new(),
             notify: Notify::new(),
             dropping: AtomicBool::new(false),
             kind,
@@ -229,19 +290,20 @@ impl Outbox {
 
     /// Gives the outbox its socket; until then frames only queue.
     pub fn attach(&self, sock: Arc<TcpStream>) {
-        let _ = self.sock.set(sock);
+        self.wire.lock().sock = Some(sock);
+    }
+
+    /// Lets go of the socket once the connection is over.
+    pub fn detach(&self) {
+        self.wire.lock().sock = None;
     }
 
     /// Offers a delivery (a whole DELIVER frame, `view` its parsed message). If the
-    /// queue is full and the destination may still hold its publishers, `waker` is
-    /// registered to be told when there is room, and [`Offer::Full`] returned; with
-    /// no waker, or no hold budget left, the message is dropped and counted.
-    pub fn offer(
-        &self,
-        frame: &Bytes,
-        view: &MessageView<'_>,
-        waker: Option<&Arc<Notify>>,
-    ) -> Offer {
+    /// queue is full and the destination may still hold this publisher, the
+    /// publisher's waker is registered to be told when there is room, and
+    /// [`Offer::Full`] returned; with no `hold` (the caller may not wait), or no
+    /// hold budget left, the message is dropped and counted.
+    pub fn offer(&self, frame: &Bytes, view: &MessageView<'_>, hold: Option<Hold<'_>>) -> Offer {
         if self.dropping.load(Ordering::Relaxed)
             && !self
                 .stats
@@ -262,14 +324,13 @@ impl Outbox {
                 first: self.enqueue(&mut q, frame.clone()),
             };
         }
-        if fits {
-            if let Some(w) = waker {
-                if self.may_hold(&mut q) {
-                    if !q.waiters.iter().any(|x| Arc::ptr_eq(x, w)) {
-                        q.waiters.push(w.clone());
-                    }
-                    return Offer::Full;
+        if let (true, Some(h)) = (fits, hold) {
+            let unearned = h.unearned.available();
+            if self.allowance_locked(&mut q, unearned) >= HOLD_MIN {
+                if !q.waiters.iter().any(|x| Arc::ptr_eq(x, h.waker)) {
+                    q.waiters.push(h.waker.clone());
                 }
+                return Offer::Full;
             }
         }
         if self.kind == Kind::Client {
@@ -297,61 +358,63 @@ impl Outbox {
     fn count_drop(&self, q: &mut Queue, view: &MessageView<'_>) {
         self.stats.dropped.fetch_add(1, Ordering::SeqCst);
         if self.kind == Kind::Link {
-            q.lost.add(view.raw_locations(), 1);
+            q.lost
+                .get_or_insert_with(Default::default)
+                .add(view.raw_locations(), 1);
         }
     }
 
-    /// Whether a full queue may hold its publishers now (and, for a client,
-    /// brings its credit up to date).
-    fn may_hold(&self, q: &mut Queue) -> bool {
-        match self.kind {
-            Kind::Client => {
-                self.refill(q);
-                q.credit.ns >= HOLD_MIN.as_nanos() as i64
-            }
-            Kind::Link => q.progress.elapsed() < LINK_STUCK,
-        }
-    }
-
-    fn refill(&self, q: &mut Queue) {
-        let now = Instant::now();
-        let dt = now.duration_since(q.credit.at).as_nanos() as i64;
-        let frames = self.stats.frames_out.load(Ordering::Relaxed);
-        let df = frames.saturating_sub(q.credit.frames) as i64;
-        let earned = dt.saturating_mul(HOLD_SHARE_PER_MILLE as i64) / 1000
-            + df.saturating_mul(HOLD_PER_MESSAGE.as_nanos() as i64);
-        q.credit.ns = q
-            .credit
-            .ns
-            .saturating_add(earned)
-            .min(HOLD_CAP.as_nanos() as i64);
-        q.credit.at = now;
-        q.credit.frames = frames;
-    }
-
-    /// How long a publisher may wait for room now before giving up on this outbox.
-    pub fn allowance(&self) -> Duration {
+    /// How long this outbox may hold a publisher now, as (what it earned by
+    /// reading, which the publisher does not pay for; its share of wall time,
+    /// which the publisher's own budget must also cover). A link's time left
+    /// before it counts as stuck is all "earned".
+    pub fn credit(&self) -> (Duration, Duration) {
         let mut q = self.queue.lock();
+        self.credit_locked(&mut q)
+    }
+
+    fn credit_locked(&self, q: &mut Queue) -> (Duration, Duration) {
         match self.kind {
-            Kind::Client => {
-                self.refill(&mut q);
-                Duration::from_nanos(q.credit.ns.max(0) as u64)
-            }
-            Kind::Link => LINK_STUCK.saturating_sub(q.progress.elapsed()),
+            Kind::Client => (
+                Duration::from_nanos(q.credit.earned.max(0) as u64),
+                q.credit.share.available(),
+            ),
+            Kind::Link => (
+                LINK_STUCK.saturating_sub(q.progress.elapsed()),
+                Duration::ZERO,
+            ),
         }
     }
 
-    /// A publisher waited `held` for room here.
-    pub fn charge(&self, held: Duration) {
+    /// How long a publisher whose own budget for unearned holds is `unearned` may
+    /// wait for room here alone.
+    pub fn allowance(&self, unearned: Duration) -> Duration {
+        let (earned, share) = self.credit();
+        earned + share.min(unearned)
+    }
+
+    fn allowance_locked(&self, q: &mut Queue, unearned: Duration) -> Duration {
+        let (earned, share) = self.credit_locked(q);
+        earned + share.min(unearned)
+    }
+
+    /// A publisher waited `held` for room here. Returns the part of it not paid
+    /// for by what this outbox earned by reading (for the publisher's own budget).
+    pub fn charge(&self, held: Duration) -> Duration {
         self.stats.holds.fetch_add(1, Ordering::Relaxed);
         self.stats
             .held_ns
             .fetch_add(held.as_nanos() as u64, Ordering::Relaxed);
-        if self.kind == Kind::Client {
-            let mut q = self.queue.lock();
-            self.refill(&mut q);
-            q.credit.ns -= held.as_nanos() as i64;
+        if self.kind == Kind::Link {
+            return Duration::ZERO;
         }
+        let mut q = self.queue.lock();
+        let held_ns = held.as_nanos() as i64;
+        let from_earned = held_ns.min(q.credit.earned.max(0));
+        q.credit.earned -= from_earned;
+        let rest = Duration::from_nanos((held_ns - from_earned) as u64);
+        q.credit.share.spend(rest);
+        rest
     }
 
     /// Forgets a waiter (its reader gave up or went away).
@@ -370,7 +433,10 @@ impl Outbox {
         let idle = q.frames.is_empty();
         match self.kind {
             Kind::Client => q.unreported += count,
-            Kind::Link => q.lost.add(locations, count),
+            Kind::Link => q
+                .lost
+                .get_or_insert_with(Default::default)
+                .add(locations, count),
         }
         idle
     }
@@ -404,7 +470,7 @@ impl Outbox {
             Kind::Client => dropped - q.reported,
             Kind::Link => 0, // reported through `lost`
         };
-        if q.frames.is_empty() && new_drops == 0 && q.unreported == 0 && q.lost.is_empty() {
+        if q.frames.is_empty() && new_drops == 0 && q.unreported == 0 && q.lost.is_none() {
             return false;
         }
         std::mem::swap(&mut q.frames, into);
@@ -416,8 +482,8 @@ impl Outbox {
         if lost > 0 {
             report.push(Frame::Lossage(lost).to_bytes());
         }
-        if !q.lost.is_empty() {
-            report.extend(std::mem::take(&mut q.lost).frames(self.max_frame));
+        if let Some(lost) = q.lost.take() {
+            report.extend(lost.frames(self.max_frame));
         }
         for f in report.into_iter().rev() {
             q.count += 1;
@@ -478,6 +544,11 @@ impl Outbox {
             self.dropping.store(false, Ordering::Relaxed);
         }
         let mut q = self.queue.lock();
+        if !q.waiters.is_empty() && self.kind == Kind::Client {
+            // Read while publishers wait for it: it earns the right to hold them.
+            let earned = HOLD_PER_MESSAGE.as_nanos() as i64 * frames as i64;
+            q.credit.earned = (q.credit.earned + earned).min(HOLD_CAP.as_nanos() as i64);
+        }
         q.bytes -= bytes.min(q.bytes);
         q.count -= frames.min(q.count);
         q.progress = Instant::now();
@@ -493,10 +564,6 @@ impl Outbox {
     /// flushing what it routed: it leaves a full socket to the writer task. The
     /// writer task passes false.
     pub fn flush(&self, direct: bool) -> Flushed {
-        let Some(sock) = self.sock.get() else {
-            self.notify.notify_one();
-            return Flushed::Blocked;
-        };
         let mut wire = if direct {
             match self.wire.try_lock() {
                 Some(w) => w,
@@ -512,6 +579,10 @@ impl Outbox {
         if direct && wire.blocked {
             return Flushed::Blocked;
         }
+        let Some(sock) = wire.sock.clone() else {
+            // Not attached yet (the writer will flush when it starts), or over.
+            return Flushed::Blocked;
+        };
         loop {
             if wire.batch.is_empty() && !self.take(&mut wire.batch) {
                 let q = self.queue.lock();
@@ -521,7 +592,7 @@ impl Outbox {
                     Flushed::Idle
                 };
             }
-            match write_some(sock, &mut wire.batch) {
+            match write_some(&sock, &mut wire.batch) {
                 Ok((bytes, frames)) => {
                     wire.blocked = false;
                     self.written(bytes, frames);
@@ -627,10 +698,6 @@ fn write_some(sock: &TcpStream, batch: &mut VecDeque<Bytes>) -> std::io::Result<
 }
 
 impl LossMap {
-    fn is_empty(&self) -> bool {
-        self.by_locations.is_empty() && self.unknown == 0
-    }
-
     /// Counts `n` messages lost to `raw` (`str16` locations, as in a message
     /// header). Past [`LOSS_KEYS`] distinct lists, losses are kept per domain of the
     /// first location; past twice that, as "unknown" (reported to everyone).
@@ -755,24 +822,50 @@ mod tests {
         MessageView::parse(&f[5..]).unwrap()
     }
 
+    /// A publisher that may wait, with a fresh budget of its own.
+    fn hold<'a>(w: &'a Arc<Notify>, b: &'a mut Budget) -> Option<Hold<'a>> {
+        Some(Hold {
+            waker: w,
+            unearned: b,
+        })
+    }
+
+    fn budget() -> Budget {
+        Budget::new(HOLD_START, PUBLISHER_HOLD_PER_MILLE, HOLD_CAP)
+    }
+
     #[test]
     fn queues_until_full_then_holds_then_drops_and_counts() {
         let f = frame("a@x.org");
         let ob = Outbox::new(Kind::Client, 2, 1000, 4096, "t".into());
         let w = Arc::new(Notify::new());
+        let mut b = budget();
         assert_eq!(ob.offer(&f, &view(&f), None), Offer::Queued { first: true });
         assert_eq!(
             ob.offer(&f, &view(&f), None),
             Offer::Queued { first: false }
         );
         // Full: a reader with a waker may wait (a fresh outbox has credit) ...
-        assert_eq!(ob.offer(&f, &view(&f), Some(&w)), Offer::Full);
+        assert_eq!(ob.offer(&f, &view(&f), hold(&w, &mut b)), Offer::Full);
         // ... one without drops it.
         assert_eq!(ob.offer(&f, &view(&f), None), Offer::Dropped);
         assert_eq!(ob.stats.dropped.load(Ordering::Relaxed), 1);
         // Spending the credit ends the holding.
         ob.charge(HOLD_CAP);
-        assert_eq!(ob.offer(&f, &view(&f), Some(&w)), Offer::Dropped);
+        assert_eq!(ob.offer(&f, &view(&f), hold(&w, &mut b)), Offer::Dropped);
+        // A publisher whose own budget for unearned holds is spent does not wait
+        // even for an outbox that could still hold it.
+        let fresh = Outbox::new(Kind::Client, 1, 1000, 4096, "t".into());
+        assert!(matches!(
+            fresh.offer(&f, &view(&f), None),
+            Offer::Queued { .. }
+        ));
+        let mut spent = budget();
+        spent.spend(HOLD_CAP);
+        assert_eq!(
+            fresh.offer(&f, &view(&f), hold(&w, &mut spent)),
+            Offer::Dropped
+        );
         assert_eq!(ob.stats.dropped.load(Ordering::Relaxed), 2);
         ob.push_control(Frame::Pong(1).to_bytes());
         let mut batch = VecDeque::new();
@@ -791,11 +884,12 @@ mod tests {
         let f = frame("a@x.org");
         let ob = Outbox::new(Kind::Client, 1, 1000, 4096, "t".into());
         let w = Arc::new(Notify::new());
+        let mut b = budget();
         assert!(matches!(
             ob.offer(&f, &view(&f), None),
             Offer::Queued { .. }
         ));
-        assert_eq!(ob.offer(&f, &view(&f), Some(&w)), Offer::Full);
+        assert_eq!(ob.offer(&f, &view(&f), hold(&w, &mut b)), Offer::Full);
         let mut batch = VecDeque::new();
         assert!(ob.take(&mut batch));
         ob.written(f.len(), 1);
@@ -810,7 +904,7 @@ mod tests {
                 .expect("woken when there was room");
         });
         ob.close();
-        assert_eq!(ob.offer(&f, &view(&f), Some(&w)), Offer::Dropped);
+        assert_eq!(ob.offer(&f, &view(&f), hold(&w, &mut b)), Offer::Dropped);
     }
 
     #[test]
@@ -822,21 +916,42 @@ mod tests {
         let f = Frame::Deliver(big).to_bytes();
         let ob = Outbox::new(Kind::Client, 100, 1 << 20, 4096, "t".into());
         let w = Arc::new(Notify::new());
-        assert_eq!(ob.offer(&f, &view(&f), Some(&w)), Offer::Dropped);
+        let mut b = budget();
+        assert_eq!(ob.offer(&f, &view(&f), hold(&w, &mut b)), Offer::Dropped);
         assert_eq!(ob.stats.dropped.load(Ordering::Relaxed), 1);
     }
 
     #[test]
-    fn credit_is_earned_by_time_and_by_reading() {
+    fn credit_is_earned_by_reading_while_publishers_wait() {
+        let f = frame("a@x.org");
         let ob = Outbox::new(Kind::Client, 1, 1000, 4096, "t".into());
+        let w = Arc::new(Notify::new());
         ob.charge(HOLD_CAP * 2);
-        let a = ob.allowance();
-        assert_eq!(a, Duration::ZERO, "in debt");
-        // 1,000,000 messages read earn 250 ms, which pays the 40 ms debt; the
-        // credit is capped.
-        ob.stats.frames_out.store(1_000_000, Ordering::Relaxed);
-        let a = ob.allowance();
-        assert_eq!(a, HOLD_CAP);
+        assert_eq!(ob.allowance(HOLD_CAP), Duration::ZERO, "in debt");
+        // Written while nobody waits (filling socket buffers, say): nothing earned.
+        ob.written(1, 1_000_000);
+        assert_eq!(ob.allowance(HOLD_CAP), Duration::ZERO);
+        // Written while a publisher waits for room: each message earns; 1,000,000
+        // of them pay the debt, and the credit is capped.
+        assert!(matches!(
+            ob.offer(&f, &view(&f), None),
+            Offer::Queued { .. }
+        ));
+        q_waiter(&ob, &w);
+        ob.written(1, 1_000_000);
+        // Earned credit is spendable whatever the publisher's own budget.
+        assert_eq!(ob.allowance(Duration::ZERO), HOLD_CAP);
+        // Spending it costs the publisher nothing; past it, the rest is unearned.
+        assert_eq!(ob.charge(HOLD_CAP), Duration::ZERO);
+        assert_eq!(
+            ob.charge(Duration::from_millis(3)),
+            Duration::from_millis(3)
+        );
+    }
+
+    /// Registers `w` as waiting for room, as a full offer would.
+    fn q_waiter(ob: &Outbox, w: &Arc<Notify>) {
+        ob.queue.lock().waiters.push(w.clone());
     }
 
     #[test]
