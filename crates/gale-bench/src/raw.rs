@@ -42,6 +42,22 @@ impl Galed {
         bail!("galed exited before listening")
     }
 
+    /// CPU time galed has used so far, all threads, in nanoseconds (from
+    /// /proc/PID/task/*/schedstat): a cost that the machine's noise does not move
+    /// the way it moves wall-clock rates.
+    pub fn cpu_ns(&self) -> Result<u64> {
+        let mut total = 0;
+        for t in std::fs::read_dir(format!("/proc/{}/task", self.child.id()))? {
+            let st = std::fs::read_to_string(t?.path().join("schedstat"))?;
+            total += st
+                .split_whitespace()
+                .next()
+                .context("schedstat")?
+                .parse::<u64>()?;
+        }
+        Ok(total)
+    }
+
     /// Resident set size of the galed process, in bytes.
     pub fn rss(&self) -> Result<u64> {
         let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;

@@ -436,13 +436,16 @@ pub async fn memory(cfg: &Setup, n: usize) -> Result<()> {
 }
 
 /// Publisher rate with nobody subscribed: the yardstick for the overload scenarios.
-fn alone_rate(cfg: &Setup, n: u64) -> Result<f64> {
+/// Returns (messages/s, galed CPU ns per message).
+fn alone_rate(cfg: &Setup, n: u64) -> Result<(f64, f64)> {
     let g = Galed::start(&cfg.galed, &[])?;
+    let cpu = g.cpu_ns()?;
     let t = vec![publish_frame("st@x.org", BODY)];
     let p = publisher(g.addr, t, n, Vec::new(), 1, 0)
         .join()
         .expect("publisher")?;
-    Ok(n as f64 / p.elapsed.as_secs_f64())
+    let per = (g.cpu_ns()? - cpu) as f64 / n as f64;
+    Ok((n as f64 / p.elapsed.as_secs_f64(), per))
 }
 
 /// Reads a subscriber that sat stalled, to the end: returns (delivered, lost).
@@ -461,7 +464,7 @@ pub async fn stalled(cfg: &Setup) -> Result<()> {
     let mut vs_alone = Vec::new();
     let mut detail = Vec::new();
     for _ in 0..cfg.runs {
-        let alone = alone_rate(cfg, n)?;
+        let (alone, _) = alone_rate(cfg, n)?;
         let mut rate = [0f64; 2];
         let mut outcome = (0u64, 0u64, 0u64);
         for (k, with_stalled) in [false, true].into_iter().enumerate() {
@@ -521,23 +524,28 @@ pub async fn stalled(cfg: &Setup) -> Result<()> {
 pub async fn slow_reader(cfg: &Setup, rate: u64) -> Result<()> {
     let n = cfg.messages;
     let mut ratios = Vec::new();
+    let mut cpu_ratios = Vec::new();
     let mut detail = Vec::new();
     for _ in 0..cfg.runs {
-        let alone = alone_rate(cfg, n)?;
+        let (alone, alone_cpu) = alone_rate(cfg, n)?;
         let g = Galed::start(&cfg.galed, &[])?;
         let mut s = Raw::connect(g.addr).await?;
         s.subscribe(&["st@x.org"]).await?;
         let frame = publish_frame("st@x.org", BODY);
         let reader = tokio::spawn(s.count_slowly(n, rate, frame.len()));
         let t = vec![frame];
+        let cpu = g.cpu_ns()?;
         let published = publisher(g.addr, t, n, Vec::new(), 1, 0)
             .join()
             .expect("publisher thread")?;
+        let with_cpu = (g.cpu_ns()? - cpu) as f64 / n as f64;
+        cpu_ratios.push(with_cpu / alone_cpu);
         let with = n as f64 / published.elapsed.as_secs_f64();
         if std::env::var_os("GALE_BENCH_DEBUG").is_some() {
             eprintln!(
-                "  publisher took {:?}; galed: {}",
+                "  publisher took {:?}; galed RSS {} MB; clients: {}",
                 published.elapsed,
+                g.rss()? / 1_000_000,
                 crate::raw::status(g.addr)?["clients"]
             );
         }
@@ -553,9 +561,10 @@ pub async fn slow_reader(cfg: &Setup, rate: u64) -> Result<()> {
     }
     println!(
         "reader at {rate} msgs/s, unpaced publisher: publisher rate = median {:.3} x its rate \
-         with no subscriber (each run: msgs/s alone, with the reader, reader's delivered, \
-         reported LOSSAGE, unaccounted): {:?}",
+         with no subscriber; galed CPU per message = median {:.3} x (each run: msgs/s alone, \
+         with the reader, reader's delivered, reported LOSSAGE, unaccounted): {:?}",
         median(&mut ratios),
+        median(&mut cpu_ratios),
         detail
     );
     Ok(())

@@ -207,6 +207,9 @@ struct Queue {
     closed: bool,
     /// Readers waiting for room.
     waiters: Vec<Arc<Notify>>,
+    /// It has dropped since it was last empty: it drains slowly, so frames are
+    /// copied into the queue rather than pin the publishers' read buffers.
+    slow: bool,
     credit: Credit,
     /// Link: when the link last wrote, or last went from empty to non-empty.
     progress: Instant,
@@ -264,6 +267,7 @@ impl Outbox {
                 lost: None,
                 closed: false,
                 waiters: Vec::new(),
+                slow: false,
                 credit: Credit {
                     earned: 0,
                     share: Budget::new(HOLD_START, HOLD_SHARE_PER_MILLE, HOLD_CAP),
@@ -320,8 +324,16 @@ impl Outbox {
         }
         let fits = frame.len().saturating_sub(4) <= self.max_frame;
         if fits && q.count < self.max_frames && q.bytes + frame.len() <= self.max_bytes {
+            // A frame shares the publisher's read buffer (64 KiB). In the queue of
+            // a destination that drains slowly it would keep that whole buffer
+            // alive for a long time, one buffer per frame at worst: copy it.
+            let frame = if q.slow {
+                Bytes::copy_from_slice(frame)
+            } else {
+                frame.clone()
+            };
             return Offer::Queued {
-                first: self.enqueue(&mut q, frame.clone()),
+                first: self.enqueue(&mut q, frame),
             };
         }
         if let (true, Some(h)) = (fits, hold) {
@@ -336,6 +348,7 @@ impl Outbox {
         if self.kind == Kind::Client {
             self.dropping.store(true, Ordering::Relaxed);
         }
+        q.slow = true;
         self.count_drop(&mut q, view);
         let log = self.due_log(&mut q);
         drop(q);
@@ -552,6 +565,9 @@ impl Outbox {
         q.bytes -= bytes.min(q.bytes);
         q.count -= frames.min(q.count);
         q.progress = Instant::now();
+        if q.count == 0 {
+            q.slow = false;
+        }
         if !q.waiters.is_empty() && q.count <= self.max_frames / 2 && q.bytes <= self.max_bytes / 2
         {
             for w in q.waiters.drain(..) {
@@ -877,6 +893,29 @@ mod tests {
         assert_eq!(ob.depth(), (0, 0));
         batch.clear();
         assert!(!ob.take(&mut batch));
+    }
+
+    #[test]
+    fn a_slow_destination_keeps_copies_not_the_publishers_buffers() {
+        let f = frame("a@x.org");
+        let ob = Outbox::new(Kind::Client, 1, 1000, 4096, "t".into());
+        assert!(matches!(
+            ob.offer(&f, &view(&f), None),
+            Offer::Queued { .. }
+        ));
+        assert_eq!(ob.offer(&f, &view(&f), None), Offer::Dropped);
+        // Room again, but it has dropped since it was last empty: slow.
+        ob.queue.lock().count = 0;
+        ob.queue.lock().bytes = 0;
+        ob.dropping.store(false, Ordering::Relaxed);
+        assert!(matches!(
+            ob.offer(&f, &view(&f), None),
+            Offer::Queued { .. }
+        ));
+        let q = ob.queue.lock();
+        assert_eq!(q.frames[0].as_ptr(), f.as_ptr(), "first: shared");
+        assert_ne!(q.frames[1].as_ptr(), f.as_ptr(), "while slow: a copy");
+        assert_eq!(q.frames[1], f);
     }
 
     #[test]
