@@ -4,6 +4,7 @@
 //! starts `target/release/galed`, so build that first with `cargo build --release`).
 //! Each scenario prints one line of figures; `--runs N` repeats and prints medians.
 
+mod anchors;
 mod raw;
 mod scenarios;
 
@@ -16,7 +17,8 @@ struct Args {
     /// Scenarios to run: fanout (1->1 and 1->16 firehose), hop (firehose and
     /// latency across 2 and 3 linked servers), latency, match, many, memory, stalled
     /// (a stalled subscriber beside a healthy one), slow (a 10,000 msgs/s reader),
-    /// tree, or all.
+    /// tree, anchors (the same firehose against nats-server and redis-server, if
+    /// installed), or all.
     #[arg(default_value = "all")]
     which: Vec<String>,
     /// Repeat each scenario this many times and report the median.
@@ -89,6 +91,9 @@ fn main() -> Result<()> {
     }
     if want("stalled") {
         rt.block_on(scenarios::stalled(&cfg))?;
+    }
+    if want("anchors") {
+        anchors::run(&cfg)?;
     }
     if want("slow") {
         rt.block_on(scenarios::slow_reader(&cfg, 10_000))?;
