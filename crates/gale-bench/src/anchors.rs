@@ -84,11 +84,7 @@ impl Anchor for Nats {
         while let Some(eol) = find_crlf(&buf[at..]) {
             let line = &buf[at..at + eol];
             if line.starts_with(b"MSG ") {
-                let len: usize = std::str::from_utf8(line)
-                    .ok()
-                    .and_then(|l| l.rsplit(' ').next())
-                    .and_then(|x| x.parse().ok())
-                    .unwrap_or(0);
+                let len = trailing_number(line);
                 let end = at + eol + 2 + len + 2;
                 if end > buf.len() {
                     break;
@@ -121,8 +117,8 @@ impl Anchor for Redis {
     fn scan(&self, buf: &[u8]) -> (usize, u64) {
         // Pushes are arrays of bulk strings: *3 $7 message $5 bench $128 <body>.
         let (mut at, mut n) = (0, 0);
-        while let Some((len, elems)) = resp_array(&buf[at..]) {
-            if elems.first().is_some_and(|e| *e == b"message") {
+        while let Some((len, first)) = resp_array(&buf[at..]) {
+            if first == Some(b"message".as_slice()) {
                 n += 1;
             }
             at += len;
@@ -131,40 +127,51 @@ impl Anchor for Redis {
     }
 }
 
+/// Where the first "\r\n" starts (records here never hold a lone '\n').
 fn find_crlf(b: &[u8]) -> Option<usize> {
-    b.windows(2).position(|w| w == b"\r\n")
+    let nl = b.iter().position(|&c| c == b'\n')?;
+    (nl > 0 && b[nl - 1] == b'\r').then(|| nl - 1)
+}
+
+/// The decimal number at the end of `line`.
+fn trailing_number(line: &[u8]) -> usize {
+    let digits = line.iter().rev().take_while(|c| c.is_ascii_digit()).count();
+    line[line.len() - digits..]
+        .iter()
+        .fold(0, |n, d| n * 10 + usize::from(d - b'0'))
 }
 
 /// One RESP array of bulk strings (or a simple line) at the front of `b`:
-/// (its length, its elements).
-fn resp_array(b: &[u8]) -> Option<(usize, Vec<&[u8]>)> {
+/// (its length, its first element).
+fn resp_array(b: &[u8]) -> Option<(usize, Option<&[u8]>)> {
     let eol = find_crlf(b)?;
     if b.first() != Some(&b'*') {
-        return Some((eol + 2, Vec::new())); // +PONG, :N and the like
+        return Some((eol + 2, None)); // +PONG, :N and the like
     }
-    let count: usize = std::str::from_utf8(&b[1..eol]).ok()?.parse().ok()?;
+    let count = trailing_number(&b[1..eol]);
     let mut at = eol + 2;
-    let mut elems = Vec::with_capacity(count);
+    let mut first = None;
     for _ in 0..count {
         let rest = &b[at..];
         let e = find_crlf(rest)?;
-        match rest.first()? {
+        let elem = match rest.first()? {
             b'$' => {
-                let len: usize = std::str::from_utf8(&rest[1..e]).ok()?.parse().ok()?;
+                let len = trailing_number(&rest[1..e]);
                 let start = at + e + 2;
                 if start + len + 2 > b.len() {
                     return None;
                 }
-                elems.push(&b[start..start + len]);
                 at = start + len + 2;
+                &b[start..start + len]
             }
             _ => {
-                elems.push(&rest[1..e]);
                 at += e + 2;
+                &rest[1..e]
             }
-        }
+        };
+        first.get_or_insert(elem);
     }
-    Some((at, elems))
+    Some((at, first))
 }
 
 fn connect(a: &dyn Anchor, addr: SocketAddr) -> Result<TcpStream> {
