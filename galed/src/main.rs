@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use gale_server::{config::DEFAULT_PORT, Config, Router};
+use gale_net::{RawClient, ServerAddr};
+use gale_server::{Config, Router};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
@@ -127,62 +128,29 @@ fn load_config(args: &Args) -> Result<Config> {
         config.client_queue_bytes = q;
     }
     config.links.extend(args.links.iter().cloned());
-    for spec in &config.links {
-        gale_server::link::parse_link(spec).map_err(anyhow::Error::msg)?;
-    }
     config.validate()?;
     Ok(config)
 }
 
 /// Asks a running galed for its status and prints the JSON it returns.
 async fn print_status(addr: &str) -> Result<()> {
-    use gale_proto::frame::{Frame, Hello};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = if addr.contains(':') {
-        addr.to_string()
-    } else {
-        format!("{addr}:{DEFAULT_PORT}")
-    };
-    let mut s = tokio::net::TcpStream::connect(&addr)
+    let addr = ServerAddr::parse(addr)?;
+    let mut c = RawClient::connect((addr.host.as_str(), addr.port), "galed --status")
         .await
-        .with_context(|| format!("cannot connect to galed at {addr}"))?;
-    let hello = Hello {
-        min_version: 1,
-        max_version: 1,
-        max_frame: gale_proto::limits::DEFAULT_MAX_FRAME,
-        role: 0,
-        agent: "galed --status".into(),
-    };
-    let mut out = Frame::Hello(hello).to_bytes().to_vec();
-    out.extend_from_slice(&Frame::StatusRequest.to_bytes());
-    s.write_all(&out).await?;
-    let mut buf = bytes::BytesMut::new();
-    loop {
-        while let Some(f) = Frame::decode(&mut buf, gale_proto::limits::DEFAULT_MAX_FRAME)? {
-            match f {
-                Frame::Status(json) => {
-                    println!("{json}");
-                    return Ok(());
-                }
-                Frame::Error { text, .. } => anyhow::bail!("galed at {addr} refused: {text}"),
-                _ => {}
-            }
-        }
-        if s.read_buf(&mut buf).await? == 0 {
-            anyhow::bail!("galed at {addr} closed the connection without a status");
-        }
-    }
+        .with_context(|| format!("cannot talk to galed at {addr}"))?;
+    let json = c
+        .status()
+        .await
+        .with_context(|| format!("galed at {addr} gave no status"))?;
+    println!("{json}");
+    Ok(())
 }
 
 async fn serve(mut config: Config) -> Result<()> {
     let mut listeners = Vec::new();
     for addr in &config.listen {
-        let addr = if addr.contains(':') {
-            addr.clone()
-        } else {
-            format!("{addr}:{DEFAULT_PORT}")
-        };
-        let l = TcpListener::bind(&addr).await.with_context(|| {
+        let addr = ServerAddr::parse_listen(addr)?;
+        let l = TcpListener::bind((addr.host.as_str(), addr.port)).await.with_context(|| {
             format!("cannot listen on {addr} (is another galed running there? choose another with --listen)")
         })?;
         // A stable line on stderr, for people and for tests that listen on port 0.

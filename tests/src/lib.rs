@@ -515,159 +515,66 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// A raw protocol client, for what gsub cannot do on demand (unsubscribe).
-pub struct RawClient {
-    s: std::net::TcpStream,
-    buf: Vec<u8>,
-}
+/// A raw protocol client (gale-net's), for what gsub cannot do on demand: the
+/// calls a test needs, each panicking with the reason when it fails.
+pub struct RawClient(gale_net::raw::blocking::RawClient);
 
 impl RawClient {
     pub fn connect(addr: SocketAddr) -> RawClient {
-        use gale_proto::frame::{Frame, Hello};
-        let s = std::net::TcpStream::connect(addr).expect("connect");
-        let mut c = RawClient { s, buf: Vec::new() };
-        let hello = Hello {
-            min_version: 1,
-            max_version: 1,
-            max_frame: 1 << 20,
-            role: 0,
-            agent: "test".into(),
-        };
-        c.send(&Frame::Hello(hello));
-        c.sync();
-        c
+        let mut c = gale_net::raw::blocking::RawClient::connect(addr, "test")
+            .unwrap_or_else(|e| panic!("raw client to {addr}: {e}"));
+        c.set_timeout(DEADLINE);
+        RawClient(c)
     }
 
     pub fn send(&mut self, f: &gale_proto::Frame) {
-        self.s.write_all(&f.to_bytes()).expect("write");
+        self.0.send(f).expect("send");
     }
 
     /// PING, and read until its PONG.
     pub fn sync(&mut self) {
-        use gale_proto::Frame;
-        self.send(&Frame::Ping(42));
-        self.s.set_read_timeout(Some(DEADLINE)).unwrap();
-        loop {
-            let mut b = bytes::BytesMut::from(&self.buf[..]);
-            while let Some(f) = Frame::decode(&mut b, 1 << 20).expect("frame") {
-                if f == Frame::Pong(42) {
-                    self.buf = b.to_vec();
-                    return;
-                }
-            }
-            self.buf = b.to_vec();
-            let mut chunk = [0u8; 4096];
-            let n = std::io::Read::read(&mut self.s, &mut chunk).expect("read");
-            assert!(n > 0, "server closed the connection");
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
+        self.0.sync().expect("PING/PONG");
     }
 
     pub fn subscribe(&mut self, loc: &str) {
         let l = gale_proto::Location::parse(loc).unwrap();
-        self.send(&gale_proto::Frame::Subscribe {
-            replace: false,
-            entries: vec![gale_proto::SubEntry::include(l)],
-        });
-        self.sync();
+        self.0
+            .subscribe_entries(false, vec![gale_proto::SubEntry::include(l)])
+            .expect("subscribe");
     }
 
     /// The next message delivered to this client, exactly as the server sent it.
     pub fn deliver(&mut self) -> gale_proto::Message {
-        use gale_proto::Frame;
-        self.s.set_read_timeout(Some(DEADLINE)).unwrap();
-        loop {
-            let mut b = bytes::BytesMut::from(&self.buf[..]);
-            while let Some(f) = Frame::decode(&mut b, 1 << 20).expect("frame") {
-                if let Frame::Deliver(m) = f {
-                    self.buf = b.to_vec();
-                    return m;
-                }
-            }
-            self.buf = b.to_vec();
-            let mut chunk = [0u8; 4096];
-            let n = std::io::Read::read(&mut self.s, &mut chunk).expect("read");
-            assert!(n > 0, "server closed the connection");
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
+        self.0.deliver().expect("a delivery")
     }
 
     /// Publishes `m` as it is (any id, locations and payload bytes) and waits
     /// until the server has taken it.
     pub fn publish(&mut self, m: gale_proto::Message) {
-        self.send(&gale_proto::Frame::Publish(m));
-        self.sync();
+        self.0.publish(m).expect("publish");
     }
 
     pub fn unsubscribe(&mut self, loc: &str) {
-        let l = gale_proto::Location::parse(loc).unwrap();
-        self.send(&gale_proto::Frame::Unsubscribe {
-            entries: vec![gale_proto::SubEntry::include(l)],
-        });
-        self.sync();
+        self.0.unsubscribe(&[loc]).expect("unsubscribe");
     }
 
-    /// Publishes `n` messages of `size` payload bytes to `loc`, each with its own
-    /// id (its sequence number in the first 8 bytes), writing 64 KiB at a time as
-    /// fast as the socket takes them (no pacing), then waits until the server has
-    /// taken them all (PING/PONG).
+    /// Publishes `n` messages of `size` payload bytes to `loc`, unpaced, then
+    /// waits until the server has taken them all (see gale-net).
     pub fn publish_burst(&mut self, loc: &str, n: u64, size: usize) {
-        use gale_proto::{Frame, Location, Message};
-        let to = vec![Location::parse(loc).unwrap()];
-        let mut payload = vec![b'x'; size.max(1)];
-        payload[0] = 0; // plain payload
-        let template = Frame::Publish(Message::new(to, bytes::Bytes::from(payload)))
-            .to_bytes()
-            .to_vec();
-        let per_write = (65_536 / template.len()).max(1) as u64;
-        let mut out = Vec::with_capacity(65_536 + template.len());
-        let mut i = 0u64;
-        while i < n {
-            out.clear();
-            for _ in 0..per_write.min(n - i) {
-                let at = out.len();
-                out.extend_from_slice(&template);
-                out[at + 5..at + 13].copy_from_slice(&i.to_be_bytes());
-                i += 1;
-            }
-            self.s.write_all(&out).expect("write");
-        }
-        self.sync();
+        self.0.publish_burst(loc, n, size).expect("burst");
     }
 
     /// Reads until `n` messages are accounted for, delivered or reported lost
     /// (LOSSAGE). Returns (delivered, lost); panics if nothing comes for
     /// `DEADLINE`.
     pub fn count(&mut self, n: u64) -> (u64, u64) {
-        self.s.set_read_timeout(Some(DEADLINE)).unwrap();
-        let (mut got, mut lost) = (0u64, 0u64);
-        let mut buf = std::mem::take(&mut self.buf);
-        let mut chunk = vec![0u8; 1 << 16];
-        loop {
-            let mut at = 0;
-            while buf.len() - at >= 5 && got + lost < n {
-                let len = u32::from_be_bytes(buf[at..at + 4].try_into().unwrap()) as usize;
-                if buf.len() - at < 4 + len {
-                    break;
-                }
-                match buf[at + 4] {
-                    0x11 => got += 1,
-                    0x40 => lost += u64::from_be_bytes(buf[at + 5..at + 13].try_into().unwrap()),
-                    _ => {}
-                }
-                at += 4 + len;
-            }
-            buf.drain(..at);
-            if got + lost >= n {
-                self.buf = buf;
-                return (got, lost);
-            }
-            let r = std::io::Read::read(&mut self.s, &mut chunk);
-            let k = r.unwrap_or_else(|e| {
-                panic!("{got} delivered and {lost} reported lost of {n}, then: {e}")
-            });
-            assert!(k > 0, "server closed the connection");
-            buf.extend_from_slice(&chunk[..k]);
-        }
+        let c = self.0.count(n, DEADLINE).expect("count");
+        assert!(
+            c.delivered + c.lost >= n,
+            "{} delivered and {} reported lost of {n}, then nothing for {DEADLINE:?}",
+            c.delivered,
+            c.lost
+        );
+        (c.delivered, c.lost)
     }
 }

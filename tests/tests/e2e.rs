@@ -195,9 +195,9 @@ fn a_stalled_subscriber_does_not_stall_others_and_is_told_its_loss() {
     let (got, lost) = reader.join().unwrap();
     assert_eq!((got, lost), (n + 1, 0), "the live subscriber lost nothing");
 
-    // The stalled one held the publisher back only within its hold budget: 1 ms,
-    // 3% of its age and 500 ns per message written to it while the publisher
-    // waited (at most all it was written; plus timer slack).
+    // The stalled one held the publisher back only within its hold budget: 20 ms,
+    // 3% of its age and 500 ns per message written to it after its socket was
+    // full (at most all it was written; plus timer slack).
     let st = g.status();
     let c = st["clients"]
         .as_array()
@@ -207,7 +207,7 @@ fn a_stalled_subscriber_does_not_stall_others_and_is_told_its_loss() {
         .expect("the stalled gsub's connection")
         .clone();
     let age_ms = started.elapsed().as_millis() as u64;
-    let budget = 1 + age_ms * 3 / 100 + c["frames_out"].as_u64().unwrap() / 2000;
+    let budget = 20 + age_ms * 3 / 100 + c["frames_out"].as_u64().unwrap() / 2000;
     let slack = 10 + 2 * c["holds"].as_u64().unwrap();
     let held = c["held_ms"].as_u64().unwrap();
     assert!(
@@ -349,7 +349,8 @@ fn galed_shuts_down_cleanly_on_sigterm() {
 fn many_stalled_subscribers_cost_a_publisher_no_more_than_one() {
     // Ten subscribers on ten locations that never read: each may hold publishers
     // for its own share of time, but one publisher's holds on credit nobody
-    // earned by reading are capped (5% of its time), however many there are.
+    // earned by reading are capped (20 ms, then 5% of its time), however many
+    // there are.
     let g = Galed::start(&[]);
     let locs: Vec<String> = (0..10).map(|i| format!("stuck{i}@example.org")).collect();
     let mut stalled = Vec::new();
@@ -370,7 +371,7 @@ fn many_stalled_subscribers_cost_a_publisher_no_more_than_one() {
     let holds: u64 = clients.iter().map(|c| c["holds"].as_u64().unwrap()).sum();
     let dropped: u64 = clients.iter().map(|c| c["dropped"].as_u64().unwrap()).sum();
     assert!(dropped > 0, "{st}");
-    let budget = 1 + age_ms * 5 / 100 + 10 + 2 * holds;
+    let budget = 20 + age_ms * 5 / 100 + 10 + 2 * holds;
     assert!(
         held <= budget,
         "publisher held {held} ms in {holds} holds over {age_ms} ms; budget {budget} ms"

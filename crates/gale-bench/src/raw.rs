@@ -6,12 +6,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use anyhow::{bail, Context, Result};
-use bytes::{Bytes, BytesMut};
-use gale_proto::frame::{Frame, Hello};
-use gale_proto::limits::DEFAULT_MAX_FRAME;
-use gale_proto::{Location, Message, SubEntry};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use gale_net::raw::scan;
+use gale_net::RawClient;
+use gale_proto::{Location, SubEntry};
+use tokio::io::AsyncReadExt;
 
 /// A galed child process, killed on drop.
 pub struct Galed {
@@ -34,8 +32,16 @@ impl Galed {
             let line = line?;
             if let Some(a) = line.strip_prefix("galed: listening on ") {
                 let addr = a.trim().parse()?;
-                // Keep draining stderr so galed never blocks on a full pipe.
-                std::thread::spawn(move || for _ in lines {});
+                // Keep draining stderr so galed never blocks on a full pipe; with
+                // GALE_BENCH_DEBUG, pass its warnings on.
+                let show = std::env::var_os("GALE_BENCH_DEBUG").is_some();
+                std::thread::spawn(move || {
+                    for l in lines.map_while(Result::ok) {
+                        if show && l.contains("WARN") {
+                            eprintln!("  galed: {l}");
+                        }
+                    }
+                });
                 return Ok(Galed { child, addr });
             }
         }
@@ -109,37 +115,10 @@ pub fn wait_for(mut cond: impl FnMut() -> Result<bool>) -> Result<()> {
     Ok(())
 }
 
-/// The HELLO every benchmark client sends.
-pub fn bench_hello() -> Hello {
-    Hello {
-        min_version: 1,
-        max_version: 1,
-        max_frame: DEFAULT_MAX_FRAME,
-        role: 0,
-        agent: "bench".into(),
-    }
-}
-
 /// A galed's status report (STATUS frame), over a short blocking connection.
 pub fn status(addr: SocketAddr) -> Result<serde_json::Value> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr)?;
-    let hello = bench_hello();
-    let mut out = Frame::Hello(hello).to_bytes().to_vec();
-    out.extend_from_slice(&Frame::StatusRequest.to_bytes());
-    s.write_all(&out)?;
-    let mut buf = BytesMut::new();
-    let mut chunk = vec![0u8; 65536];
-    loop {
-        while let Some(f) = Frame::decode(&mut buf, DEFAULT_MAX_FRAME)? {
-            if let Frame::Status(j) = f {
-                return Ok(serde_json::from_str(&j)?);
-            }
-        }
-        let n = s.read(&mut chunk)?;
-        anyhow::ensure!(n > 0, "closed before STATUS");
-        buf.extend_from_slice(&chunk[..n]);
-    }
+    let json = gale_net::raw::blocking::RawClient::connect(addr, "bench")?.status()?;
+    Ok(serde_json::from_str(&json)?)
 }
 
 /// Total interest `g` has received over all its links.
@@ -158,11 +137,7 @@ pub fn loc(s: &str) -> Location {
 
 /// One PUBLISH frame with a `size`-byte payload; the id sits at bytes 5..21.
 pub fn publish_frame(to: &str, size: usize) -> Vec<u8> {
-    let mut payload = vec![0u8; size];
-    payload[0] = 0; // plain payload kind
-    Frame::Publish(Message::new(vec![loc(to)], Bytes::from(payload)))
-        .to_bytes()
-        .to_vec()
+    gale_net::raw::burst_frame(&loc(to), size)
 }
 
 /// A subscriber's progress, watched by a pacing publisher.
@@ -172,58 +147,30 @@ pub struct Counter {
     pub moved: tokio::sync::Notify,
 }
 
+/// A benchmark client: gale-net's raw client with the counting the scenarios use.
 pub struct Raw {
-    pub s: TcpStream,
-    pub buf: BytesMut,
+    pub c: RawClient,
 }
 
 impl Raw {
     pub async fn connect(addr: SocketAddr) -> Result<Raw> {
-        let s = TcpStream::connect(addr).await?;
-        s.set_nodelay(true)?;
-        let mut r = Raw {
-            s,
-            buf: BytesMut::with_capacity(4096),
-        };
-        let hello = bench_hello();
-        r.s.write_all(&Frame::Hello(hello).to_bytes()).await?;
-        match r.next().await? {
-            Frame::Welcome(_) => Ok(r),
-            f => bail!("expected WELCOME, got {f:?}"),
-        }
-    }
-
-    pub async fn next(&mut self) -> Result<Frame> {
-        loop {
-            if let Some(f) = Frame::decode(&mut self.buf, DEFAULT_MAX_FRAME)? {
-                return Ok(f);
-            }
-            if self.s.read_buf(&mut self.buf).await? == 0 {
-                bail!("connection closed");
-            }
-        }
+        let mut c = RawClient::connect(addr, "bench").await?;
+        // Setting up thousands of subscribers may take a while before the first
+        // message comes.
+        c.set_timeout(std::time::Duration::from_secs(120));
+        Ok(Raw { c })
     }
 
     pub async fn subscribe(&mut self, locs: &[&str]) -> Result<()> {
-        self.subscribe_with(locs, true).await
+        self.c.subscribe(locs).await?;
+        Ok(())
     }
 
     /// SUBSCRIBE; `replace` false appends to the list instead of replacing it.
     pub async fn subscribe_with(&mut self, locs: &[&str], replace: bool) -> Result<()> {
         let entries = locs.iter().map(|l| SubEntry::include(loc(l))).collect();
-        let frame = Frame::Subscribe { replace, entries };
-        self.s.write_all(&frame.to_bytes()).await?;
-        self.sync().await
-    }
-
-    /// PING/PONG barrier: the server has acted on everything sent before.
-    pub async fn sync(&mut self) -> Result<()> {
-        self.s.write_all(&Frame::Ping(77).to_bytes()).await?;
-        loop {
-            if let Frame::Pong(77) = self.next().await? {
-                return Ok(());
-            }
-        }
+        self.c.subscribe_entries(replace, entries).await?;
+        Ok(())
     }
 
     /// Counts deliveries and reported losses until `want` are accounted for or the
@@ -238,46 +185,16 @@ impl Raw {
         Option<std::time::Instant>,
         Option<std::time::Instant>,
     )> {
-        let (mut got, mut lost) = (0u64, 0u64);
-        let (mut first, mut last) = (None, None);
-        // Small subscribers (many of them) need small buffers.
-        let mut buf = vec![0u8; if want > 10_000 { 1 << 20 } else { 64 << 10 }];
-        let mut have = 0usize;
-        while got + lost < want {
-            // Quiet for a second once messages flowed means the stream is over; before
-            // the first one, setting up the other subscribers may take a while.
-            let idle = if first.is_some() { 1 } else { 120 };
-            let n = match tokio::time::timeout(
-                std::time::Duration::from_secs(idle),
-                self.s.read(&mut buf[have..]),
-            )
-            .await
-            {
-                Ok(r) => r?,
-                Err(_) => break,
-            };
-            if n == 0 {
-                break;
-            }
-            let now = std::time::Instant::now();
-            first.get_or_insert(now);
-            last = Some(now);
-            have += n;
-            let (at, g, l) = scan(&buf[..have]);
-            got += g;
-            lost += l;
-            progress
-                .seen
-                .store(got + lost, std::sync::atomic::Ordering::Relaxed);
-            progress.moved.notify_one();
-            buf.copy_within(at..have, 0);
-            have -= at;
-        }
-        Ok((got, lost, first, last))
+        let c = self
+            .c
+            .count(want, std::time::Duration::from_secs(1), |n| {
+                progress.seen.store(n, std::sync::atomic::Ordering::Relaxed);
+                progress.moved.notify_one();
+            })
+            .await?;
+        Ok((c.delivered, c.lost, c.first, c.last))
     }
-}
 
-impl Raw {
     /// Reads only `rate` messages' worth of bytes a second (in 1 ms steps) until
     /// `want` messages are accounted for (delivered or reported lost) or nothing
     /// has come for two seconds. Returns (delivered, lost).
@@ -294,6 +211,7 @@ impl Raw {
         let mut allowance = 0usize;
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(1));
         let mut quiet = std::time::Instant::now();
+        let s = self.c.stream();
         while got + lost < want {
             tick.tick().await;
             allowance = (allowance + per_ms).min(buf.len() - have);
@@ -302,7 +220,7 @@ impl Raw {
             }
             let n = match tokio::time::timeout(
                 std::time::Duration::from_millis(1),
-                self.s.read(&mut buf[have..have + allowance]),
+                s.read(&mut buf[have..have + allowance]),
             )
             .await
             {
@@ -320,7 +238,7 @@ impl Raw {
             quiet = std::time::Instant::now();
             allowance -= n;
             have += n;
-            let (at, g, l) = scan(&buf[..have]);
+            let (at, g, l) = scan(&buf[..have], u64::MAX);
             got += g;
             lost += l;
             buf.copy_within(at..have, 0);
@@ -328,27 +246,6 @@ impl Raw {
         }
         Ok((got, lost))
     }
-}
-
-/// Counts the deliveries and the LOSSAGE totals among the whole frames at the front
-/// of `buf`. Returns (bytes they take, delivered, lost).
-fn scan(buf: &[u8]) -> (usize, u64, u64) {
-    let (mut at, mut got, mut lost) = (0usize, 0u64, 0u64);
-    while buf.len() - at >= 5 {
-        let len = u32::from_be_bytes(buf[at..at + 4].try_into().expect("4 bytes")) as usize;
-        if buf.len() - at < 4 + len {
-            break;
-        }
-        match buf[at + 4] {
-            0x11 => got += 1,
-            0x40 if len == 9 => {
-                lost += u64::from_be_bytes(buf[at + 5..at + 13].try_into().expect("8 bytes"))
-            }
-            _ => {}
-        }
-        at += 4 + len;
-    }
-    (at, got, lost)
 }
 
 pub fn median(v: &mut [f64]) -> f64 {

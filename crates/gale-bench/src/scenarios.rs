@@ -57,7 +57,7 @@ fn publisher(
     window: u64,
 ) -> std::thread::JoinHandle<Result<Published>> {
     std::thread::spawn(move || {
-        let mut s = blocking_client(addr, None)?;
+        let mut s = gale_net::raw::blocking::RawClient::connect(addr, "bench")?;
         let per_write = (PUB_WRITE / templates[0].len()).max(1);
         let mut out = Vec::with_capacity(PUB_WRITE + templates[0].len());
         let t = Instant::now();
@@ -84,30 +84,13 @@ fn publisher(
                 out[start + 5..start + 13].copy_from_slice(&i.to_be_bytes());
                 i += 1;
             }
-            s.write_all(&out)?;
+            s.send_raw(&out)?;
         }
-        blocking_sync(&mut s)?;
+        s.sync()?;
         Ok(Published {
             elapsed: t.elapsed(),
         })
     })
-}
-
-/// PING, then read until its PONG: galed has routed everything sent before.
-fn blocking_sync(s: &mut std::net::TcpStream) -> Result<()> {
-    s.write_all(&Frame::Ping(99).to_bytes())?;
-    let mut buf = BytesMut::new();
-    let mut chunk = vec![0u8; 65536];
-    loop {
-        while let Some(f) = Frame::decode(&mut buf, DEFAULT_MAX_FRAME)? {
-            if f == Frame::Pong(99) {
-                return Ok(());
-            }
-        }
-        let n = s.read(&mut chunk)?;
-        anyhow::ensure!(n > 0, "closed before PONG");
-        buf.extend_from_slice(&chunk[..n]);
-    }
 }
 
 type Counted = (u64, u64, Option<Instant>, Option<Instant>);
@@ -209,37 +192,14 @@ fn window_note(cfg: &Setup) -> String {
     }
 }
 
-/// Blocking handshake for the latency threads.
+/// A blocking client for the latency threads: subscribed to `sub` if given, then
+/// handed over as a plain socket.
 fn blocking_client(addr: std::net::SocketAddr, sub: Option<&str>) -> Result<std::net::TcpStream> {
-    let mut s = std::net::TcpStream::connect(addr)?;
-    s.set_nodelay(true)?;
-    let hello = crate::raw::bench_hello();
-    s.write_all(&Frame::Hello(hello).to_bytes())?;
+    let mut c = gale_net::raw::blocking::RawClient::connect(addr, "bench")?;
     if let Some(l) = sub {
-        let entries = vec![gale_proto::SubEntry::include(loc(l))];
-        s.write_all(
-            &Frame::Subscribe {
-                replace: true,
-                entries,
-            }
-            .to_bytes(),
-        )?;
+        c.subscribe(&[l])?;
     }
-    s.write_all(&Frame::Ping(1).to_bytes())?;
-    let mut buf = BytesMut::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        while let Some(f) = Frame::decode(&mut buf, DEFAULT_MAX_FRAME)? {
-            if f == Frame::Pong(1) {
-                return Ok(s);
-            }
-        }
-        let n = s.read(&mut chunk)?;
-        if n == 0 {
-            bail!("closed during handshake");
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
+    Ok(c.into_std()?)
 }
 
 pub fn latency(cfg: &Setup, rate: u64, servers: usize) -> Result<()> {

@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use gale_proto::{Message, SubscriptionList};
 
-use crate::backoff::Backoff;
 use crate::dedup::DEFAULT_DEDUP_CAPACITY;
 use crate::server::ServerAddr;
+use gale_net::Backoff;
 
 /// Most publishes held (queued or sent but not yet confirmed) by default.
 pub const DEFAULT_QUEUE_LIMIT: usize = 10_000;

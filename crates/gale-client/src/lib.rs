@@ -2,9 +2,9 @@
 //! pieces gsend and gsub share (composing, display, JSON, hooks).
 //!
 //! Module map:
-//! - [`server`]: [`ServerAddr`] lists (`host[:port],...`), `-s` / `$GALE_SERVER`.
+//! - [`server`]: which servers to try: `-s`, `$GALE_SERVER` (addresses and
+//!   [`Backoff`] are `gale-net`'s).
 //! - [`config`]: [`ClientConfig`] and its defaults.
-//! - [`backoff`]: [`Backoff`], reconnect delays as a pure function.
 //! - [`client`]: the [`Client`] handle: publish, flush, subscribe, will, close.
 //! - `task` (private): the task that owns the socket: failover, replay on
 //!   reconnect, PING/PONG confirmation of publishes, keepalive, dead-server detection.
@@ -28,7 +28,6 @@
 
 pub mod akd;
 pub mod args;
-pub mod backoff;
 pub mod client;
 pub mod compose;
 pub mod config;
@@ -48,11 +47,11 @@ pub mod secure;
 pub mod server;
 mod task;
 
-pub use backoff::Backoff;
 pub use client::Client;
 pub use compose::Compose;
 pub use config::ClientConfig;
 pub use dedup::RecentIds;
 pub use error::ClientError;
 pub use event::{Delivery, Event, Events, Unreadable, Verify};
+pub use gale_net::Backoff;
 pub use server::ServerAddr;

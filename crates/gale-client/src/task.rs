@@ -131,7 +131,10 @@ impl Task {
                     continue;
                 }
             }
-            let delay = self.cfg.backoff.delay(failures, rand::random::<f64>());
+            let delay = self
+                .cfg
+                .backoff
+                .delay(failures, gale_net::backoff::jitter());
             failures = failures.saturating_add(1);
             self.emit(Event::Reconnecting {
                 attempt: failures,

@@ -6,8 +6,7 @@ use std::time::Duration;
 use gale_proto::limits::{DEFAULT_MAX_FRAME, MIN_MAX_FRAME};
 use serde::Deserialize;
 
-/// Gale's port since 1999.
-pub const DEFAULT_PORT: u16 = 11512;
+pub use gale_net::DEFAULT_PORT;
 
 /// galed's settings. Every field has a default, so no file is needed.
 #[derive(Debug, Clone, Deserialize)]
@@ -71,6 +70,12 @@ pub enum ConfigError {
         path: String,
         source: Box<toml::de::Error>,
     },
+    #[error("config value {field} = {value} is not valid: {why}")]
+    Invalid {
+        field: &'static str,
+        value: String,
+        why: String,
+    },
     #[error("config value {field} = {value} is out of range: {why}")]
     Range {
         field: &'static str,
@@ -95,6 +100,20 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        for l in &self.listen {
+            gale_net::ServerAddr::parse_listen(l).map_err(|e| ConfigError::Invalid {
+                field: "listen",
+                value: format!("{l:?}"),
+                why: e.to_string(),
+            })?;
+        }
+        for l in &self.links {
+            gale_net::parse_server_list(l).map_err(|e| ConfigError::Invalid {
+                field: "links",
+                value: format!("{l:?}"),
+                why: e.to_string(),
+            })?;
+        }
         if self.max_frame < MIN_MAX_FRAME || self.max_frame > DEFAULT_MAX_FRAME {
             return Err(ConfigError::Range {
                 field: "max_frame",

@@ -19,6 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
+use gale_net::addr::{parse_server_list, ServerAddr};
+use gale_net::backoff::{self, Backoff};
 use gale_proto::frame::{self, ErrorCode, Frame, FrameType, Hello, Welcome};
 use gale_proto::limits::{
     DEFAULT_MAX_FRAME, FRAME_HEADER_LEN, MAX_HOPS, MIN_MAX_FRAME, PROTOCOL_VERSION,
@@ -29,7 +31,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::DEFAULT_PORT;
 use crate::connection::{describe, finish_writer, protocol, read_frames, write_loop, End};
 use crate::federation::LinkStats;
 use crate::flow::Routing;
@@ -40,49 +41,23 @@ use crate::router::Router;
 const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// A link that stayed up this long was healthy: redial at once when it breaks.
 const STABLE_LINK: Duration = Duration::from_secs(5);
-/// First and largest pause between rounds of failed dials.
-const REDIAL_MIN: Duration = Duration::from_millis(200);
-const REDIAL_MAX: Duration = Duration::from_secs(10);
 /// Outgoing queue of a link: links carry everything, so it is larger than a client's.
 const LINK_QUEUE_FRAMES: usize = 262_144;
 const LINK_QUEUE_BYTES: usize = 16 * 1024 * 1024;
 
-/// The pause before redial round `failures` (0-based): doubling from
-/// [`REDIAL_MIN`] to [`REDIAL_MAX`], with "equal jitter" (half fixed, half random,
-/// `jitter` in 0..1) so that servers restarted together do not redial in lockstep.
-pub fn redial_delay(failures: u32, jitter: f64) -> Duration {
-    let nominal = REDIAL_MIN
-        .saturating_mul(1u32 << failures.min(16))
-        .min(REDIAL_MAX);
-    nominal / 2 + nominal.mul_f64(jitter.clamp(0.0, 1.0) / 2.0)
-}
-
-/// Splits a `--link` value into its alternates, adding Gale's port where missing.
-pub fn parse_link(spec: &str) -> Result<Vec<String>, String> {
-    let alts: Vec<String> = spec
-        .split(',')
-        .map(str::trim)
-        .filter(|a| !a.is_empty())
-        .map(|a| {
-            if a.rsplit_once(':')
-                .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-            {
-                a.to_string()
-            } else {
-                format!("{a}:{DEFAULT_PORT}")
-            }
-        })
-        .collect();
-    if alts.is_empty() {
-        return Err(format!(
-            "--link {spec:?} names no server; write host:port[,host:port]"
-        ));
-    }
-    Ok(alts)
+/// Splits a `--link` value into its alternates (`host[:port],host[:port]`, Gale's
+/// port where none is given).
+pub fn parse_link(spec: &str) -> Result<Vec<ServerAddr>, String> {
+    parse_server_list(spec)
+        .map_err(|e| format!("--link {spec:?}: {e}; write host:port[,host:port]"))
 }
 
 /// Keeps one configured link up for as long as the server runs.
-pub async fn dial_loop(router: Arc<Router>, alternates: Vec<String>, shutdown: CancellationToken) {
+pub async fn dial_loop(
+    router: Arc<Router>,
+    alternates: Vec<ServerAddr>,
+    shutdown: CancellationToken,
+) {
     let mut failures = 0u32;
     loop {
         let mut healthy = false;
@@ -115,7 +90,7 @@ pub async fn dial_loop(router: Arc<Router>, alternates: Vec<String>, shutdown: C
             failures = 0;
             continue;
         }
-        let delay = redial_delay(failures, rand_unit());
+        let delay = Backoff::REDIAL.delay(failures, backoff::jitter());
         failures = failures.saturating_add(1);
         tracing::debug!("redialling {alternates:?} in {delay:?}");
         tokio::select! {
@@ -125,19 +100,12 @@ pub async fn dial_loop(router: Arc<Router>, alternates: Vec<String>, shutdown: C
     }
 }
 
-fn rand_unit() -> f64 {
-    // Good enough for jitter: the low bits of the clock.
-    let n = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    f64::from(n % 1000) / 1000.0
-}
-
 type Dialed = (TcpStream, BytesMut, String, SocketAddr);
 
-async fn dial(router: &Router, addr: &str) -> Result<Dialed, String> {
-    let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+async fn dial(router: &Router, addr: &ServerAddr) -> Result<Dialed, String> {
+    let mut stream = TcpStream::connect((addr.host.as_str(), addr.port))
+        .await
+        .map_err(|e| e.to_string())?;
     let _ = stream.set_nodelay(true);
     let sa = stream.peer_addr().map_err(|e| e.to_string())?;
     let hello = Frame::Hello(Hello {
@@ -388,27 +356,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn redial_backoff_table() {
-        let ms = |f, j| redial_delay(f, j).as_millis();
-        assert_eq!(
-            [
-                ms(0, 0.0),
-                ms(1, 0.0),
-                ms(2, 0.0),
-                ms(5, 0.0),
-                ms(6, 0.0),
-                ms(30, 0.0)
-            ],
-            [100, 200, 400, 3200, 5000, 5000]
-        );
-        assert_eq!([ms(0, 1.0), ms(3, 1.0), ms(9, 1.0)], [200, 1600, 10000]);
-        assert_eq!(ms(2, 0.5), 600);
-    }
-
-    #[test]
     fn link_specs() {
-        assert_eq!(parse_link("a:1,b").unwrap(), ["a:1", "b:11512"]);
-        assert_eq!(parse_link("[::1]:5").unwrap(), ["[::1]:5"]);
+        let s = |v: Vec<ServerAddr>| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        assert_eq!(s(parse_link("a:1,b").unwrap()), ["a:1", "b:11512"]);
+        assert_eq!(s(parse_link("[::1]:5").unwrap()), ["[::1]:5"]);
         assert!(parse_link(" , ").is_err());
     }
 }

@@ -11,16 +11,20 @@
 //! publisher's socket, so TCP slows the publisher down) and only drops when its
 //! hold budget is spent:
 //!
-//! - a client's outbox may hold publishers for what it has earned by reading,
-//!   500 ns for every message written to it while publishers were waiting for it
-//!   (saved up to 20 ms), plus a 3% share of wall-clock time (starting at 1 ms,
-//!   saved up to 20 ms). So a subscriber that reads fast earns the right to slow
-//!   a fast publisher down to its own pace, and one that reads slowly or not at
-//!   all costs publishers about 3% of their time. Messages written while nobody
-//!   waits earn nothing: they may only be filling socket buffers, which a stalled
-//!   reader has too;
+//! - a full queue is only the subscriber's doing while its socket is full too
+//!   (the last write did not take all it was offered); until then galed's own
+//!   writer has yet to run, and publishers wait for it free of charge;
+//! - a client's outbox may hold publishers for what it has earned by reading:
+//!   500 ns for every message written into room the subscriber made by reading
+//!   from a full socket (saved up to 250 ms), plus a 3% share of wall-clock time
+//!   (starting full, at 20 ms, saved up to 20 ms). So a subscriber that reads
+//!   fast earns the right to slow a fast publisher to its own pace, one that
+//!   pauses (a scheduling hiccup) for up to 20 ms loses nothing, and one that
+//!   reads slowly or not at all costs publishers about 3% of their time, after
+//!   the first 20 ms;
 //! - a publisher pays for the share part from a budget of its own (5% of its
-//!   time), so however many slow subscribers it meets, they cost it at most that;
+//!   time, starting full at 20 ms), so however many slow subscribers it meets,
+//!   they cost it at most that;
 //! - when a publisher waits for several full outboxes at once, they share the
 //!   charge;
 //! - a link's outbox holds for as long as the link makes progress, and drops only
@@ -56,13 +60,22 @@ pub const HOLD_PER_MESSAGE: Duration = Duration::from_nanos(500);
 /// Share of wall-clock time a publisher may be held by outboxes on credit they did
 /// not earn by reading, however many of them there are: 5%.
 pub const PUBLISHER_HOLD_PER_MILLE: u64 = 50;
-/// Most hold credit a client's outbox (or a publisher) can save up.
+/// Most share credit a client's outbox (or a publisher) can save up.
 pub const HOLD_CAP: Duration = Duration::from_millis(20);
-/// Hold credit a new client's outbox starts with.
-pub const HOLD_START: Duration = Duration::from_millis(1);
+/// Most credit a client's outbox can save up by reading: a subscriber that has
+/// shown it reads fast may pause this long (a scheduling hiccup, a burst of work)
+/// in the middle of a burst without losing anything.
+pub const HOLD_EARNED_CAP: Duration = Duration::from_millis(250);
+/// Share credit a new client's outbox (and a new publisher) starts with: the
+/// longest pause of a subscriber that has yet to earn anything that costs it
+/// nothing.
+pub const HOLD_START: Duration = Duration::from_millis(20);
 /// Publishers wait for a full outbox only if it has at least this much credit
 /// left; otherwise the message is dropped for it at once.
-pub const HOLD_MIN: Duration = Duration::from_millis(1);
+pub const HOLD_MIN: Duration = Duration::from_micros(200);
+/// How long a publisher waits, at a time, for an outbox whose socket still has
+/// room (its writer has not run yet), without charging anyone.
+pub const UNSATURATED_WAIT: Duration = Duration::from_millis(50);
 /// While a client's outbox is dropping, only one offer in this many looks at the
 /// clock to see whether it may hold publishers again; the rest are dropped at the
 /// cost of two atomic operations.
@@ -238,6 +251,12 @@ pub struct Outbox {
     notify: Notify,
     /// A client's queue is full and its hold budget spent: drop without locking.
     dropping: AtomicBool,
+    /// The socket's buffer is full: the last write did not take all it was
+    /// offered. Only then is a full queue the peer's doing (it does not read fast
+    /// enough) rather than galed's (its writer has not run yet), and only then is
+    /// holding publishers charged to it. What a write takes while saturated is
+    /// room the peer made by reading, which earns credit.
+    saturated: AtomicBool,
     kind: Kind,
     max_frames: usize,
     max_bytes: usize,
@@ -279,6 +298,7 @@ impl Outbox {
             wire: Mutex::new(Wire::default()),
             notify: Notify::new(),
             dropping: AtomicBool::new(false),
+            saturated: AtomicBool::new(false),
             kind,
             max_frames,
             max_bytes,
@@ -388,6 +408,10 @@ impl Outbox {
 
     fn credit_locked(&self, q: &mut Queue) -> (Duration, Duration) {
         match self.kind {
+            // Not the peer's doing: galed's own writer has yet to run.
+            Kind::Client if !self.saturated.load(Ordering::Relaxed) => {
+                (UNSATURATED_WAIT, Duration::ZERO)
+            }
             Kind::Client => (
                 Duration::from_nanos(q.credit.earned.max(0) as u64),
                 q.credit.share.available(),
@@ -418,7 +442,7 @@ impl Outbox {
         self.stats
             .held_ns
             .fetch_add(held.as_nanos() as u64, Ordering::Relaxed);
-        if self.kind == Kind::Link {
+        if self.kind == Kind::Link || !self.saturated.load(Ordering::Relaxed) {
             return Duration::ZERO;
         }
         let mut q = self.queue.lock();
@@ -545,8 +569,10 @@ impl Outbox {
         }
     }
 
-    /// Frames were written: `bytes` bytes, `frames` of them complete.
-    fn written(&self, bytes: usize, frames: usize) {
+    /// Frames were written: `bytes` bytes, `frames` of them complete;
+    /// `read_by_peer`: into room the peer made by reading (the socket had been
+    /// full), which earns hold credit.
+    fn written(&self, bytes: usize, frames: usize, read_by_peer: bool) {
         self.stats
             .bytes_out
             .fetch_add(bytes as u64, Ordering::Relaxed);
@@ -557,10 +583,10 @@ impl Outbox {
             self.dropping.store(false, Ordering::Relaxed);
         }
         let mut q = self.queue.lock();
-        if !q.waiters.is_empty() && self.kind == Kind::Client {
-            // Read while publishers wait for it: it earns the right to hold them.
+        if read_by_peer && self.kind == Kind::Client {
+            // Read as fast as it can: it earns the right to hold publishers.
             let earned = HOLD_PER_MESSAGE.as_nanos() as i64 * frames as i64;
-            q.credit.earned = (q.credit.earned + earned).min(HOLD_CAP.as_nanos() as i64);
+            q.credit.earned = (q.credit.earned + earned).min(HOLD_EARNED_CAP.as_nanos() as i64);
         }
         q.bytes -= bytes.min(q.bytes);
         q.count -= frames.min(q.count);
@@ -609,11 +635,13 @@ impl Outbox {
                 };
             }
             match write_some(&sock, &mut wire.batch) {
-                Ok((bytes, frames)) => {
+                Ok((bytes, frames, complete)) => {
+                    let read_by_peer = self.saturated.swap(!complete, Ordering::Relaxed);
                     wire.blocked = false;
-                    self.written(bytes, frames);
+                    self.written(bytes, frames, read_by_peer);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    self.saturated.store(true, Ordering::Relaxed);
                     wire.blocked = true;
                     drop(wire);
                     if direct {
@@ -685,13 +713,18 @@ fn shutdown_write(sock: &TcpStream) {
 }
 
 /// One vectored write of the front of `batch`, without waiting. Returns the bytes
-/// written and how many frames were completed.
-fn write_some(sock: &TcpStream, batch: &mut VecDeque<Bytes>) -> std::io::Result<(usize, usize)> {
+/// written, how many frames were completed, and whether the socket took all it
+/// was offered.
+fn write_some(
+    sock: &TcpStream,
+    batch: &mut VecDeque<Bytes>,
+) -> std::io::Result<(usize, usize, bool)> {
     let mut iov = [IoSlice::new(&[]); IOV_BATCH];
     let n = batch.len().min(IOV_BATCH);
     for (slot, b) in iov.iter_mut().zip(batch.iter()) {
         *slot = IoSlice::new(b);
     }
+    let offered: usize = iov[..n].iter().map(|s| s.len()).sum();
     let written = sock.try_write_vectored(&iov[..n])?;
     if written == 0 {
         return Err(std::io::ErrorKind::WriteZero.into());
@@ -710,7 +743,7 @@ fn write_some(sock: &TcpStream, batch: &mut VecDeque<Bytes>) -> std::io::Result<
             left = 0;
         }
     }
-    Ok((written, frames))
+    Ok((written, frames, written == offered))
 }
 
 impl LossMap {
@@ -861,7 +894,12 @@ mod tests {
             ob.offer(&f, &view(&f), None),
             Offer::Queued { first: false }
         );
-        // Full: a reader with a waker may wait (a fresh outbox has credit) ...
+        // Full while its socket still has room: galed's writer has yet to run, so
+        // a reader with a waker waits, whatever the budgets.
+        assert_eq!(ob.offer(&f, &view(&f), hold(&w, &mut b)), Offer::Full);
+        assert_eq!(ob.charge(HOLD_CAP * 10), Duration::ZERO, "free");
+        // Full with a full socket: the peer's doing. A fresh outbox has credit ...
+        ob.saturated.store(true, Ordering::Relaxed);
         assert_eq!(ob.offer(&f, &view(&f), hold(&w, &mut b)), Offer::Full);
         // ... one without drops it.
         assert_eq!(ob.offer(&f, &view(&f), None), Offer::Dropped);
@@ -872,6 +910,7 @@ mod tests {
         // A publisher whose own budget for unearned holds is spent does not wait
         // even for an outbox that could still hold it.
         let fresh = Outbox::new(Kind::Client, 1, 1000, 4096, "t".into());
+        fresh.saturated.store(true, Ordering::Relaxed);
         assert!(matches!(
             fresh.offer(&f, &view(&f), None),
             Offer::Queued { .. }
@@ -889,7 +928,7 @@ mod tests {
         assert_eq!(batch.len(), 4, "LOSSAGE, two deliveries, PONG");
         assert_eq!(batch[0], Frame::Lossage(2).to_bytes());
         assert_eq!(ob.depth().0, 4, "taken but not written still counts");
-        ob.written(batch.iter().map(|b| b.len()).sum(), 4);
+        ob.written(batch.iter().map(|b| b.len()).sum(), 4, false);
         assert_eq!(ob.depth(), (0, 0));
         batch.clear();
         assert!(!ob.take(&mut batch));
@@ -931,7 +970,7 @@ mod tests {
         assert_eq!(ob.offer(&f, &view(&f), hold(&w, &mut b)), Offer::Full);
         let mut batch = VecDeque::new();
         assert!(ob.take(&mut batch));
-        ob.written(f.len(), 1);
+        ob.written(f.len(), 1, false);
         // The waiter was told (a stored permit makes this ready at once).
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
@@ -961,36 +1000,26 @@ mod tests {
     }
 
     #[test]
-    fn credit_is_earned_by_reading_while_publishers_wait() {
-        let f = frame("a@x.org");
+    fn credit_is_earned_by_what_the_peer_reads() {
         let ob = Outbox::new(Kind::Client, 1, 1000, 4096, "t".into());
-        let w = Arc::new(Notify::new());
+        ob.saturated.store(true, Ordering::Relaxed);
         ob.charge(HOLD_CAP * 2);
         assert_eq!(ob.allowance(HOLD_CAP), Duration::ZERO, "in debt");
-        // Written while nobody waits (filling socket buffers, say): nothing earned.
-        ob.written(1, 1_000_000);
+        // Written into socket buffers that had room (filling them, say): nothing
+        // is known to have been read, nothing earned.
+        ob.written(1, 1_000_000, false);
         assert_eq!(ob.allowance(HOLD_CAP), Duration::ZERO);
-        // Written while a publisher waits for room: each message earns; 1,000,000
-        // of them pay the debt, and the credit is capped.
-        assert!(matches!(
-            ob.offer(&f, &view(&f), None),
-            Offer::Queued { .. }
-        ));
-        q_waiter(&ob, &w);
-        ob.written(1, 1_000_000);
+        // Written into room the peer made by reading a full socket: each message
+        // earns; 1,000,000 of them pay the debt, and the credit is capped.
+        ob.written(1, 1_000_000, true);
         // Earned credit is spendable whatever the publisher's own budget.
-        assert_eq!(ob.allowance(Duration::ZERO), HOLD_CAP);
+        assert_eq!(ob.allowance(Duration::ZERO), HOLD_EARNED_CAP);
         // Spending it costs the publisher nothing; past it, the rest is unearned.
-        assert_eq!(ob.charge(HOLD_CAP), Duration::ZERO);
+        assert_eq!(ob.charge(HOLD_EARNED_CAP), Duration::ZERO);
         assert_eq!(
             ob.charge(Duration::from_millis(3)),
             Duration::from_millis(3)
         );
-    }
-
-    /// Registers `w` as waiting for room, as a full offer would.
-    fn q_waiter(ob: &Outbox, w: &Arc<Notify>) {
-        ob.queue.lock().waiters.push(w.clone());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use gale_net::raw::{RawClient, RawError};
 use gale_proto::frame::{ErrorCode, Frame, Hello};
 use gale_proto::limits::DEFAULT_MAX_FRAME;
 use gale_proto::{Location, Message, SubEntry};
@@ -35,63 +36,32 @@ async fn server(config: Config) -> Server {
     Server { addr, router, stop }
 }
 
-struct Raw {
-    s: TcpStream,
-    buf: BytesMut,
-    ping: u64,
-}
+/// gale-net's raw client, panicking with the reason when a call fails.
+struct Raw(RawClient);
 
 impl Raw {
     async fn connect(addr: std::net::SocketAddr) -> Raw {
-        let s = TcpStream::connect(addr).await.unwrap();
-        let mut r = Raw {
-            s,
-            buf: BytesMut::new(),
-            ping: 0,
-        };
-        r.send(Frame::Hello(Hello {
-            min_version: 1,
-            max_version: 1,
-            max_frame: DEFAULT_MAX_FRAME,
-            role: 0,
-            agent: "test".into(),
-        }))
-        .await;
-        assert!(matches!(r.next().await, Some(Frame::Welcome(_))));
-        r
+        let mut c = RawClient::connect(addr, "test").await.unwrap();
+        c.set_timeout(WAIT);
+        Raw(c)
     }
 
     async fn send(&mut self, f: Frame) {
-        self.s.write_all(&f.to_bytes()).await.unwrap();
+        self.0.send(&f).await.unwrap();
     }
 
+    /// The next frame, or None when the server closed the connection.
     async fn next(&mut self) -> Option<Frame> {
-        tokio::time::timeout(WAIT, async {
-            loop {
-                if let Some(f) = Frame::decode(&mut self.buf, DEFAULT_MAX_FRAME).unwrap() {
-                    return Some(f);
-                }
-                if self.s.read_buf(&mut self.buf).await.unwrap_or(0) == 0 {
-                    return None;
-                }
-            }
-        })
-        .await
-        .expect("timed out waiting for a frame")
+        match self.0.next_frame().await {
+            Ok(f) => Some(f),
+            Err(RawError::Closed) => None,
+            Err(e) => panic!("waiting for a frame: {e}"),
+        }
     }
 
     /// Round trip: once the PONG arrives the server has acted on everything before.
     async fn sync(&mut self) -> Vec<Frame> {
-        self.ping += 1;
-        let token = self.ping;
-        self.send(Frame::Ping(token)).await;
-        let mut before = Vec::new();
-        loop {
-            match self.next().await.expect("connection closed before PONG") {
-                Frame::Pong(t) if t == token => return before,
-                f => before.push(f),
-            }
-        }
+        self.0.sync().await.expect("connection closed before PONG")
     }
 
     async fn sub(&mut self, entries: &[(bool, &str)]) {
@@ -102,12 +72,7 @@ impl Raw {
                 location: Location::parse(l).unwrap(),
             })
             .collect();
-        self.send(Frame::Subscribe {
-            replace: true,
-            entries,
-        })
-        .await;
-        self.sync().await;
+        self.0.subscribe_entries(true, entries).await.unwrap();
     }
 
     async fn publish(&mut self, to: &[&str], body: &'static [u8]) -> Message {
@@ -192,8 +157,8 @@ async fn bad_frames_close_only_their_connection() {
 
     // Oversized frame after the handshake.
     let mut big = Raw::connect(srv.addr).await;
-    big.s
-        .write_all(&(DEFAULT_MAX_FRAME + 1).to_be_bytes())
+    big.0
+        .send_raw(&(DEFAULT_MAX_FRAME + 1).to_be_bytes())
         .await
         .unwrap();
     assert!(matches!(
@@ -207,7 +172,7 @@ async fn bad_frames_close_only_their_connection() {
 
     // A malformed frame: unknown mandatory type.
     let mut bad = Raw::connect(srv.addr).await;
-    bad.s.write_all(&[0, 0, 0, 1, 0x55]).await.unwrap();
+    bad.0.send_raw(&[0, 0, 0, 1, 0x55]).await.unwrap();
     assert!(matches!(
         bad.next().await,
         Some(Frame::Error {
@@ -221,7 +186,7 @@ async fn bad_frames_close_only_their_connection() {
     let mut f = Frame::Publish(msg(&["a@x.org"], b"\0")).to_bytes().to_vec();
     f[5 + 19 + 3] = b'A'; // "a@x.org" -> "a@A.org": not canonical
     f[5 + 19 + 4] = b'A';
-    badloc.s.write_all(&f).await.unwrap();
+    badloc.0.send_raw(&f).await.unwrap();
     assert!(matches!(
         badloc.next().await,
         Some(Frame::Error {
@@ -233,7 +198,7 @@ async fn bad_frames_close_only_their_connection() {
     // Half a frame, then the client vanishes.
     let mut half = Raw::connect(srv.addr).await;
     let f = Frame::Publish(msg(&["a@x.org"], b"\0half")).to_bytes();
-    half.s.write_all(&f[..f.len() / 2]).await.unwrap();
+    half.0.send_raw(&f[..f.len() / 2]).await.unwrap();
     drop(half);
 
     publ.publish(&["a@x.org"], b"\0still").await;

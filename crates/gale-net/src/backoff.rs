@@ -1,4 +1,5 @@
-//! Reconnect back-off: a pure function of the attempt number and a random draw.
+//! Retry back-off: a pure function of the attempt number and a random draw, used by
+//! clients reconnecting and by servers redialling their links.
 
 use std::time::Duration;
 
@@ -14,15 +15,32 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff {
-            initial: Duration::from_millis(100),
-            factor: 2,
-            max: Duration::from_secs(10),
-        }
+        Backoff::RECONNECT
     }
 }
 
+/// A uniform random draw in `[0, 1)` for [`Backoff::delay`], from the operating
+/// system's generator (so that processes started together do not draw alike).
+pub fn jitter() -> f64 {
+    use rand_core::RngCore;
+    (rand_core::OsRng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+}
+
 impl Backoff {
+    /// Client reconnects: 100 ms doubling to 10 s.
+    pub const RECONNECT: Backoff = Backoff {
+        initial: Duration::from_millis(100),
+        factor: 2,
+        max: Duration::from_secs(10),
+    };
+
+    /// Server links: 200 ms doubling to 10 s.
+    pub const REDIAL: Backoff = Backoff {
+        initial: Duration::from_millis(200),
+        factor: 2,
+        max: Duration::from_secs(10),
+    };
+
     /// The nominal delay before retry `attempt` (0-based): `initial × factor^attempt`,
     /// capped at `max`.
     pub fn nominal(&self, attempt: u32) -> Duration {
@@ -77,5 +95,30 @@ mod tests {
                 "attempt {attempt} rng {rng}"
             );
         }
+    }
+
+    #[test]
+    fn redial_table() {
+        let ms = |f, j| Backoff::REDIAL.delay(f, j).as_millis();
+        assert_eq!(
+            [
+                ms(0, 0.0),
+                ms(1, 0.0),
+                ms(2, 0.0),
+                ms(5, 0.0),
+                ms(6, 0.0),
+                ms(30, 0.0)
+            ],
+            [100, 200, 400, 3200, 5000, 5000]
+        );
+        assert_eq!([ms(0, 1.0), ms(3, 1.0), ms(9, 1.0)], [200, 1600, 10000]);
+        assert_eq!(ms(2, 0.5), 600);
+    }
+
+    #[test]
+    fn jitter_is_in_range_and_varies() {
+        let draws: Vec<f64> = (0..100).map(|_| jitter()).collect();
+        assert!(draws.iter().all(|j| (0.0..1.0).contains(j)));
+        assert!(draws.iter().any(|j| *j != draws[0]));
     }
 }
