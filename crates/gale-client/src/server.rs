@@ -28,20 +28,11 @@ pub fn servers_from_env(option: Option<&str>) -> Result<Vec<ServerAddr>, ServerA
 mod tests {
     use super::*;
 
-    fn sa(host: &str, port: u16) -> ServerAddr {
-        ServerAddr {
-            host: host.into(),
-            port,
-        }
-    }
-
     #[test]
     fn option_beats_env_beats_default() {
-        assert_eq!(
-            servers_from(Some("o"), Some("e")).unwrap(),
-            [sa("o", 11512)]
-        );
-        assert_eq!(servers_from(None, Some("e:1")).unwrap(), [sa("e", 1)]);
-        assert_eq!(servers_from(None, None).unwrap(), [sa("localhost", 11512)]);
+        let list = |s: &str| parse_server_list(s).unwrap();
+        assert_eq!(servers_from(Some("o"), Some("e")).unwrap(), list("o:11512"));
+        assert_eq!(servers_from(None, Some("e:1")).unwrap(), list("e:1"));
+        assert_eq!(servers_from(None, None).unwrap(), list("localhost:11512"));
     }
 }
