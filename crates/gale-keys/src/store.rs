@@ -13,14 +13,15 @@
 //! `%XX`, so `pub.*@ofb.net` is `pub.%2A@ofb.net.gpub`. The user's directory is
 //! searched before the system's; files are written only to the user's unless a
 //! caller asks for the system's. Every write goes to a temporary file in the same
-//! directory, then is renamed into place, so readers never see half a key.
+//! directory (`tempfile`), synced, then is renamed into place, so readers never see
+//! half a key; a secret key is moved with `persist_noclobber` unless the caller
+//! forces a replacement, so two writers cannot both think they made it.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use rand_core::{OsRng, RngCore};
 use thiserror::Error;
 use zeroize::Zeroizing;
 
@@ -166,25 +167,17 @@ impl KeyStore {
                 source,
             }
         })?;
-        let tmp = write_temp(&dir, &key.encode(), 0o600)?;
-        let result = if force {
-            fs::rename(&tmp, &path)
-        } else {
-            // A hard link fails if the name exists, so no check-then-write race.
-            fs::hard_link(&tmp, &path).and_then(|()| fs::remove_file(&tmp))
-        };
-        if let Err(e) = result {
-            let _ = fs::remove_file(&tmp);
-            return Err(if e.kind() == io::ErrorKind::AlreadyExists {
-                StoreError::SecretExists {
-                    name: key.name().clone(),
-                    path,
-                }
-            } else {
-                StoreError::Write { path, source: e }
-            });
+        // Without `force` the final rename fails if the name exists, so there is no
+        // check-then-write race with another gsend or gsub making the same key.
+        let replace = if force { Replace::Yes } else { Replace::No };
+        match write_atomic(&path, &key.encode(), 0o600, replace) {
+            Ok(()) => Ok(path),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(StoreError::SecretExists {
+                name: key.name().clone(),
+                path,
+            }),
+            Err(source) => Err(StoreError::Write { path, source }),
         }
-        Ok(path)
     }
 
     /// Our secret key for `name` (the user's first, then the system's).
@@ -229,9 +222,7 @@ impl KeyStore {
         let path = self.public_path(dir, &key.name, system);
         let parent = path.parent().expect("a key path has a directory");
         make_dir(parent, 0o755)?;
-        let tmp = write_temp(parent, &key.encode(), 0o644)?;
-        fs::rename(&tmp, &path).map_err(|source| {
-            let _ = fs::remove_file(&tmp);
+        write_atomic(&path, &key.encode(), 0o644, Replace::Yes).map_err(|source| {
             StoreError::Write {
                 path: path.clone(),
                 source,
@@ -316,8 +307,8 @@ impl KeyStore {
         let path = self.seen_path();
         let dir = path.parent().expect("auth has a parent");
         make_dir(dir, 0o755)?;
-        let tmp = write_temp(dir, text.as_bytes(), 0o644)?;
-        fs::rename(&tmp, &path).map_err(|source| StoreError::Write { path, source })
+        write_atomic(&path, text.as_bytes(), 0o644, Replace::Yes)
+            .map_err(|source| StoreError::Write { path, source })
     }
 
     fn read_seen(&self) -> Result<Vec<(KeyName, KeyId)>, StoreError> {
@@ -355,28 +346,33 @@ fn make_dir(dir: &Path, mode: u32) -> Result<(), StoreError> {
     fs::set_permissions(dir, fs::Permissions::from_mode(mode)).map_err(err)
 }
 
-/// Writes `data` to a new file in `dir` created with `mode` (never wider) and synced.
-fn write_temp(dir: &Path, data: &[u8], mode: u32) -> Result<PathBuf, StoreError> {
-    let path = dir.join(format!(".tmp-{:016x}", OsRng.next_u64()));
-    let err = |source| StoreError::Write {
-        path: path.clone(),
-        source,
-    };
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&path)
-        .map_err(err)?;
-    let written = f
-        .set_permissions(fs::Permissions::from_mode(mode))
-        .and_then(|()| f.write_all(data))
-        .and_then(|()| f.sync_all());
-    if let Err(e) = written {
-        let _ = fs::remove_file(&path);
-        return Err(err(e));
+/// Whether [`write_atomic`] may replace an existing file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Replace {
+    Yes,
+    /// Fail with [`io::ErrorKind::AlreadyExists`] instead.
+    No,
+}
+
+/// Writes `data` to a temporary file next to `path`, created with `mode` (never
+/// wider) and synced, then renames it to `path` in one step. The temporary file is
+/// removed on any failure.
+fn write_atomic(path: &Path, data: &[u8], mode: u32, replace: Replace) -> io::Result<()> {
+    let dir = path.parent().expect("a key store path has a directory");
+    let mut tmp = tempfile::Builder::new()
+        .permissions(fs::Permissions::from_mode(mode))
+        .tempfile_in(dir)?;
+    // The umask may have narrowed `mode` at creation; the file gets exactly `mode`.
+    tmp.as_file()
+        .set_permissions(fs::Permissions::from_mode(mode))?;
+    tmp.write_all(data)?;
+    tmp.as_file().sync_all()?;
+    match replace {
+        Replace::Yes => tmp.persist(path),
+        Replace::No => tmp.persist_noclobber(path),
     }
-    Ok(path)
+    .map(drop)
+    .map_err(|e| e.error)
 }
 
 /// A key file's contents, `None` if it does not exist; at most [`MAX_KEY_FILE`] bytes.
