@@ -436,10 +436,7 @@ fn own_keys(args: &Args, store: &KeyStore, config: &mut ClientConfig) -> Vec<Key
         },
         Err(e) => eprintln!("gsub: warning: {e}; messages encrypted to you cannot be read"),
     }
-    let ours: Vec<KeyName> = store
-        .names_in(&store.user_dir().join("auth/private"), "gpri")
-        .into_iter()
-        .collect();
+    let ours = store.own_key_names();
     if !args.stealth {
         for n in &ours {
             if let Ok(q) = akd::query_location(n) {

@@ -28,11 +28,10 @@ use gale_proto::{
 use crate::{Client, ClientConfig, Event, ServerAddr};
 
 /// How long a name that has no key (a verified "no such key", or no answer at
-/// all) is not asked about again. Kept in memory and in `GALE_DIR/auth/missing`,
-/// so that only the first message to a keyless location waits for answers.
+/// all) is not asked about again. Kept in memory and in the key store
+/// ([`KeyStore::missing_keys`]), so that only the first message to a keyless
+/// location waits for answers.
 pub const NEGATIVE_TTL: Duration = Duration::from_secs(300);
-/// The file of names recently found to have no key: lines `NAME UNIX-SECONDS`.
-pub const MISSING_FILE: &str = "auth/missing";
 /// Default wait for answers (gsend and gsub `--key-timeout`).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Most names one discovery asks for, counting the signers of answers it fetches.
@@ -281,15 +280,9 @@ impl Discovery {
         let mut all = read_missing(store);
         all.retain(|(n, _)| !names.contains(n));
         all.extend(names.iter().map(|n| (n.clone(), now)));
-        let text: String = all.iter().map(|(n, t)| format!("{n} {t}\n")).collect();
-        let path = store.user_dir().join(MISSING_FILE);
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        let written = std::fs::create_dir_all(store.user_dir().join("auth"))
-            .and_then(|()| std::fs::write(&tmp, text))
-            .and_then(|()| std::fs::rename(&tmp, &path));
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
-            tracing::debug!("cannot write {}: {e}", path.display());
+        if let Err(e) = store.write_missing_keys(&all) {
+            let why = std::error::Error::source(&e).map(|s| s.to_string());
+            tracing::debug!("{e}: {}", why.unwrap_or_default());
         }
     }
 
@@ -438,19 +431,14 @@ fn unix_now() -> i64 {
     Timestamp::now().secs
 }
 
-/// Unexpired entries of the missing-keys file (a damaged line is skipped).
+/// Unexpired entries of the store's negative cache.
 fn read_missing(store: &KeyStore) -> Vec<(KeyName, i64)> {
-    let Ok(text) = std::fs::read_to_string(store.user_dir().join(MISSING_FILE)) else {
-        return Vec::new();
-    };
     let now = unix_now();
-    text.lines()
-        .filter_map(|l| {
-            let (n, t) = l.split_once(' ')?;
-            let t: i64 = t.trim().parse().ok()?;
-            let fresh = now.saturating_sub(t) < NEGATIVE_TTL.as_secs() as i64 && t <= now + 60;
-            fresh.then_some((KeyName::parse(n).ok()?, t))
-        })
+    let fresh = |t: i64| now.saturating_sub(t) < NEGATIVE_TTL.as_secs() as i64 && t <= now + 60;
+    store
+        .missing_keys()
+        .into_iter()
+        .filter(|&(_, t)| fresh(t))
         .collect()
 }
 
