@@ -5,7 +5,7 @@ use std::time::Duration;
 use gale_proto::{Message, SubscriptionList};
 
 use crate::backoff::Backoff;
-use crate::dedup::DEFAULT_DEDUP_CAPACITY;
+use crate::recent_ids::DEFAULT_DEDUP_CAPACITY;
 use crate::server::ServerAddr;
 
 /// Most publishes held (queued or sent but not yet confirmed) by default.

@@ -10,7 +10,7 @@
 //!   reconnect, PING/PONG confirmation of publishes, keepalive, dead-server detection.
 //! - `conn` (private): one connection: TCP connect, handshake, buffered writes.
 //! - [`event`]: [`Event`]s, the [`Events`] stream, received [`Delivery`]s.
-//! - [`dedup`]: [`RecentIds`], the bounded set that drops duplicate message ids.
+//! - [`recent_ids`]: [`RecentIds`], the bounded set that drops duplicate message ids.
 //! - [`error`]: the [`ClientError`] enum.
 //! - [`args`]: locations and subscriptions from arguments, with `$GALE_DOMAIN`.
 //! - [`compose`]: [`Compose`], building outgoing messages (gsend).
@@ -33,7 +33,6 @@ pub mod client;
 pub mod compose;
 pub mod config;
 mod conn;
-pub mod dedup;
 pub mod error;
 pub mod event;
 pub mod format;
@@ -43,6 +42,7 @@ pub mod input;
 pub mod json;
 pub mod outgoing;
 pub mod presence;
+pub mod recent_ids;
 pub mod responder;
 pub mod secure;
 pub mod server;
@@ -52,7 +52,7 @@ pub use backoff::Backoff;
 pub use client::Client;
 pub use compose::Compose;
 pub use config::ClientConfig;
-pub use dedup::RecentIds;
 pub use error::ClientError;
 pub use event::{Delivery, Event, Events, Unreadable, Verify};
+pub use recent_ids::RecentIds;
 pub use server::ServerAddr;
