@@ -88,8 +88,8 @@ impl Unreadable {
 ///
 /// The connection task only decodes plain payloads; signed and encrypted ones
 /// arrive as [`Payload::Sealed`] with [`Verify::Unverified`] until
-/// [`crate::secure::Opener`] opens them, which replaces `payload` with the plain
-/// fragments and sets `verify`, `encrypted` and `unreadable`.
+/// `gale_security::incoming::Opener` opens them, which replaces `payload` with the
+/// plain fragments and sets `verify`, `encrypted` and `unreadable`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
     pub message: Message,

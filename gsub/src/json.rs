@@ -16,8 +16,8 @@ use gale_proto::{Fragments, Value};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::event::Delivery;
 use crate::format::{message_time, rfc3339};
+use gale_client::Delivery;
 
 #[derive(Serialize)]
 struct JsonMessage<'a> {
