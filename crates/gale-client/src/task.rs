@@ -38,7 +38,7 @@ struct Pending {
 
 pub(crate) struct Task {
     cfg: ClientConfig,
-    cmds: mpsc::UnboundedReceiver<Command>,
+    cmds: mpsc::Receiver<Command>,
     events: mpsc::Sender<Event>,
     subs: SubscriptionList,
     will: Option<Message>,
@@ -60,7 +60,7 @@ pub(crate) struct Task {
 impl Task {
     pub fn new(
         mut cfg: ClientConfig,
-        cmds: mpsc::UnboundedReceiver<Command>,
+        cmds: mpsc::Receiver<Command>,
         events: mpsc::Sender<Event>,
     ) -> Task {
         if cfg.servers.is_empty() {

@@ -196,7 +196,7 @@ impl Discovery {
                                 if let Ok(q) = query_message(&signer) {
                                     asked.push(signer);
                                     queries.push(q);
-                                    let _ = client.subscribe(subscriptions(&asked));
+                                    let _ = client.subscribe(subscriptions(&asked)).await;
                                 }
                             }
                         }
