@@ -1,17 +1,17 @@
 //! gdomain: answers key queries (`_gale.query.*@DOMAIN`) for one domain, from the
 //! key store, signed with the domain's key. The logic is
-//! `gale_client::responder`; this is argument parsing, the connection and logging.
+//! `gale_security::responder`; this is argument parsing, the connection and logging.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use clap::Parser;
-use gale_client::responder::{Reply, Responder};
 use gale_client::server::servers_from_env;
 use gale_client::{Client, ClientConfig, Event};
 use gale_keys::{KeyName, KeyStore};
 use gale_proto::Timestamp;
+use gale_security::responder::{Reply, Responder};
 use tokio::signal::unix::{signal, SignalKind};
 
 const AFTER_HELP: &str = "\

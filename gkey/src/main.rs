@@ -428,7 +428,7 @@ fn import(store: &KeyStore, now: Timestamp, file: Option<PathBuf>) -> Result<Exi
     let key = match PublicKey::decode(&buf) {
         Err(gale_keys::KeyError::IsSecretKey) => bail!(
             "this is a secret key; gkey imports only public keys. To install a secret key, copy it into {} with mode 0600",
-            store.user_dir().join("auth/private").display()
+            store.private_dir().display()
         ),
         r => r.context("not a public key file")?,
     };

@@ -1,5 +1,9 @@
-//! gsend: send a Gale message. Argument parsing and process plumbing only; the
-//! client, composing and input reading live in gale-client.
+//! gsend: send a Gale message. Argument parsing and process plumbing here, with
+//! reading standard input in this crate's `input` module; the client and
+//! composing live in gale-client, signing, sealing and key lookups in
+//! gale-security.
+
+mod input;
 
 use std::io::{self, IsTerminal, Write};
 use std::process::ExitCode;
@@ -8,17 +12,18 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use clap::Parser;
-use gale_client::akd::{self, Discovery};
 use gale_client::args::{domain_from_env, parse_locations};
 use gale_client::compose::{parse_keyword, parse_text_fragment, sender_from_env};
-use gale_client::identity;
-use gale_client::input::{read_body, read_line_capped, MAX_LINE};
-use gale_client::outgoing::{self, Decision, Notice};
 use gale_client::server::{display_list, servers_from_env};
 use gale_client::{Client, ClientConfig, ClientError, Compose, Event, Events, ServerAddr};
 use gale_keys::{KeyStore, SecretKey};
 use gale_proto::{Location, Message, Timestamp};
+use gale_security::discovery::{self, Discovery};
+use gale_security::identity;
+use gale_security::outgoing::{self, Decision, Notice};
 use tokio::sync::mpsc;
+
+use crate::input::{read_body, read_line_capped, MAX_LINE};
 
 const AGENT: &str = concat!("gsend/", env!("CARGO_PKG_VERSION"));
 
@@ -296,8 +301,8 @@ async fn prepare(args: &Args, to: &[Location], servers: &[ServerAddr]) -> Result
         }
         Some(own.key)
     };
-    let timeout =
-        Duration::try_from_secs_f64(args.key_timeout.max(0.0)).unwrap_or(akd::DEFAULT_TIMEOUT);
+    let timeout = Duration::try_from_secs_f64(args.key_timeout.max(0.0))
+        .unwrap_or(discovery::DEFAULT_TIMEOUT);
     let discovery = Discovery::new(servers.to_vec(), AGENT, timeout);
     let (plan, mut notices) = outgoing::plan(&store, to, Some(&discovery))
         .await

@@ -1,8 +1,13 @@
 //! gsub: subscribe to Gale locations and show each message (for a person), print
 //! it as JSON (for a script), or run a program for it. Argument parsing and
-//! process plumbing only; display, JSON and hooks live in gale-client.
+//! process plumbing here; the presentation in this crate's `format` (for a
+//! person), `json` and `hook` modules; the connection in gale-client; opening
+//! messages, key lookups and answers in gale-security.
 
-use std::collections::HashMap;
+mod format;
+mod hook;
+mod json;
+
 use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,21 +16,24 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 use clap::Parser;
-use gale_client::akd::{self, Discovery};
 use gale_client::args::{domain_from_env, parse_locations, parse_subscriptions};
 use gale_client::compose::sender_from_env;
-use gale_client::format::{
-    format_delivery, Style, TimeFormat, COLUMNS_ENV, DEFAULT_TIME_FORMAT, TIME_FORMAT_ENV,
-};
-use gale_client::hook::run_hook;
-use gale_client::identity;
-use gale_client::json::to_json;
 use gale_client::presence;
-use gale_client::secure::{Opener, Opening};
 use gale_client::server::servers_from_env;
 use gale_client::{Client, ClientConfig, Delivery, Event};
 use gale_keys::{KeyName, KeyStore};
-use gale_proto::{Location, SubEntry};
+use gale_proto::Location;
+use gale_security::discovery::{self, Discovery};
+use gale_security::held::{HeldMessages, Hold};
+use gale_security::identity;
+use gale_security::incoming::{Opener, Opening};
+use gale_security::responder::OwnKeys;
+
+use crate::format::{
+    format_delivery, Style, TimeFormat, COLUMNS_ENV, DEFAULT_TIME_FORMAT, TIME_FORMAT_ENV,
+};
+use crate::hook::run_hook;
+use crate::json::to_json;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
@@ -207,14 +215,14 @@ async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
     }
     let store = KeyStore::from_env()?;
     let before = config.subscriptions.entries.len();
-    let ours = own_keys(&args, &store, &mut config);
+    let mut ours = own_keys(&args, &store, &mut config);
     let answering = config.subscriptions.entries.len() - before;
     let opener = Arc::new(Opener::new(store));
-    let timeout =
-        Duration::try_from_secs_f64(args.key_timeout.max(0.0)).unwrap_or(akd::DEFAULT_TIMEOUT);
+    let timeout = Duration::try_from_secs_f64(args.key_timeout.max(0.0))
+        .unwrap_or(discovery::DEFAULT_TIMEOUT);
     let discovery = (!timeout.is_zero())
         .then(|| Arc::new(Discovery::new(config.servers.clone(), AGENT, timeout)));
-    let mut lookups = Lookups::default();
+    let mut held = HeldMessages::new();
     let (found_tx, mut found_rx) = mpsc::unbounded_channel::<KeyName>();
     let (client, mut events) = Client::start(config);
     if let Some((who, state)) = &presence {
@@ -236,7 +244,7 @@ async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
                 // A lookup ended: show what waited for it, verified if it can be now.
                 opener.forget(&name);
                 let mut stop = false;
-                for d in lookups.finish(&name) {
+                for d in held.finish(&name, Instant::now()) {
                     let opening = opener.open(d);
                     warn_changed(&opening);
                     match deliver(&output, &opening.delivery).await {
@@ -257,9 +265,9 @@ async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
         };
         match ev {
             Event::Message(d) => {
-                if d.message.to.iter().all(akd::is_akd) {
+                if d.message.to.iter().all(discovery::is_akd) {
                     if !args.stealth {
-                        answer_query(&client, opener.store(), &ours, &d, &mut lookups);
+                        answer_query(&client, opener.store(), &mut ours, &d);
                     }
                     continue;
                 }
@@ -268,20 +276,22 @@ async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
                 if let (Some((name, _)), Some(disc), Some(sealed)) =
                     (&opening.missing_key, &discovery, &opening.sealed)
                 {
-                    if lookups.wait(name, sealed) {
-                        let (disc, store, tx, name) = (
-                            disc.clone(),
-                            opener.store().clone(),
-                            found_tx.clone(),
-                            name.clone(),
-                        );
-                        tokio::spawn(async move {
-                            disc.discover(&store, &[vec![name.clone()]]).await;
-                            let _ = tx.send(name);
-                        });
-                    }
-                    if lookups.is_waiting(name) {
-                        continue;
+                    match held.hold(name, sealed, Instant::now()) {
+                        Hold::StartLookup => {
+                            let (disc, store, tx, name) = (
+                                disc.clone(),
+                                opener.store().clone(),
+                                found_tx.clone(),
+                                name.clone(),
+                            );
+                            tokio::spawn(async move {
+                                disc.discover(&store, &[vec![name.clone()]]).await;
+                                let _ = tx.send(name);
+                            });
+                            continue;
+                        }
+                        Hold::Queued => continue,
+                        Hold::Show => {}
                     }
                 }
                 match deliver(&output, &opening.delivery).await {
@@ -348,83 +358,23 @@ fn warn_changed(opening: &Opening) {
     }
 }
 
-/// Messages held while the key of their signer is looked up, and names recently
-/// looked up in vain (not asked again for a while).
-#[derive(Default)]
-struct Lookups {
-    waiting: HashMap<KeyName, Vec<Delivery>>,
-    failed: HashMap<KeyName, Instant>,
-    answered: HashMap<KeyName, Instant>,
-}
-
-/// After a lookup found nothing, show that signer's messages as unverified at
-/// once for this long.
-const RETRY_LOOKUP: Duration = Duration::from_secs(300);
-/// Answer queries for one of our keys at most this often.
-const ANSWER_INTERVAL: Duration = Duration::from_secs(1);
-
-impl Lookups {
-    /// Holds `d` until `name`'s lookup ends; true if a new lookup must start.
-    /// Does nothing (false) if `name` was looked up in vain recently.
-    fn wait(&mut self, name: &KeyName, d: &Delivery) -> bool {
-        if self
-            .failed
-            .get(name)
-            .is_some_and(|t| t.elapsed() < RETRY_LOOKUP)
-        {
-            return false;
-        }
-        let queue = self.waiting.entry(name.clone()).or_default();
-        queue.push(d.clone());
-        queue.len() == 1
-    }
-
-    fn is_waiting(&self, name: &KeyName) -> bool {
-        self.waiting.contains_key(name)
-    }
-
-    /// The messages that waited for `name`; marks the lookup as tried.
-    fn finish(&mut self, name: &KeyName) -> Vec<Delivery> {
-        self.failed.insert(name.clone(), Instant::now());
-        self.waiting.remove(name).unwrap_or_default()
-    }
-}
-
 /// Answers a key query for one of our keys with that key, signed by itself.
-fn answer_query(
-    client: &Client,
-    store: &KeyStore,
-    ours: &[KeyName],
-    d: &Delivery,
-    lookups: &mut Lookups,
-) {
-    let Some(f) = d.fragments() else { return };
-    let Some(name) = akd::asked_for(&d.message, f, ours) else {
-        return;
-    };
-    if lookups
-        .answered
-        .get(name)
-        .is_some_and(|t| t.elapsed() < ANSWER_INTERVAL)
-    {
-        return;
-    }
-    let Ok(Some((key, _))) = store.secret(name) else {
-        return;
-    };
-    match akd::answer_message(key.public(), &key) {
-        Ok(m) => {
+fn answer_query(client: &Client, store: &KeyStore, ours: &mut OwnKeys, d: &Delivery) {
+    let now = Instant::now();
+    match ours.answer(store, d, now) {
+        Ok(Some((name, m))) => {
             if client.publish(m).is_ok() {
-                lookups.answered.insert(name.clone(), Instant::now());
+                ours.sent(name, now);
             }
         }
-        Err(e) => eprintln!("gsub: cannot answer the query for {name}: {e}"),
+        Ok(None) => {}
+        Err(e) => eprintln!("gsub: {:#}", anyhow::Error::from(e)),
     }
 }
 
 /// Finds (or makes) the user's key, and unless stealthy subscribes to the queries
-/// for every key the user holds. Returns those keys' names.
-fn own_keys(args: &Args, store: &KeyStore, config: &mut ClientConfig) -> Vec<KeyName> {
+/// for every key the user holds. Returns what answers those queries.
+fn own_keys(args: &Args, store: &KeyStore, config: &mut ClientConfig) -> OwnKeys {
     match identity::key_name(args.id.as_deref(), domain_from_env().as_deref()) {
         Ok(name) => match identity::load_or_create(store, &name, sender_from_env()) {
             Ok(own) => {
@@ -436,16 +386,9 @@ fn own_keys(args: &Args, store: &KeyStore, config: &mut ClientConfig) -> Vec<Key
         },
         Err(e) => eprintln!("gsub: warning: {e}; messages encrypted to you cannot be read"),
     }
-    let ours: Vec<KeyName> = store
-        .names_in(&store.user_dir().join("auth/private"), "gpri")
-        .into_iter()
-        .collect();
+    let ours = OwnKeys::new(store.own_key_names());
     if !args.stealth {
-        for n in &ours {
-            if let Ok(q) = akd::query_location(n) {
-                config.subscriptions.entries.push(SubEntry::include(q));
-            }
-        }
+        config.subscriptions.entries.extend(ours.subscriptions());
     }
     ours
 }

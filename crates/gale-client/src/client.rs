@@ -1,13 +1,14 @@
 //! The [`Client`] handle: cheap to clone, it only talks to the task that owns the
-//! connection ([`crate::task`]).
+//! connection ([`crate::task`]) over a bounded command channel.
 
 use std::sync::Arc;
 
 use gale_proto::limits::{DEFAULT_MAX_FRAME, MAX_LOCATIONS};
 use gale_proto::{Message, SubscriptionList};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
-use crate::config::{ClientConfig, EVENT_CAPACITY};
+use crate::config::{ClientConfig, CONTROL_COMMANDS, EVENT_CAPACITY};
 use crate::error::ClientError;
 use crate::event::Events;
 use crate::task::Task;
@@ -32,9 +33,19 @@ pub(crate) enum Command {
 
 /// A connection to Gale that reconnects by itself. Clones share the connection;
 /// when the last clone is dropped the connection closes (and any will fires).
+///
+/// Back-pressure: the handle talks to the connection task over a bounded channel
+/// of `queue_limit` + [`CONTROL_COMMANDS`] commands. Each publish first takes one
+/// of `queue_limit` places in the queue, given back when the server confirms that
+/// message; so a publisher that finds the queue full waits for the server
+/// ([`Client::publish_wait`]) or is told [`ClientError::QueueFull`] at once
+/// ([`Client::publish`]), and publishes alone never fill the channel. The other
+/// commands ([`Client::flush`], [`Client::subscribe`], [`Client::set_will`],
+/// [`Client::close`]) wait for a free slot, which the task makes as it takes
+/// commands, connected or not.
 #[derive(Clone, Debug)]
 pub struct Client {
-    tx: mpsc::UnboundedSender<Command>,
+    tx: mpsc::Sender<Command>,
     // Bounds the publishes held (queued plus unconfirmed): one permit each.
     permits: Arc<Semaphore>,
     limit: usize,
@@ -45,8 +56,11 @@ impl Client {
     /// background and is reported on [`Events`]. Must be called within a tokio
     /// runtime.
     pub fn start(config: ClientConfig) -> (Client, Events) {
-        let limit = config.queue_limit.max(1);
-        let (tx, cmds) = mpsc::unbounded_channel();
+        let limit = config.queue_limit.clamp(1, Semaphore::MAX_PERMITS);
+        let commands = limit
+            .saturating_add(CONTROL_COMMANDS)
+            .min(Semaphore::MAX_PERMITS);
+        let (tx, cmds) = mpsc::channel(commands);
         let (etx, erx) = mpsc::channel(EVENT_CAPACITY);
         tokio::spawn(Task::new(config, cmds, etx).run());
         let client = Client {
@@ -75,22 +89,17 @@ impl Client {
         Ok(())
     }
 
-    fn send_publish(
-        &self,
-        message: Message,
-        permit: OwnedSemaphorePermit,
-    ) -> Result<(), ClientError> {
-        self.tx
-            .send(Command::Publish(Outgoing {
-                message,
-                _permit: permit,
-            }))
-            .map_err(|_| ClientError::Closed)
+    fn publish_command(message: Message, permit: OwnedSemaphorePermit) -> Command {
+        Command::Publish(Outgoing {
+            message,
+            _permit: permit,
+        })
     }
 
     /// Queues a message. It is kept, and re-sent after reconnects, until the server
     /// confirms it. Fails with [`ClientError::QueueFull`] when `queue_limit`
-    /// messages are already held; never waits.
+    /// messages are already held (or, rarely, when other commands fill the
+    /// channel); never waits.
     pub fn publish(&self, message: Message) -> Result<(), ClientError> {
         Self::check(&message)?;
         let permit = match self.permits.clone().try_acquire_owned() {
@@ -100,11 +109,17 @@ impl Client {
             }
             Err(TryAcquireError::Closed) => return Err(ClientError::Closed),
         };
-        self.send_publish(message, permit)
+        self.tx
+            .try_send(Self::publish_command(message, permit))
+            .map_err(|e| match e {
+                TrySendError::Full(_) => ClientError::QueueFull { limit: self.limit },
+                TrySendError::Closed(_) => ClientError::Closed,
+            })
     }
 
-    /// Like [`Client::publish`], but waits for room in the queue instead of failing:
-    /// back-pressure for a producer that may outrun the server (`gsend --lines`).
+    /// Like [`Client::publish`], but waits for room in the queue instead of failing
+    /// (for the server to confirm an earlier message): back-pressure for a producer
+    /// that may outrun the server (`gsend --lines`).
     pub async fn publish_wait(&self, message: Message) -> Result<(), ClientError> {
         Self::check(&message)?;
         let permit = self
@@ -113,31 +128,32 @@ impl Client {
             .acquire_owned()
             .await
             .map_err(|_| ClientError::Closed)?;
-        self.send_publish(message, permit)
+        self.command(Self::publish_command(message, permit)).await
+    }
+
+    /// Sends `cmd` to the task, waiting for a free slot in the channel.
+    async fn command(&self, cmd: Command) -> Result<(), ClientError> {
+        self.tx.send(cmd).await.map_err(|_| ClientError::Closed)
     }
 
     /// Resolves once the server has confirmed every message published before this
     /// call, however many reconnects that takes. Put a timeout around it.
     pub async fn flush(&self) -> Result<(), ClientError> {
         let (done, wait) = oneshot::channel();
-        self.tx
-            .send(Command::Flush(done))
-            .map_err(|_| ClientError::Closed)?;
+        self.command(Command::Flush(done)).await?;
         wait.await.map_err(|_| ClientError::Closed)
     }
 
-    /// Replaces the subscription list, now and on every reconnect.
-    pub fn subscribe(&self, list: SubscriptionList) -> Result<(), ClientError> {
-        self.tx
-            .send(Command::Subscribe(list))
-            .map_err(|_| ClientError::Closed)
+    /// Replaces the subscription list, now and on every reconnect. Waits only for
+    /// a free slot in the command channel, not for the server.
+    pub async fn subscribe(&self, list: SubscriptionList) -> Result<(), ClientError> {
+        self.command(Command::Subscribe(list)).await
     }
 
-    /// Sets or clears the will, now and on every reconnect.
-    pub fn set_will(&self, will: Option<Message>) -> Result<(), ClientError> {
-        self.tx
-            .send(Command::SetWill(will))
-            .map_err(|_| ClientError::Closed)
+    /// Sets or clears the will, now and on every reconnect. Waits only for a free
+    /// slot in the command channel, not for the server.
+    pub async fn set_will(&self, will: Option<Message>) -> Result<(), ClientError> {
+        self.command(Command::SetWill(will)).await
     }
 
     /// Publishes held but not yet confirmed by the server.
@@ -151,8 +167,51 @@ impl Client {
     /// reached this returns once the client gives up on the close.
     pub async fn close(&self, clear_will: bool) {
         let (done, wait) = oneshot::channel();
-        if self.tx.send(Command::Close { clear_will, done }).is_ok() {
+        if self
+            .command(Command::Close { clear_will, done })
+            .await
+            .is_ok()
+        {
             let _ = wait.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use gale_proto::{Location, Payload};
+
+    use super::*;
+    use crate::ServerAddr;
+
+    fn message() -> Message {
+        let to = vec![Location::parse("a@x.org").unwrap()];
+        Message::new(to, Payload::Plain(Default::default()).encode())
+    }
+
+    /// Publishes take their room in the queue first, so however many the queue
+    /// holds fit in the command channel, even before the task has taken any, and
+    /// other commands still find a slot.
+    #[tokio::test]
+    async fn a_full_queue_never_fills_the_command_channel() {
+        // Nothing listens there; the task does not run until this test awaits.
+        let server = ServerAddr {
+            host: "127.0.0.1".into(),
+            port: 1,
+        };
+        let mut config = ClientConfig::new(vec![server], "test");
+        config.queue_limit = 1_000;
+        let (client, _events) = Client::start(config);
+        for _ in 0..1_000 {
+            client.publish(message()).unwrap();
+        }
+        assert_eq!(
+            client.publish(message()),
+            Err(ClientError::QueueFull { limit: 1_000 })
+        );
+        assert_eq!(client.held(), 1_000);
+        for _ in 0..CONTROL_COMMANDS {
+            client.set_will(None).await.unwrap();
         }
     }
 }

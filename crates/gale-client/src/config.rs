@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use gale_proto::{Message, SubscriptionList};
 
-use crate::dedup::DEFAULT_DEDUP_CAPACITY;
+use crate::recent_ids::DEFAULT_DEDUP_CAPACITY;
 use crate::server::ServerAddr;
 use gale_net::Backoff;
 
@@ -17,6 +17,10 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Capacity of the event channel; when it is full the client stops reading from
 /// the server, which then counts the messages it drops and reports them (LOSSAGE).
 pub const EVENT_CAPACITY: usize = 256;
+/// Slots in the command channel (handle -> task) for commands other than
+/// publishes: flush, subscribe, will, close. The channel holds `queue_limit` plus
+/// this many commands; see [`crate::Client`] for what waits when it is full.
+pub const CONTROL_COMMANDS: usize = 64;
 
 /// Everything [`crate::Client::start`] needs.
 #[derive(Debug, Clone)]

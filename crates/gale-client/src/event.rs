@@ -1,7 +1,10 @@
 //! What the client tells its user: connection changes, messages, losses.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::Stream;
 use gale_keys::KeyName;
 use gale_proto::fragment::kind;
 use gale_proto::{ErrorCode, Fragments, Message, MessageId, Payload};
@@ -88,8 +91,8 @@ impl Unreadable {
 ///
 /// The connection task only decodes plain payloads; signed and encrypted ones
 /// arrive as [`Payload::Sealed`] with [`Verify::Unverified`] until
-/// [`crate::secure::Opener`] opens them, which replaces `payload` with the plain
-/// fragments and sets `verify`, `encrypted` and `unreadable`.
+/// `gale_security::incoming::Opener` opens them, which replaces `payload` with the
+/// plain fragments and sets `verify`, `encrypted` and `unreadable`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
     pub message: Message,
@@ -187,17 +190,45 @@ pub enum Event {
     },
 }
 
-/// The stream of [`Event`]s. It must be read: when it is full the client stops
-/// reading from the server (and then loses messages, reported as
-/// [`Event::Lossage`]). Dropping it discards all further events.
+/// The stream of [`Event`]s: a [`futures_util::Stream`], or read it with
+/// [`Events::next`]. It must be read: when it is full the client stops reading
+/// from the server (and then loses messages, reported as [`Event::Lossage`]).
+/// Dropping it discards all further events. It ends once the client task has.
 #[derive(Debug)]
 pub struct Events {
     pub(crate) rx: mpsc::Receiver<Event>,
 }
 
 impl Events {
-    /// The next event; `None` once the client task has ended.
+    /// The next event; `None` once the client task has ended. The same as
+    /// `StreamExt::next`, without importing it.
     pub async fn next(&mut self) -> Option<Event> {
         self.rx.recv().await
+    }
+}
+
+impl Stream for Events {
+    type Item = Event;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn events_are_a_stream_that_ends_with_the_task() {
+        let (tx, rx) = mpsc::channel(4);
+        let events = Events { rx };
+        tx.send(Event::Lossage(1)).await.unwrap();
+        tx.send(Event::Lossage(2)).await.unwrap();
+        drop(tx);
+        let got: Vec<Event> = events.collect().await;
+        assert_eq!(got, [Event::Lossage(1), Event::Lossage(2)]);
     }
 }

@@ -1,5 +1,7 @@
-//! The Gale client library: one connection task behind a cheap handle, plus the
-//! pieces gsend and gsub share (composing, display, JSON, hooks).
+//! The Gale client library: one connection task behind a cheap handle, and the
+//! plain (unsecured) messages a client builds. Security and key discovery are in
+//! `gale-security`; gsub's display, JSON and hooks live in gsub, gsend's input
+//! reading in gsend.
 //!
 //! Module map:
 //! - [`server`]: which servers to try: `-s`, `$GALE_SERVER` (addresses and
@@ -10,48 +12,30 @@
 //!   reconnect, PING/PONG confirmation of publishes, keepalive, dead-server detection.
 //! - `conn` (private): one connection: TCP connect, handshake, buffered writes.
 //! - [`event`]: [`Event`]s, the [`Events`] stream, received [`Delivery`]s.
-//! - [`dedup`]: [`RecentIds`], the bounded set that drops duplicate message ids.
+//! - [`recent_ids`]: [`RecentIds`], the bounded set that drops duplicate message ids.
 //! - [`error`]: the [`ClientError`] enum.
 //! - [`args`]: locations and subscriptions from arguments, with `$GALE_DOMAIN`.
-//! - [`compose`]: [`Compose`], building outgoing messages (gsend).
-//! - [`input`]: reading gsend's standard input (whole body, or capped lines).
-//! - [`format`]: the human display of messages (gsub).
-//! - [`json`]: one JSON object per message (gsub `--json`).
-//! - [`hook`]: running a program per message (gsub `-f`).
+//! - [`compose`]: [`Compose`], the fragments of a plain message (gsend), and
+//!   checks of `-t NAME=VALUE` and `/keyword` arguments.
 //! - [`presence`]: presence notices and the disconnection will (gsub `-p`).
-//! - [`identity`]: who the user is, and their key, made on first use.
-//! - [`secure`]: [`secure::Opener`], decrypting and verifying received messages.
-//! - [`outgoing`]: which locations are private, the no-mixing rule, signing and
-//!   sealing outgoing messages.
-//! - [`akd`]: key discovery over Gale (`_gale.query.*` / `_gale.key.*`).
-//! - [`responder`]: the domain key responder behind `gdomain`.
 
-pub mod akd;
 pub mod args;
 pub mod client;
 pub mod compose;
 pub mod config;
 mod conn;
-pub mod dedup;
 pub mod error;
 pub mod event;
-pub mod format;
-pub mod hook;
-pub mod identity;
-pub mod input;
-pub mod json;
-pub mod outgoing;
 pub mod presence;
-pub mod responder;
-pub mod secure;
+pub mod recent_ids;
 pub mod server;
 mod task;
 
 pub use client::Client;
 pub use compose::Compose;
 pub use config::ClientConfig;
-pub use dedup::RecentIds;
 pub use error::ClientError;
 pub use event::{Delivery, Event, Events, Unreadable, Verify};
 pub use gale_net::Backoff;
+pub use recent_ids::RecentIds;
 pub use server::ServerAddr;

@@ -20,8 +20,8 @@ use tokio::time::{sleep, sleep_until, Instant};
 use crate::client::{Command, Outgoing};
 use crate::config::ClientConfig;
 use crate::conn::{describe_io, human, Conn, End};
-use crate::dedup::RecentIds;
 use crate::event::{Delivery, Event};
+use crate::recent_ids::RecentIds;
 use crate::server::{parse_server_list, DEFAULT_SERVER};
 
 /// A connection that lasted this long was healthy: after losing it, reconnect at
@@ -38,7 +38,7 @@ struct Pending {
 
 pub(crate) struct Task {
     cfg: ClientConfig,
-    cmds: mpsc::UnboundedReceiver<Command>,
+    cmds: mpsc::Receiver<Command>,
     events: mpsc::Sender<Event>,
     subs: SubscriptionList,
     will: Option<Message>,
@@ -60,7 +60,7 @@ pub(crate) struct Task {
 impl Task {
     pub fn new(
         mut cfg: ClientConfig,
-        cmds: mpsc::UnboundedReceiver<Command>,
+        cmds: mpsc::Receiver<Command>,
         events: mpsc::Sender<Event>,
     ) -> Task {
         if cfg.servers.is_empty() {

@@ -228,7 +228,7 @@ async fn publishes_queue_while_offline_and_queue_is_bounded() {
 #[tokio::test]
 async fn close_clears_the_will_and_waits_for_the_server() {
     let (listener, client, _events) = setup(&[]).await;
-    client.set_will(Some(message("gone"))).unwrap();
+    client.set_will(Some(message("gone"))).await.unwrap();
     let mut server = FakeConn::accept(&listener).await;
     assert!(matches!(server.recv().await, Frame::Will(Some(_))));
     let close = tokio::spawn({

@@ -5,8 +5,10 @@
 //! Module map:
 //! - [`name`]: [`KeyName`] (`egnor@ofb.net`, `pub.*@ofb.net`, `ofb.net`), its
 //!   parent by Gale's rule, wildcard candidates for a location, file-name escaping.
-//! - [`key`]: [`PublicKey`], [`SecretKey`] (zeroized, redacted in `Debug`),
-//!   [`KeyId`], [`Fingerprint`], key signatures, the `.gpub`/`.gpri` format.
+//! - [`key`]: [`PublicKey`], [`SecretKey`] (zeroized, redacted in `Debug`) and
+//!   [`KeyTemplate`]; in its submodules `key/id.rs` ([`KeyId`], [`Fingerprint`]),
+//!   `key/signature.rs` (key signatures) and `key/format.rs` (the `.gpub`/`.gpri`
+//!   format).
 //! - [`envelope`]: [`sign`], [`seal`] and [`open`] for message payloads of kind 1
 //!   (signed) and 2 (encrypted), and batch signature checking.
 //! - [`store`]: [`KeyStore`], the key files under `GALE_DIR` and `GALE_SYS_DIR`.

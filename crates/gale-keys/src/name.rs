@@ -162,9 +162,7 @@ impl KeyName {
         let mut it = stem.bytes();
         while let Some(b) = it.next() {
             if b == b'%' {
-                let hi = (it.next()? as char).to_digit(16)?;
-                let lo = (it.next()? as char).to_digit(16)?;
-                bytes.push((hi * 16 + lo) as u8);
+                bytes.push(crate::hex::byte(it.next()?, it.next()?)?);
             } else {
                 bytes.push(b);
             }

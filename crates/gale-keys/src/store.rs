@@ -7,25 +7,37 @@
 //!   auth/local/NAME.gpub    known public keys; trusted only through a chain
 //!   auth/cache/NAME.gpub    public keys learned from the network
 //!   auth/seen               "NAME KEYID" lines: every key id seen per name
+//!   auth/missing            "NAME UNIX-SECONDS" lines: names recently found to
+//!                           have no key (key discovery's negative cache)
 //! ```
+//!
+//! No other crate spells out this layout: it asks [`KeyStore`] (e.g.
+//! [`KeyStore::own_key_names`], [`KeyStore::missing_keys`]). The two record files
+//! (`auth/seen`, `auth/missing`) are read and written in `store/records.rs`.
 //!
 //! NAME is [`KeyName::file_stem`]: bytes outside `[A-Za-z0-9._@+-]` are written as
 //! `%XX`, so `pub.*@ofb.net` is `pub.%2A@ofb.net.gpub`. The user's directory is
 //! searched before the system's; files are written only to the user's unless a
 //! caller asks for the system's. Every write goes to a temporary file in the same
-//! directory, then is renamed into place, so readers never see half a key.
+//! directory (`tempfile`), synced, then is renamed into place, so readers never see
+//! half a key; a secret key is moved with `persist_noclobber` unless the caller
+//! forces a replacement, so two writers cannot both think they made it.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use rand_core::{OsRng, RngCore};
 use thiserror::Error;
 use zeroize::Zeroizing;
 
 use crate::key::{KeyError, KeyId, PublicKey, SecretKey, MAX_KEY_FILE};
 use crate::name::KeyName;
+
+mod records;
+
+/// The user's secret keys, under a store root.
+const PRIVATE_DIR: &str = "auth/private";
 
 /// Extension of public key files.
 pub const PUBLIC_EXT: &str = "gpub";
@@ -135,11 +147,15 @@ impl KeyStore {
         std::iter::once(self.user.as_path()).chain(self.system.as_deref())
     }
 
+    /// The directory of the user's secret keys (`auth/private`), where a secret
+    /// key file is installed by hand.
+    pub fn private_dir(&self) -> PathBuf {
+        self.user.join(PRIVATE_DIR)
+    }
+
     /// Where the user's secret key for `name` is (or would be).
     pub fn secret_path(&self, name: &KeyName) -> PathBuf {
-        self.user
-            .join("auth/private")
-            .join(format!("{}.{SECRET_EXT}", name.file_stem()))
+        secret_file(&self.user, name)
     }
 
     /// Where the user's (or, with `system`, the system's) public key file for
@@ -157,7 +173,7 @@ impl KeyStore {
     /// existing one unless `force`.
     pub fn write_secret(&self, key: &SecretKey, force: bool) -> Result<PathBuf, StoreError> {
         let path = self.secret_path(key.name());
-        let dir = self.user.join("auth/private");
+        let dir = self.private_dir();
         make_dir(&dir, 0o700)?;
         // Tighten a private directory someone made by hand with a wider mode.
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(|source| {
@@ -166,33 +182,23 @@ impl KeyStore {
                 source,
             }
         })?;
-        let tmp = write_temp(&dir, &key.encode(), 0o600)?;
-        let result = if force {
-            fs::rename(&tmp, &path)
-        } else {
-            // A hard link fails if the name exists, so no check-then-write race.
-            fs::hard_link(&tmp, &path).and_then(|()| fs::remove_file(&tmp))
-        };
-        if let Err(e) = result {
-            let _ = fs::remove_file(&tmp);
-            return Err(if e.kind() == io::ErrorKind::AlreadyExists {
-                StoreError::SecretExists {
-                    name: key.name().clone(),
-                    path,
-                }
-            } else {
-                StoreError::Write { path, source: e }
-            });
+        // Without `force` the final rename fails if the name exists, so there is no
+        // check-then-write race with another gsend or gsub making the same key.
+        let replace = if force { Replace::Yes } else { Replace::No };
+        match write_atomic(&path, &key.encode(), 0o600, replace) {
+            Ok(()) => Ok(path),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(StoreError::SecretExists {
+                name: key.name().clone(),
+                path,
+            }),
+            Err(source) => Err(StoreError::Write { path, source }),
         }
-        Ok(path)
     }
 
     /// Our secret key for `name` (the user's first, then the system's).
     pub fn secret(&self, name: &KeyName) -> Result<Option<(SecretKey, PathBuf)>, StoreError> {
         for root in self.roots() {
-            let path = root
-                .join("auth/private")
-                .join(format!("{}.{SECRET_EXT}", name.file_stem()));
+            let path = secret_file(root, name);
             let Some(buf) = read_limited(&path)? else {
                 continue;
             };
@@ -213,7 +219,7 @@ impl KeyStore {
 
     /// Every secret key the user holds (damaged files are skipped).
     pub fn secrets(&self) -> Vec<SecretKey> {
-        self.names_in(&self.user.join("auth/private"), SECRET_EXT)
+        self.own_key_names()
             .into_iter()
             .filter_map(|n| self.secret(&n).ok().flatten().map(|(k, _)| k))
             .collect()
@@ -229,9 +235,7 @@ impl KeyStore {
         let path = self.public_path(dir, &key.name, system);
         let parent = path.parent().expect("a key path has a directory");
         make_dir(parent, 0o755)?;
-        let tmp = write_temp(parent, &key.encode(), 0o644)?;
-        fs::rename(&tmp, &path).map_err(|source| {
-            let _ = fs::remove_file(&tmp);
+        write_atomic(&path, &key.encode(), 0o644, Replace::Yes).map_err(|source| {
             StoreError::Write {
                 path: path.clone(),
                 source,
@@ -276,66 +280,32 @@ impl KeyStore {
             .max_by_key(|k| k.signatures.len())
     }
 
-    /// The names of every key file with extension `ext` in `dir`.
-    pub fn names_in(&self, dir: &Path, ext: &str) -> Vec<KeyName> {
-        let Ok(entries) = fs::read_dir(dir) else {
-            return Vec::new();
-        };
-        let mut names: Vec<KeyName> = entries
-            .filter_map(|e| {
-                let name = e.ok()?.file_name().into_string().ok()?;
-                KeyName::from_file_stem(name.strip_suffix(&format!(".{ext}"))?)
-            })
-            .collect();
-        names.sort();
-        names
+    /// The names of the user's secret key files, sorted (whether or not each file
+    /// can be read: see [`KeyStore::secrets`] for the keys themselves).
+    pub fn own_key_names(&self) -> Vec<KeyName> {
+        names_in(&self.private_dir(), SECRET_EXT)
     }
+}
 
-    fn seen_path(&self) -> PathBuf {
-        self.user.join("auth/seen")
-    }
+/// The secret key file for `name` under the store root `root`.
+fn secret_file(root: &Path, name: &KeyName) -> PathBuf {
+    root.join(PRIVATE_DIR)
+        .join(format!("{}.{SECRET_EXT}", name.file_stem()))
+}
 
-    /// Key ids recorded for `name`, oldest first.
-    pub fn seen_ids(&self, name: &KeyName) -> Result<Vec<KeyId>, StoreError> {
-        Ok(self
-            .read_seen()?
-            .into_iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, id)| id)
-            .collect())
-    }
-
-    /// Records that `name` had key `id`.
-    pub fn record_seen(&self, name: &KeyName, id: KeyId) -> Result<(), StoreError> {
-        let mut seen = self.read_seen()?;
-        if seen.iter().any(|(n, i)| n == name && *i == id) {
-            return Ok(());
-        }
-        seen.push((name.clone(), id));
-        let text: String = seen.iter().map(|(n, i)| format!("{n} {i}\n")).collect();
-        let path = self.seen_path();
-        let dir = path.parent().expect("auth has a parent");
-        make_dir(dir, 0o755)?;
-        let tmp = write_temp(dir, text.as_bytes(), 0o644)?;
-        fs::rename(&tmp, &path).map_err(|source| StoreError::Write { path, source })
-    }
-
-    fn read_seen(&self) -> Result<Vec<(KeyName, KeyId)>, StoreError> {
-        let path = self.seen_path();
-        let text = match fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => return Err(StoreError::Read { path, source }),
-        };
-        // Lines we cannot read are skipped, not fatal: the record only feeds warnings.
-        Ok(text
-            .lines()
-            .filter_map(|l| {
-                let (n, i) = l.split_once(' ')?;
-                Some((KeyName::parse(n).ok()?, i.trim().parse().ok()?))
-            })
-            .collect())
-    }
+/// The names of every key file with extension `ext` in `dir`, sorted.
+fn names_in(dir: &Path, ext: &str) -> Vec<KeyName> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<KeyName> = entries
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            KeyName::from_file_stem(name.strip_suffix(&format!(".{ext}"))?)
+        })
+        .collect();
+    names.sort();
+    names
 }
 
 fn make_dir(dir: &Path, mode: u32) -> Result<(), StoreError> {
@@ -355,28 +325,33 @@ fn make_dir(dir: &Path, mode: u32) -> Result<(), StoreError> {
     fs::set_permissions(dir, fs::Permissions::from_mode(mode)).map_err(err)
 }
 
-/// Writes `data` to a new file in `dir` created with `mode` (never wider) and synced.
-fn write_temp(dir: &Path, data: &[u8], mode: u32) -> Result<PathBuf, StoreError> {
-    let path = dir.join(format!(".tmp-{:016x}", OsRng.next_u64()));
-    let err = |source| StoreError::Write {
-        path: path.clone(),
-        source,
-    };
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&path)
-        .map_err(err)?;
-    let written = f
-        .set_permissions(fs::Permissions::from_mode(mode))
-        .and_then(|()| f.write_all(data))
-        .and_then(|()| f.sync_all());
-    if let Err(e) = written {
-        let _ = fs::remove_file(&path);
-        return Err(err(e));
+/// Whether [`write_atomic`] may replace an existing file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Replace {
+    Yes,
+    /// Fail with [`io::ErrorKind::AlreadyExists`] instead.
+    No,
+}
+
+/// Writes `data` to a temporary file next to `path`, created with `mode` (never
+/// wider) and synced, then renames it to `path` in one step. The temporary file is
+/// removed on any failure.
+fn write_atomic(path: &Path, data: &[u8], mode: u32, replace: Replace) -> io::Result<()> {
+    let dir = path.parent().expect("a key store path has a directory");
+    let mut tmp = tempfile::Builder::new()
+        .permissions(fs::Permissions::from_mode(mode))
+        .tempfile_in(dir)?;
+    // The umask may have narrowed `mode` at creation; the file gets exactly `mode`.
+    tmp.as_file()
+        .set_permissions(fs::Permissions::from_mode(mode))?;
+    tmp.write_all(data)?;
+    tmp.as_file().sync_all()?;
+    match replace {
+        Replace::Yes => tmp.persist(path),
+        Replace::No => tmp.persist_noclobber(path),
     }
-    Ok(path)
+    .map(drop)
+    .map_err(|e| e.error)
 }
 
 /// A key file's contents, `None` if it does not exist; at most [`MAX_KEY_FILE`] bytes.

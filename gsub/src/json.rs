@@ -10,13 +10,14 @@
 //! `list` (value is an array of fragments) or `unknown` (value in hex, and `code`
 //! holds the type byte).
 
+use gale_keys::hex;
 use gale_proto::fragment::names;
 use gale_proto::{Fragments, Value};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::event::Delivery;
 use crate::format::{message_time, rfc3339};
+use gale_client::Delivery;
 
 #[derive(Serialize)]
 struct JsonMessage<'a> {
@@ -46,21 +47,16 @@ struct JsonFragment<'a> {
     code: Option<u8>,
 }
 
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn fragments_json(f: &Fragments) -> Vec<JsonFragment<'_>> {
     f.iter()
         .map(|f| {
             let (ty, value, code) = match &f.value {
                 Value::Text(t) => ("text", json!(t), None),
-                Value::Data(d) => ("data", json!(hex(d)), None),
+                Value::Data(d) => ("data", json!(hex::encode(d)), None),
                 Value::Time(t) => ("time", json!(rfc3339(*t)), None),
                 Value::Number(n) => ("number", json!(n), None),
                 Value::List(l) => ("list", json!(fragments_json(l)), None),
-                Value::Unknown { ty, raw } => ("unknown", json!(hex(raw)), Some(*ty)),
+                Value::Unknown { ty, raw } => ("unknown", json!(hex::encode(raw)), Some(*ty)),
             };
             JsonFragment {
                 name: &f.name,

@@ -18,14 +18,50 @@ use gale_keys::{
 };
 use gale_proto::{Payload, Timestamp};
 
-use crate::event::{Delivery, Unreadable, Verify};
+use gale_client::{Delivery, Unreadable, Verify};
 
 /// How long a key's trust, once worked out, is reused before the key files are
 /// read again (Gale re-read its key directories every 10 s).
 pub const TRUST_CACHE_TTL: Duration = Duration::from_secs(10);
 
-/// A key looked up in the store (or found missing), and when.
-type KeyLookup = (Option<PublicKey>, Instant);
+/// Most entries a [`KeyCache`] holds before it starts again from empty.
+const KEY_CACHE_LIMIT: usize = 10_000;
+
+/// What was worked out about each key (by name and id), reused for
+/// [`TRUST_CACHE_TTL`].
+#[derive(Debug)]
+struct KeyCache<V>(Mutex<HashMap<(KeyName, KeyId), (V, Instant)>>);
+
+impl<V: Clone> KeyCache<V> {
+    fn new() -> Self {
+        KeyCache(Mutex::new(HashMap::new()))
+    }
+
+    /// The value for `(name, id)`, worked out again by `make` once it is older
+    /// than [`TRUST_CACHE_TTL`].
+    fn get_or(&self, name: &KeyName, id: KeyId, make: impl FnOnce() -> V) -> V {
+        let k = (name.clone(), id);
+        let mut cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((v, at)) = cache.get(&k) {
+            if at.elapsed() < TRUST_CACHE_TTL {
+                return v.clone();
+            }
+        }
+        let v = make();
+        if cache.len() > KEY_CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(k, (v.clone(), Instant::now()));
+        v
+    }
+
+    fn forget(&self, name: &KeyName) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(n, _), _| n != name);
+    }
+}
 
 /// The result of opening one delivery.
 #[derive(Debug)]
@@ -47,8 +83,9 @@ pub struct Opening {
 pub struct Opener {
     store: KeyStore,
     secrets: Vec<SecretKey>,
-    trust: Mutex<HashMap<(KeyName, KeyId), (Trust, Instant)>>,
-    keys: Mutex<HashMap<(KeyName, KeyId), KeyLookup>>,
+    trust: KeyCache<Trust>,
+    /// Keys looked up in the store (or found missing).
+    keys: KeyCache<Option<PublicKey>>,
     seen: Mutex<HashSet<(KeyName, KeyId)>>,
 }
 
@@ -59,8 +96,8 @@ impl Opener {
         Opener {
             store,
             secrets,
-            trust: Mutex::new(HashMap::new()),
-            keys: Mutex::new(HashMap::new()),
+            trust: KeyCache::new(),
+            keys: KeyCache::new(),
             seen: Mutex::new(HashSet::new()),
         }
     }
@@ -71,49 +108,20 @@ impl Opener {
 
     /// Forgets what was worked out about `name` (after its key was learned).
     pub fn forget(&self, name: &KeyName) {
-        self.trust
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|(n, _), _| n != name);
-        self.keys
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|(n, _), _| n != name);
+        self.trust.forget(name);
+        self.keys.forget(name);
     }
 
     /// The store's key `name` with id `id`, remembered for [`TRUST_CACHE_TTL`]:
     /// reading the key files for every message would cost more than checking its
     /// signature.
     fn lookup(&self, name: &KeyName, id: KeyId) -> Option<PublicKey> {
-        let k = (name.clone(), id);
-        let mut cache = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((key, at)) = cache.get(&k) {
-            if at.elapsed() < TRUST_CACHE_TTL {
-                return key.clone();
-            }
-        }
-        let key = self.store.lookup(name, id);
-        if cache.len() > 10_000 {
-            cache.clear();
-        }
-        cache.insert(k, (key.clone(), Instant::now()));
-        key
+        self.keys.get_or(name, id, || self.store.lookup(name, id))
     }
 
     fn trust_of(&self, key: &PublicKey, now: Timestamp) -> Trust {
-        let k = (key.name.clone(), key.id());
-        let mut cache = self.trust.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((t, at)) = cache.get(&k) {
-            if at.elapsed() < TRUST_CACHE_TTL {
-                return t.clone();
-            }
-        }
-        let t = self.store.verify(key, now);
-        if cache.len() > 10_000 {
-            cache.clear();
-        }
-        cache.insert(k, (t.clone(), Instant::now()));
-        t
+        self.trust
+            .get_or(&key.name, key.id(), || self.store.verify(key, now))
     }
 
     fn note_seen(&self, key: &PublicKey) -> Option<KeyChanged> {

@@ -11,7 +11,7 @@ use gale_keys::{KeyName, KeyStore, KeyTemplate, NameError, SecretKey, StoreError
 use gale_proto::Timestamp;
 use thiserror::Error;
 
-use crate::presence::id_from_env;
+use gale_client::presence::id_from_env;
 
 #[derive(Debug, Error)]
 pub enum IdentityError {

@@ -23,8 +23,8 @@ use thiserror::Error;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
-use crate::event::Delivery;
 use crate::format::{message_time, rfc3339};
+use gale_client::Delivery;
 
 const PER_FRAGMENT: [&str; 4] = ["GALE_TEXT_", "GALE_TIME_", "GALE_NUMBER_", "GALE_DATA_"];
 

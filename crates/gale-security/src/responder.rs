@@ -1,20 +1,34 @@
-//! A domain key responder (gdomain): answers key queries for one domain from a key
-//! store, signing each answer with the domain's key, and signing "no such key"
-//! answers too, so that clients can tell a real absence from a missing responder.
+//! Answering key queries, for a domain and for a user's own keys.
 //!
-//! It listens on `_gale.query@<domain>`, which covers every query for a key in the
-//! domain (see [`crate::akd`] for the wire format), and answers on
-//! `_gale.key.<name>`. Keys it serves are those its [`KeyStore`] holds (trusted,
-//! local, cached, or our own), preferring one whose chain verifies.
+//! [`Responder`] is the domain key responder (gdomain): it answers key queries
+//! for one domain from a key store, signing each answer with the domain's key,
+//! and signing "no such key" answers too, so that clients can tell a real absence
+//! from a missing responder. It listens on `_gale.query@<domain>`, which covers
+//! every query for a key in the domain (see [`crate::discovery`] for the wire
+//! format), and answers on `_gale.key.<name>`. Keys it serves are those its
+//! [`KeyStore`] holds (trusted, local, cached, or our own), preferring one whose
+//! chain verifies.
+//!
+//! [`OwnKeys`] answers queries for the keys the user holds (gsub, unless `-a`):
+//! with the key itself, signed by itself, at most once per [`ANSWER_INTERVAL`]
+//! per key.
 
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use gale_client::Delivery;
 use gale_keys::{KeyName, KeyStore, PublicKey, SecretKey};
 use gale_proto::fragment::names;
 use gale_proto::{
     Fragments, Location, LocationError, Message, Payload, SubEntry, SubscriptionList, Timestamp,
     Value,
 };
+use thiserror::Error;
 
-use crate::akd::{answer_location, answer_message};
+use crate::discovery::{answer_location, answer_message, asked_for, query_location};
+
+/// Answer queries for one of the user's keys at most this often.
+pub const ANSWER_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What the responder did with one message.
 #[derive(Debug)]
@@ -114,10 +128,88 @@ impl Responder {
     }
 }
 
+/// An answer to a query for one of our keys could not be made.
+#[derive(Debug, Error)]
+#[error("cannot answer the query for {name}")]
+pub struct AnswerError {
+    pub name: KeyName,
+    #[source]
+    pub source: LocationError,
+}
+
+/// Answers queries for the user's own keys; see the module documentation.
+#[derive(Debug)]
+pub struct OwnKeys {
+    names: Vec<KeyName>,
+    answered: HashMap<KeyName, Instant>,
+}
+
+impl OwnKeys {
+    /// Answers for the keys named `names` (the user's: [`KeyStore::own_key_names`]).
+    pub fn new(names: Vec<KeyName>) -> OwnKeys {
+        OwnKeys {
+            names,
+            answered: HashMap::new(),
+        }
+    }
+
+    pub fn names(&self) -> &[KeyName] {
+        &self.names
+    }
+
+    /// The subscriptions that bring queries for these keys.
+    pub fn subscriptions(&self) -> Vec<SubEntry> {
+        self.names
+            .iter()
+            .filter_map(|n| query_location(n).ok())
+            .map(SubEntry::include)
+            .collect()
+    }
+
+    /// The answer to `d`, if it is a query for one of these keys, the secret key
+    /// is in `store`, and that key was not answered for within
+    /// [`ANSWER_INTERVAL`]. Call [`OwnKeys::sent`] once the answer is published.
+    pub fn answer(
+        &self,
+        store: &KeyStore,
+        d: &Delivery,
+        now: Instant,
+    ) -> Result<Option<(KeyName, Message)>, AnswerError> {
+        let Some(f) = d.fragments() else {
+            return Ok(None);
+        };
+        let Some(name) = asked_for(&d.message, f, &self.names) else {
+            return Ok(None);
+        };
+        if self
+            .answered
+            .get(name)
+            .is_some_and(|&t| now.saturating_duration_since(t) < ANSWER_INTERVAL)
+        {
+            return Ok(None);
+        }
+        let Ok(Some((key, _))) = store.secret(name) else {
+            return Ok(None);
+        };
+        match answer_message(key.public(), &key) {
+            Ok(m) => Ok(Some((name.clone(), m))),
+            Err(source) => Err(AnswerError {
+                name: name.clone(),
+                source,
+            }),
+        }
+    }
+
+    /// The answer for `name` went out at `now`.
+    pub fn sent(&mut self, name: KeyName, now: Instant) {
+        self.answered.insert(name, now);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::akd::{check_answer, query_message, Answer};
+    use crate::discovery::{check_answer, query_message, Answer};
     use gale_keys::key::KeyTemplate;
     use gale_keys::store::Dir;
 
@@ -176,5 +268,53 @@ mod tests {
             r.answer(&query_message(&other).unwrap(), now),
             Reply::Ignored(_)
         ));
+    }
+
+    #[test]
+    fn own_keys_answer_queries_for_them_at_most_once_a_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KeyStore::new(dir.path().to_path_buf(), None);
+        let alice = key("alice@example.org", 7);
+        store.write_secret(&alice, false).unwrap();
+        let mut own = OwnKeys::new(store.own_key_names());
+        assert_eq!(own.names(), [alice.name().clone()]);
+        let subs: Vec<String> = own.subscriptions().iter().map(|e| e.to_string()).collect();
+        assert_eq!(subs, ["_gale.query.alice@example.org"]);
+
+        let query = |n: &str| {
+            let m = query_message(&KeyName::parse(n).unwrap()).unwrap();
+            gale_client::Delivery::open(m).unwrap()
+        };
+        let t = Instant::now();
+        let (name, answer) = own
+            .answer(&store, &query("alice@example.org"), t)
+            .unwrap()
+            .expect("an answer");
+        assert_eq!(&name, alice.name());
+        match check_answer(&answer, &name, &store, Timestamp::now()) {
+            Some(Answer::Key { key, .. }) => assert_eq!(key.id(), alice.id()),
+            other => panic!("{other:?}"),
+        }
+        // Not one of ours: no answer.
+        assert!(own
+            .answer(&store, &query("bob@example.org"), t)
+            .unwrap()
+            .is_none());
+        // Once sent, not again within ANSWER_INTERVAL; unsent, it is tried again.
+        let soon = t + ANSWER_INTERVAL / 2;
+        assert!(own
+            .answer(&store, &query("alice@example.org"), soon)
+            .unwrap()
+            .is_some());
+        own.sent(name, t);
+        assert!(own
+            .answer(&store, &query("alice@example.org"), soon)
+            .unwrap()
+            .is_none());
+        let later = t + ANSWER_INTERVAL;
+        assert!(own
+            .answer(&store, &query("alice@example.org"), later)
+            .unwrap()
+            .is_some());
     }
 }

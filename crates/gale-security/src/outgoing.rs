@@ -19,7 +19,7 @@ use gale_keys::{
 use gale_proto::{Fragments, Location, Message, MessageId, Payload, Timestamp};
 use thiserror::Error;
 
-use crate::akd::{Discovery, Outcome};
+use crate::discovery::{Discovery, Outcome};
 
 /// How one location is to be sent to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -257,19 +257,13 @@ pub fn signed(to: Vec<Location>, fragments: &Fragments, signer: &SecretKey) -> M
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gale_keys::KeyTemplate;
 
     fn loc(s: &str) -> Location {
         Location::parse(s).unwrap()
     }
 
     fn person(n: &str) -> PublicKey {
-        SecretKey::generate(
-            KeyTemplate::new(KeyName::parse(n).unwrap(), Timestamp { secs: 1, nanos: 0 }),
-            &mut rand_core::OsRng,
-        )
-        .public()
-        .clone()
+        crate::test_key(n).public().clone()
     }
 
     #[test]

@@ -11,7 +11,7 @@ use gale_proto::{Fragments, Payload, Timestamp};
 use textwrap::core::display_width;
 use thiserror::Error;
 
-use crate::event::{Delivery, Unreadable, Verify};
+use gale_client::{Delivery, Unreadable, Verify};
 
 /// Environment variable with a strftime format for message times.
 pub const TIME_FORMAT_ENV: &str = "GALE_TIME_FORMAT";

@@ -1,0 +1,39 @@
+//! Gale's end-to-end security on the client side: who the user is, sealing and
+//! signing what is sent, opening and verifying what arrives, and finding other
+//! people's keys over Gale itself. Built on `gale-keys` (the key formats, store
+//! and trust rules) and `gale-client` (the connection). Servers never need it.
+//!
+//! Module map:
+//! - [`identity`]: who the user is, and their key, made on first use.
+//! - [`outgoing`]: which locations are private, the no-mixing rule, signing and
+//!   sealing outgoing messages (gsend).
+//! - [`incoming`]: [`incoming::Opener`], decrypting and verifying received
+//!   messages (gsub).
+//! - [`discovery`]: key discovery over Gale (`_gale.query.*` / `_gale.key.*`): the
+//!   wire format and the rule for believing an answer (`discovery/wire.rs`), and
+//!   [`discovery::Discovery`], which runs lookups and caches what they find.
+//! - [`held`]: [`held::HeldMessages`], messages held while their signer's key is
+//!   looked up (gsub).
+//! - [`responder`]: answering key queries: [`responder::Responder`] for a domain
+//!   (gdomain) and [`responder::OwnKeys`] for the user's own keys (gsub).
+
+pub mod discovery;
+pub mod held;
+pub mod identity;
+pub mod incoming;
+pub mod outgoing;
+pub mod responder;
+
+/// A fresh key for `name`, as the unit tests make them.
+#[cfg(test)]
+pub(crate) fn test_key(name: &str) -> gale_keys::SecretKey {
+    use gale_keys::{KeyName, KeyTemplate, SecretKey};
+    use gale_proto::Timestamp;
+    SecretKey::generate(
+        KeyTemplate::new(
+            KeyName::parse(name).unwrap(),
+            Timestamp { secs: 1, nanos: 0 },
+        ),
+        &mut rand_core::OsRng,
+    )
+}
