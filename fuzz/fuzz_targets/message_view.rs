@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(msg.to.iter().map(|l| l.as_str()).collect::<Vec<_>>(), locs);
     assert_eq!(&msg.payload[..], &data[view.payload_offset..]);
     let mut out = BytesMut::new();
-    msg.encode(&mut out);
+    msg.encode(&mut out).expect("a parsed message re-encodes");
     assert_eq!(&out[..], data);
     assert_eq!(msg.encoded_len(), data.len());
 });

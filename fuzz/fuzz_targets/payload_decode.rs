@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(payload) = Payload::decode(data) else {
         return;
     };
-    let again = payload.encode();
+    let again = payload.encode().expect("a decoded payload re-encodes");
     assert_eq!(&again[..], data, "{payload:?}");
     assert_eq!(Payload::decode(&again).as_ref(), Ok(&payload));
 });

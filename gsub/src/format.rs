@@ -334,7 +334,7 @@ mod tests {
             id: MessageId([0; 16]),
             hops: 0,
             to: vec![Location::parse("pub.tv@ofb.net").unwrap()],
-            payload: Payload::Plain(frags).encode(),
+            payload: Payload::Plain(frags).encode().unwrap(),
         };
         Delivery::open(m).unwrap()
     }

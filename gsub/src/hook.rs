@@ -207,7 +207,7 @@ mod tests {
                 Location::parse("a@x.org").unwrap(),
                 Location::parse("b@x.org").unwrap(),
             ],
-            payload: Payload::Plain(f).encode(),
+            payload: Payload::Plain(f).encode().unwrap(),
         })
         .unwrap()
     }

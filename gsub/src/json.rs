@@ -117,7 +117,7 @@ mod tests {
             id: MessageId([0x11; 16]),
             hops: 0,
             to: vec![Location::parse("a@x.org").unwrap()],
-            payload: Payload::Plain(f).encode(),
+            payload: Payload::Plain(f).encode().unwrap(),
         };
         let got: serde_json::Value =
             serde_json::from_str(&to_json(&Delivery::open(m).unwrap())).unwrap();

@@ -215,7 +215,7 @@ fn the_server_sees_no_body_member_or_sender_of_a_group_message() {
 
     let m = spy.deliver();
     let mut wire = bytes::BytesMut::new();
-    m.encode(&mut wire);
+    m.encode(&mut wire).unwrap();
     let wire = String::from_utf8_lossy(&wire).to_lowercase();
     assert_eq!(m.payload.first(), Some(&2), "an encrypted payload");
     for leak in ["shed", "secret", "bob", "carol", "alice", "gsend", "admin"] {

@@ -186,7 +186,7 @@ mod tests {
 
     fn message() -> Message {
         let to = vec![Location::parse("a@x.org").unwrap()];
-        Message::new(to, Payload::Plain(Default::default()).encode())
+        Message::new(to, Payload::Plain(Default::default()).encode().unwrap())
     }
 
     /// Publishes take their room in the queue first, so however many the queue

@@ -2,7 +2,7 @@
 
 use gale_proto::fragment::names;
 use gale_proto::limits::MAX_SHORT_TEXT;
-use gale_proto::{Fragments, Location, Message, Payload, Timestamp, Value};
+use gale_proto::{EncodeError, Fragments, Location, Message, Payload, Timestamp, Value};
 use thiserror::Error;
 
 /// Environment variable with the sender's display name (`message.sender`).
@@ -92,13 +92,14 @@ impl Compose {
         f
     }
 
-    /// A new message (fresh id, time now) to `to`, with a plain payload.
-    pub fn message(&self, to: Vec<Location>) -> Message {
+    /// A new message (fresh id, time now) to `to`, with a plain payload; or why
+    /// its fragments cannot be encoded.
+    pub fn message(&self, to: Vec<Location>) -> Result<Message, EncodeError> {
         self.message_at(to, Timestamp::now())
     }
 
-    pub fn message_at(&self, to: Vec<Location>, time: Timestamp) -> Message {
-        Message::new(to, Payload::Plain(self.fragments(time)).encode())
+    pub fn message_at(&self, to: Vec<Location>, time: Timestamp) -> Result<Message, EncodeError> {
+        Ok(Message::new(to, Payload::Plain(self.fragments(time)).encode()?))
     }
 }
 
@@ -116,7 +117,9 @@ mod tests {
             class: Some("gsend/0.1.0".into()),
         };
         let t = Timestamp { secs: 5, nanos: 0 };
-        let m = c.message_at(vec![Location::parse("a@x.org").unwrap()], t);
+        let m = c
+            .message_at(vec![Location::parse("a@x.org").unwrap()], t)
+            .unwrap();
         assert_eq!(m.hops, 0);
         let Payload::Plain(f) = Payload::decode(&m.payload).unwrap() else {
             panic!("plain")

@@ -34,10 +34,10 @@ pub fn notice(
     }
     f.push(names::ID_TIME, Value::Time(Timestamp::now()));
     f.push_text(names::ID_CLASS, class);
-    Ok(Message::new(
-        vec![notice_location(who)?],
-        Payload::Plain(f).encode(),
-    ))
+    let payload = Payload::Plain(f)
+        .encode()
+        .expect("a notice has fixed fragment names");
+    Ok(Message::new(vec![notice_location(who)?], payload))
 }
 
 /// Who this client is: `$GALE_ID` (completed with `domain` if it has no `@`),

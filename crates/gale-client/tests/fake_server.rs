@@ -78,6 +78,7 @@ fn message(body: &str) -> Message {
         ..Compose::default()
     }
     .message(vec![Location::parse("a@x.org").unwrap()])
+    .unwrap()
 }
 
 #[tokio::test]

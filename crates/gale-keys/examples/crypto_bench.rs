@@ -68,7 +68,7 @@ fn main() {
     body.push_text("message.sender", "Alice");
     body.push("id.time", Value::Time(Timestamp::now()));
     let mut inner_bytes = bytes::BytesMut::new();
-    body.encode(&mut inner_bytes);
+    body.encode(&mut inner_bytes).unwrap();
     println!(
         "message: {} bytes of fragments, 1 location; {secs} s per item (best of 8 rounds), one thread\n",
         inner_bytes.len()
@@ -103,15 +103,15 @@ fn main() {
 
     // Ours.
     let g_sign = rate(secs, || {
-        black_box(sign(id, &to, &body, &alice));
+        black_box(sign(id, &to, &body, &alice).unwrap());
     });
-    report("sign() a message", g_sign);
-    let signed = sign(id, &to, &body, &alice);
+    report("sign().unwrap() a message", g_sign);
+    let signed = sign(id, &to, &body, &alice).unwrap();
     let msg_signed = Message {
         id,
         hops: 0,
         to: to.clone(),
-        payload: signed.encode(),
+        payload: signed.encode().unwrap(),
     };
     let alice_pub = alice.public().clone();
     let lookup = |_: &KeyName, _| Some(alice_pub.clone());
@@ -131,23 +131,23 @@ fn main() {
     });
     report("seal() a signed payload to 10", g_seal10);
     let g_sign_seal1 = rate(secs, || {
-        let s = sign(id, &to, &body, &alice);
+        let s = sign(id, &to, &body, &alice).unwrap();
         black_box(seal(id, &to, &s, &[bob.public()])).unwrap();
     });
-    report("sign() + seal() to 1 (sender's whole cost)", g_sign_seal1);
+    report("sign().unwrap() + seal() to 1 (sender's whole cost)", g_sign_seal1);
 
     let sealed1 = Message {
         id,
         hops: 0,
         to: to.clone(),
-        payload: seal(id, &to, &signed, &[bob.public()]).unwrap().encode(),
+        payload: seal(id, &to, &signed, &[bob.public()]).unwrap().encode().unwrap(),
     };
     let g_open_sealed1 = rate(secs, || {
         black_box(open(&sealed1, &[&bob], &lookup)).unwrap();
     });
     report("open() sealed to 1, signed inside", g_open_sealed1);
     let sealed10 = Message {
-        payload: seal(id, &to, &signed, &ten).unwrap().encode(),
+        payload: seal(id, &to, &signed, &ten).unwrap().encode().unwrap(),
         ..sealed1.clone()
     };
     let g_open_sealed10 = rate(secs, || {
@@ -166,7 +166,7 @@ fn main() {
             id: mid,
             hops: 0,
             to: to.clone(),
-            payload: sign(mid, &to, &body, s).encode(),
+            payload: sign(mid, &to, &body, s).unwrap().encode().unwrap(),
         };
         let Payload::Sealed { raw, .. } = Payload::decode(&m.payload).unwrap() else {
             unreachable!()

@@ -59,6 +59,8 @@ const ZERO_NONCE: [u8; 12] = [0; 12];
 pub enum EnvelopeError {
     #[error("malformed payload: {0}")]
     Malformed(String),
+    #[error(transparent)]
+    Encode(#[from] gale_proto::EncodeError),
     #[error("malformed payload")]
     Fragments(#[source] FrameError),
     #[error("payload kind {0} is not one this version can open (0 plain, 1 signed, 2 encrypted); upgrade gale")]
@@ -140,9 +142,14 @@ pub fn signature_data(
 
 /// Signs `fragments` as a message with this id and these locations (add `id.time`
 /// to the fragments first: it is then covered too).
-pub fn sign(id: MessageId, to: &[Location], fragments: &Fragments, key: &SecretKey) -> Payload {
+pub fn sign(
+    id: MessageId,
+    to: &[Location],
+    fragments: &Fragments,
+    key: &SecretKey,
+) -> Result<Payload, EnvelopeError> {
     let mut inner = bytes::BytesMut::with_capacity(256);
-    fragments.encode(&mut inner);
+    fragments.encode(&mut inner)?;
     let key_id = key.id();
     let sig = key.sign_raw(&signature_data(id, to, key.name(), key_id, &inner));
     let mut body = Vec::with_capacity(2 + key.name().as_str().len() + 72 + inner.len());
@@ -150,10 +157,10 @@ pub fn sign(id: MessageId, to: &[Location], fragments: &Fragments, key: &SecretK
     body.extend_from_slice(&key_id.0);
     body.extend_from_slice(&sig.to_bytes());
     body.extend_from_slice(&inner);
-    Payload::Sealed {
+    Ok(Payload::Sealed {
         kind: kind::SIGNED,
         raw: body.into(),
-    }
+    })
 }
 
 /// Encrypts `inner` (normally the result of [`sign`]) to `recipients`, binding it
@@ -204,7 +211,7 @@ pub fn seal_with_rng(
         body.extend_from_slice(&stanza);
     }
     let aad = content_aad(id, to, &body);
-    let plain = inner.encode();
+    let plain = inner.encode()?;
     let ct = ChaCha20Poly1305::new((&*content_key).into())
         .encrypt(
             &ZERO_NONCE.into(),

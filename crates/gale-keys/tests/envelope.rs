@@ -16,7 +16,7 @@ fn id(n: u8) -> MessageId {
 fn signed_round_trip_and_hops_not_covered() {
     let alice = key("alice@ofb.net", 1);
     let to = [loc("pub.tv@ofb.net"), loc("bob@ofb.net")];
-    let p = sign(id(1), &to, &body("hi"), &alice);
+    let p = sign(id(1), &to, &body("hi"), &alice).unwrap();
     assert!(matches!(
         p,
         Payload::Sealed {
@@ -39,7 +39,7 @@ fn signer_unknown_or_other_key() {
     let alice = key("alice@ofb.net", 1);
     let impostor = key("alice@ofb.net", 2);
     let to = [loc("pub@ofb.net")];
-    let m = message(id(1), &to, &sign(id(1), &to, &body("hi"), &alice));
+    let m = message(id(1), &to, &sign(id(1), &to, &body("hi"), &alice).unwrap());
     let o = open(&m, &[], &lookup_in(vec![])).unwrap();
     assert_eq!(o.signature, SigState::UnknownKey);
     // A lookup that answers with a different key for the name is not believed.
@@ -53,7 +53,7 @@ fn forged_signature_is_invalid() {
     let mallory = key("mallory@ofb.net", 3);
     let to = [loc("pub@ofb.net")];
     // Mallory signs, then relabels the payload as alice's (name and id).
-    let Payload::Sealed { raw, .. } = sign(id(1), &to, &body("hi"), &mallory) else {
+    let Payload::Sealed { raw, .. } = sign(id(1), &to, &body("hi"), &mallory).unwrap() else {
         panic!()
     };
     let n = "mallory@ofb.net".len();
@@ -72,7 +72,7 @@ fn readdressed_or_renumbered_signed_message_fails() {
     let alice = key("alice@ofb.net", 1);
     let look = lookup_in(vec![alice.public().clone()]);
     let to = [loc("bob@ofb.net")];
-    let m = message(id(1), &to, &sign(id(1), &to, &body("hi"), &alice));
+    let m = message(id(1), &to, &sign(id(1), &to, &body("hi"), &alice).unwrap());
     let mut moved = m.clone();
     moved.to = vec![loc("carol@ofb.net")];
     assert_eq!(
@@ -101,7 +101,7 @@ fn sealed_to_one_and_to_several() {
     let eve = key("eve@ofb.net", 4);
     let look = lookup_in(vec![alice.public().clone()]);
     let to = [loc("bob@ofb.net")];
-    let inner = sign(id(1), &to, &body("secret"), &alice);
+    let inner = sign(id(1), &to, &body("secret"), &alice).unwrap();
 
     let one = seal(id(1), &to, &inner, &[bob.public()]).unwrap();
     let m = message(id(1), &to, &one);
@@ -141,7 +141,7 @@ fn sealed_to_one_and_to_several() {
 fn sealed_leaks_no_names() {
     let bob = key("bob@ofb.net", 2);
     let to = [loc("bob@ofb.net")];
-    let inner = sign(id(1), &to, &body("x"), &key("alice@ofb.net", 1));
+    let inner = sign(id(1), &to, &body("x"), &key("alice@ofb.net", 1)).unwrap();
     let Payload::Sealed { raw, .. } = seal(id(1), &to, &inner, &[bob.public()]).unwrap() else {
         panic!()
     };
@@ -240,7 +240,7 @@ fn flip_every_byte(
 fn flipping_any_byte_of_a_signed_payload_is_caught() {
     let alice = key("alice@ofb.net", 1);
     let to = [loc("pub.tv@ofb.net")];
-    let m = message(id(1), &to, &sign(id(1), &to, &body("hello, world"), &alice));
+    let m = message(id(1), &to, &sign(id(1), &to, &body("hello, world"), &alice).unwrap());
     flip_every_byte(&m, &[], &lookup_in(vec![alice.public().clone()]));
 }
 
@@ -250,7 +250,7 @@ fn flipping_any_byte_of_an_encrypted_payload_is_caught() {
     let bob = key("bob@ofb.net", 2);
     let carol = key("carol@ofb.net", 3);
     let to = [loc("bob@ofb.net")];
-    let inner = sign(id(1), &to, &body("hello, bob"), &alice);
+    let inner = sign(id(1), &to, &body("hello, bob"), &alice).unwrap();
     // Bob's stanza is second, so flips in carol's stanza are covered too.
     let m = message(
         id(1),
@@ -289,7 +289,7 @@ fn truncations_never_panic() {
     let alice = key("alice@ofb.net", 1);
     let bob = key("bob@ofb.net", 2);
     let to = [loc("bob@ofb.net")];
-    let inner = sign(id(1), &to, &body("x"), &alice);
+    let inner = sign(id(1), &to, &body("x"), &alice).unwrap();
     let m = message(
         id(1),
         &to,
@@ -320,7 +320,7 @@ fn batch_verification() {
     let to = [loc("pub@ofb.net")];
     let mut parts = Vec::new();
     for (i, k) in keys.iter().enumerate() {
-        let m = message(id(i as u8), &to, &sign(id(i as u8), &to, &body("b"), k));
+        let m = message(id(i as u8), &to, &sign(id(i as u8), &to, &body("b"), k).unwrap());
         let Payload::Sealed { raw, .. } = Payload::decode(&m.payload).unwrap() else {
             panic!()
         };

@@ -123,9 +123,9 @@ fn message_setup() -> (MessageId, Vec<gale_proto::Location>, gale_proto::Fragmen
 fn signed_vectors() {
     let (_, egnor) = keys();
     let (id, to, f) = message_setup();
-    let p = sign(id, &to, &f, &egnor);
+    let p = sign(id, &to, &f, &egnor).unwrap();
     let mut inner = bytes::BytesMut::new();
-    f.encode(&mut inner);
+    f.encode(&mut inner).unwrap();
     let mut v = Vectors::new("signed.txt");
     v.text("signer", "egnor@ofb.net (keys.txt)");
     v.add("message id", id.as_bytes());
@@ -135,7 +135,7 @@ fn signed_vectors() {
         "signed data",
         signature_data(id, &to, egnor.name(), egnor.id(), &inner),
     );
-    v.add("payload", p.encode());
+    v.add("payload", p.encode().unwrap());
     let got = v.check();
 
     let m = Message {
@@ -152,7 +152,7 @@ fn signed_vectors() {
 fn sealed_vectors() {
     let (ofb, egnor) = keys();
     let (id, to, f) = message_setup();
-    let inner = sign(id, &to, &f, &egnor);
+    let inner = sign(id, &to, &f, &egnor).unwrap();
     let mut rng = ChaCha20Rng::from_seed([0x42; 32]);
     let p = seal_with_rng(id, &to, &inner, &[egnor.public(), ofb.public()], &mut rng).unwrap();
     let mut v = Vectors::new("sealed.txt");
@@ -171,8 +171,8 @@ fn sealed_vectors() {
     rand_chacha::rand_core::RngCore::fill_bytes(&mut rng, &mut ck);
     v.add("ephemeral secret", eph);
     v.add("content key", ck);
-    v.add("inner payload (signed.txt payload)", inner.encode());
-    v.add("payload", p.encode());
+    v.add("inner payload (signed.txt payload)", inner.encode().unwrap());
+    v.add("payload", p.encode().unwrap());
     let got = v.check();
     let eph_pub = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(eph));
     assert_eq!(&get(&got, "payload")[1..33], eph_pub.as_bytes());

@@ -3,7 +3,7 @@
 use bytes::BytesMut;
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::frame::{Frame, FrameError};
+use crate::frame::{EncodeError, Frame, FrameError};
 use crate::limits::DEFAULT_MAX_FRAME;
 
 /// Error from the codec: I/O or a bad frame.
@@ -13,6 +13,8 @@ pub enum CodecError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Frame(#[from] FrameError),
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
 }
 
 /// Frames with a maximum size, enforced on both encode and decode.
@@ -48,7 +50,7 @@ impl Encoder<&Frame> for FrameCodec {
     type Error = CodecError;
     fn encode(&mut self, item: &Frame, dst: &mut BytesMut) -> Result<(), CodecError> {
         let start = dst.len();
-        item.encode(dst);
+        item.encode(dst)?;
         let len = dst.len() - start - 4;
         if len > self.max_frame as usize {
             dst.truncate(start);

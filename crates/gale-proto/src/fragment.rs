@@ -15,7 +15,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::frame::FrameError;
 use crate::limits::{MAX_FRAGMENT_DEPTH, MAX_SHORT_TEXT};
-use crate::wire::{copy, put_str16, Reader};
+use crate::wire::{check, copy, put_str16, EncodeError, Reader};
 
 /// Gale's fragment names.
 pub mod names {
@@ -146,11 +146,18 @@ impl Fragments {
         self.0.iter()
     }
 
-    pub fn encode(&self, out: &mut BytesMut) {
+    /// Appends the fragments to `out`, or refuses a name over 1,024 bytes, a
+    /// value over 4 GiB or lists nested deeper than 8.
+    pub fn encode(&self, out: &mut BytesMut) -> Result<(), EncodeError> {
+        self.encode_at(out, 0)
+    }
+
+    fn encode_at(&self, out: &mut BytesMut, depth: usize) -> Result<(), EncodeError> {
+        check("fragment list nesting", depth, MAX_FRAGMENT_DEPTH)?;
         for f in &self.0 {
             let (t, start) = (value_type(&f.value), out.len());
             out.put_u8(t);
-            put_str16(out, &f.name);
+            put_str16(out, &f.name, "fragment name", MAX_SHORT_TEXT)?;
             out.put_u32(0); // patched below
             let body = out.len();
             match &f.value {
@@ -161,13 +168,15 @@ impl Fragments {
                     out.put_u32(ts.nanos);
                 }
                 Value::Number(n) => out.put_i64(*n),
-                Value::List(l) => l.encode(out),
+                Value::List(l) => l.encode_at(out, depth + 1)?,
                 Value::Unknown { raw, .. } => out.put_slice(raw),
             }
-            let len = (out.len() - body) as u32;
+            let len = out.len() - body;
+            check("fragment value bytes", len, u32::MAX as usize)?;
             let at = start + 1 + 2 + f.name.len();
-            out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+            out[at..at + 4].copy_from_slice(&(len as u32).to_be_bytes());
         }
+        Ok(())
     }
 
     pub fn decode(buf: &[u8]) -> Result<Fragments, FrameError> {
@@ -246,19 +255,20 @@ pub enum Payload {
 }
 
 impl Payload {
-    pub fn encode(&self) -> Bytes {
+    /// The payload's bytes, or why its fragments cannot be encoded.
+    pub fn encode(&self) -> Result<Bytes, EncodeError> {
         let mut out = BytesMut::with_capacity(128);
         match self {
             Payload::Plain(f) => {
                 out.put_u8(kind::PLAIN);
-                f.encode(&mut out);
+                f.encode(&mut out)?;
             }
             Payload::Sealed { kind, raw } => {
                 out.put_u8(*kind);
                 out.put_slice(raw);
             }
         }
-        out.freeze()
+        Ok(out.freeze())
     }
 
     pub fn decode(buf: &[u8]) -> Result<Payload, FrameError> {
@@ -289,7 +299,7 @@ mod tests {
         let mut inner = Fragments::new();
         inner.push("d", Value::Data(Bytes::from_static(&[0xAB])));
         f.push("l", Value::List(inner));
-        let got = Payload::Plain(f.clone()).encode();
+        let got = Payload::Plain(f.clone()).encode().unwrap();
         let want: Vec<u8> = [
             &[0x00][..], // kind: plain
             &[0x00, 0, 12],
@@ -330,9 +340,9 @@ mod tests {
                 raw: Bytes::from_static(&[7, 7])
             }
         );
-        assert_eq!(&p.encode()[..], &raw[..]);
+        assert_eq!(&p.encode().unwrap()[..], &raw[..]);
         let sealed = [0x02, 1, 2, 3];
-        assert_eq!(&Payload::decode(&sealed).unwrap().encode()[..], &sealed[..]);
+        assert_eq!(&Payload::decode(&sealed).unwrap().encode().unwrap()[..], &sealed[..]);
     }
 
     #[test]
@@ -379,7 +389,7 @@ mod tests {
         #[test]
         fn round_trip(f in arb_fragments()) {
             let p = Payload::Plain(f);
-            prop_assert_eq!(Payload::decode(&p.encode()).unwrap(), p);
+            prop_assert_eq!(Payload::decode(&p.encode().unwrap()).unwrap(), p);
         }
 
         #[test]

@@ -15,7 +15,8 @@ use crate::limits::{
 use crate::location::{Location, LocationError};
 use crate::message::Message;
 use crate::subscription::SubEntry;
-use crate::wire::{put_str16, Reader};
+pub use crate::wire::EncodeError;
+use crate::wire::{check, put_str16, Reader};
 
 /// Frame type bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -245,12 +246,14 @@ pub fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-fn put_entries(out: &mut BytesMut, entries: &[SubEntry]) {
+fn put_entries(out: &mut BytesMut, entries: &[SubEntry]) -> Result<(), EncodeError> {
+    check("entries in one frame", entries.len(), MAX_SUB_ENTRIES)?;
     out.put_u16(entries.len() as u16);
     for e in entries {
         out.put_u8(if e.positive { b'+' } else { b'-' });
-        put_str16(out, e.location.as_str());
+        put_str16(out, e.location.as_str(), "location", MAX_LOCATION_LEN)?;
     }
+    Ok(())
 }
 
 fn get_entries(r: &mut Reader<'_>) -> Result<Vec<SubEntry>, FrameError> {
@@ -294,9 +297,21 @@ impl Frame {
         }
     }
 
-    /// Appends the whole frame, header included, to `out`.
-    pub fn encode(&self, out: &mut BytesMut) {
+    /// Appends the whole frame, header included, to `out`, or refuses a frame
+    /// with a count or a length over the protocol's limits (leaving `out` as it
+    /// was): more than 4,096 subscription, interest or loss entries, a text over
+    /// its limit, a message the protocol does not allow. An ERROR's text is cut
+    /// to its limit instead.
+    pub fn encode(&self, out: &mut BytesMut) -> Result<(), EncodeError> {
         let start = out.len();
+        let r = self.encode_body(out, start);
+        if r.is_err() {
+            out.truncate(start);
+        }
+        r
+    }
+
+    fn encode_body(&self, out: &mut BytesMut, start: usize) -> Result<(), EncodeError> {
         out.put_u32(0); // length, patched below
         out.put_u8(self.frame_type() as u8);
         match self {
@@ -306,32 +321,34 @@ impl Frame {
                 out.put_u16(h.max_version);
                 out.put_u32(h.max_frame);
                 out.put_u8(h.role);
-                put_str16(out, &h.agent);
+                put_str16(out, &h.agent, "agent", MAX_SHORT_TEXT)?;
             }
             Frame::Welcome(w) => {
                 out.put_u16(w.version);
                 out.put_u32(w.max_frame);
                 out.put_u32(w.keepalive_ms);
-                put_str16(out, &w.server);
+                put_str16(out, &w.server, "server name", MAX_SHORT_TEXT)?;
             }
-            Frame::Publish(m) | Frame::Deliver(m) | Frame::Will(Some(m)) => m.encode(out),
+            Frame::Publish(m) | Frame::Deliver(m) | Frame::Will(Some(m)) => m.encode(out)?,
             Frame::Will(None) => {}
             Frame::Subscribe { replace, entries } => {
                 out.put_u8(u8::from(*replace));
-                put_entries(out, entries);
+                put_entries(out, entries)?;
             }
-            Frame::Unsubscribe { entries } => put_entries(out, entries),
+            Frame::Unsubscribe { entries } => put_entries(out, entries)?,
             Frame::Interest { reset, entries } => {
                 out.put_u8(u8::from(*reset));
-                put_entries(out, entries);
+                put_entries(out, entries)?;
             }
             Frame::LinkLossage(entries) => {
+                check("entries in one LINK_LOSSAGE", entries.len(), MAX_LOSS_ENTRIES)?;
                 out.put_u16(entries.len() as u16);
                 for e in entries {
+                    check("locations in a LINK_LOSSAGE entry", e.locations.len(), MAX_LOCATIONS)?;
                     out.put_u64(e.count);
                     out.put_u8(e.locations.len() as u8);
                     for l in &e.locations {
-                        put_str16(out, l.as_str());
+                        put_str16(out, l.as_str(), "location", MAX_LOCATION_LEN)?;
                     }
                 }
             }
@@ -340,17 +357,31 @@ impl Frame {
             Frame::Ping(t) | Frame::Pong(t) | Frame::Lossage(t) => out.put_u64(*t),
             Frame::Error { code, text } => {
                 out.put_u16(code.to_u16());
-                put_str16(out, truncate(text, MAX_SHORT_TEXT));
+                put_str16(out, truncate(text, MAX_SHORT_TEXT), "error text", MAX_SHORT_TEXT)?;
             }
         }
-        let len = (out.len() - start - 4) as u32;
-        out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+        let len = out.len() - start - 4;
+        check("frame length", len, u32::MAX as usize)?;
+        out[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
+        Ok(())
     }
 
-    pub fn to_bytes(&self) -> Bytes {
+    /// The whole frame as bytes, or why it cannot be encoded ([`Frame::encode`]).
+    pub fn try_to_bytes(&self) -> Result<Bytes, EncodeError> {
         let mut b = BytesMut::new();
-        self.encode(&mut b);
-        b.freeze()
+        self.encode(&mut b)?;
+        Ok(b.freeze())
+    }
+
+    /// The whole frame as bytes, for frames the caller built within the limits
+    /// (control frames, messages it checked).
+    ///
+    /// # Panics
+    /// If a count or a length is over a protocol limit: a bug in the caller.
+    /// Frames built from outside data go through [`Frame::try_to_bytes`].
+    pub fn to_bytes(&self) -> Bytes {
+        self.try_to_bytes()
+            .unwrap_or_else(|e| panic!("{e} (use Frame::try_to_bytes for such frames)"))
     }
 
     /// Decodes the body of a frame of type `ty`. `Ok(None)` means an optional frame

@@ -27,7 +27,7 @@ pub mod subscription;
 mod wire;
 
 pub use fragment::{names, Fragment, Fragments, Payload, Timestamp, Value};
-pub use frame::{ErrorCode, Frame, FrameError, FrameType, Hello, LossEntry, Welcome};
+pub use frame::{EncodeError, ErrorCode, Frame, FrameError, FrameType, Hello, LossEntry, Welcome};
 pub use id::MessageId;
 pub use index::SubscriptionIndex;
 pub use location::{Location, LocationError, Reserved};

@@ -17,7 +17,7 @@ use crate::frame::FrameError;
 use crate::id::MessageId;
 use crate::limits::{MAX_HOPS, MAX_LOCATIONS, MAX_LOCATION_LEN};
 use crate::location::{check_canonical, Location};
-use crate::wire::{put_str16, Reader};
+use crate::wire::{check, put_str16, EncodeError, Reader};
 
 /// Offset of the hop count within a message body.
 pub const HOPS_OFFSET: usize = 16;
@@ -45,15 +45,23 @@ impl Message {
         16 + 3 + self.to.iter().map(|l| 2 + l.as_str().len()).sum::<usize>() + self.payload.len()
     }
 
-    pub fn encode(&self, out: &mut BytesMut) {
+    /// Appends the message body to `out`, or refuses a message the protocol does
+    /// not allow (no locations or more than 32, more than 16 hops, no payload
+    /// kind byte), leaving `out` as it was.
+    pub fn encode(&self, out: &mut BytesMut) -> Result<(), EncodeError> {
+        check("locations in a message", self.to.len(), MAX_LOCATIONS)?;
+        check("locations in a message (at least one)", 1, self.to.len())?;
+        check("hops", self.hops as usize, MAX_HOPS as usize)?;
+        check("payload kind byte (at least one)", 1, self.payload.len())?;
         out.put_slice(&self.id.0);
         out.put_u8(self.hops);
         out.put_u8(0);
         out.put_u8(self.to.len() as u8);
         for l in &self.to {
-            put_str16(out, l.as_str());
+            put_str16(out, l.as_str(), "location", MAX_LOCATION_LEN)?;
         }
         out.put_slice(&self.payload);
+        Ok(())
     }
 
     /// Decodes a message body held in `body`; the payload shares `body`'s memory.
@@ -198,7 +206,7 @@ mod tests {
             payload: Bytes::from_static(&[0, 9]),
         };
         let mut out = BytesMut::new();
-        m.encode(&mut out);
+        m.encode(&mut out).unwrap();
         let want: Vec<u8> = [
             &[7u8; 16][..],
             &[1, 0, 2],

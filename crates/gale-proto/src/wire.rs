@@ -95,10 +95,35 @@ impl<'a> Reader<'a> {
     }
 }
 
-pub(crate) fn put_str16(out: &mut impl BufMut, s: &str) {
-    debug_assert!(s.len() <= u16::MAX as usize);
+/// Why a value cannot be encoded: a count or a length over the protocol's limit
+/// (which the receiver would refuse, or which would not even fit its field).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot encode {what}: {got} is over the limit of {max}")]
+pub struct EncodeError {
+    pub what: &'static str,
+    pub got: usize,
+    pub max: usize,
+}
+
+/// `Ok` if `got <= max`, else the error for `what`.
+pub(crate) fn check(what: &'static str, got: usize, max: usize) -> Result<(), EncodeError> {
+    if got > max {
+        return Err(EncodeError { what, got, max });
+    }
+    Ok(())
+}
+
+/// Writes `s` as a `str16`, refusing text over `max` bytes.
+pub(crate) fn put_str16(
+    out: &mut impl BufMut,
+    s: &str,
+    what: &'static str,
+    max: usize,
+) -> Result<(), EncodeError> {
+    check(what, s.len(), max.min(u16::MAX as usize))?;
     out.put_u16(s.len() as u16);
     out.put_slice(s.as_bytes());
+    Ok(())
 }
 
 pub(crate) fn copy(b: &[u8]) -> Bytes {

@@ -26,7 +26,7 @@ fn check_message(data: &[u8]) {
     let msg = Message::decode(&Bytes::copy_from_slice(data)).expect("parse accepted it");
     assert_eq!(msg.to.iter().map(|l| l.as_str()).collect::<Vec<_>>(), locs);
     let mut out = BytesMut::new();
-    msg.encode(&mut out);
+    msg.encode(&mut out).unwrap();
     assert_eq!(&out[..], data);
 }
 
@@ -85,7 +85,7 @@ proptest! {
     #[test]
     fn payload_reencodes_exactly(data in prop::collection::vec(any::<u8>(), 0..96)) {
         if let Ok(p) = Payload::decode(&data) {
-            prop_assert_eq!(&p.encode()[..], &data[..]);
+            prop_assert_eq!(&p.encode().unwrap()[..], &data[..]);
         }
     }
 

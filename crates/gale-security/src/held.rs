@@ -85,7 +85,7 @@ mod tests {
         let mut f = Fragments::new();
         f.push_text("message.body", body);
         let to = vec![Location::parse("a@x.org").unwrap()];
-        Delivery::open(Message::new(to, Payload::Plain(f).encode())).unwrap()
+        Delivery::open(Message::new(to, Payload::Plain(f).encode().unwrap())).unwrap()
     }
 
     #[test]

@@ -230,7 +230,7 @@ pub fn build(
 ) -> Result<Message, EnvelopeError> {
     let id = MessageId::generate();
     let inner = match signer {
-        Some(k) => sign(id, &to, fragments, k),
+        Some(k) => sign(id, &to, fragments, k)?,
         None => Payload::Plain(fragments.clone()),
     };
     let payload = match decision {
@@ -244,7 +244,7 @@ pub fn build(
         id,
         hops: 0,
         to,
-        payload: payload.encode(),
+        payload: payload.encode()?,
     })
 }
 

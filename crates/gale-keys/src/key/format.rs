@@ -86,7 +86,9 @@ impl PublicKey {
     pub fn body(&self) -> Vec<u8> {
         let mut out = BytesMut::with_capacity(256);
         out.extend_from_slice(&PUBLIC_MAGIC);
-        self.body_fragments().encode(&mut out);
+        self.body_fragments()
+            .encode(&mut out)
+            .expect("key fields have fixed names and sizes");
         out.to_vec()
     }
 
@@ -102,7 +104,8 @@ impl PublicKey {
         }
         let mut out = BytesMut::with_capacity(512);
         out.extend_from_slice(&PUBLIC_MAGIC);
-        f.encode(&mut out);
+        f.encode(&mut out)
+            .expect("key fields have fixed names and sizes");
         out.to_vec()
     }
 

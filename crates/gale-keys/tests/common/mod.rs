@@ -57,7 +57,7 @@ pub fn message(id: MessageId, to: &[Location], payload: &Payload) -> Message {
         id,
         hops: 0,
         to: to.to_vec(),
-        payload: payload.encode(),
+        payload: payload.encode().unwrap(),
     }
 }
 

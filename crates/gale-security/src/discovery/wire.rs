@@ -50,10 +50,10 @@ pub fn query_message(name: &KeyName) -> Result<Message, LocationError> {
     let mut f = Fragments::new();
     f.push_text(names::QUESTION_KEY, name.as_str());
     now_fragment(&mut f);
-    Ok(Message::new(
-        vec![query_location(name)?],
-        Payload::Plain(f).encode(),
-    ))
+    let payload = Payload::Plain(f)
+        .encode()
+        .expect("a query has fixed fragment names");
+    Ok(Message::new(vec![query_location(name)?], payload))
 }
 
 /// An answer giving `key`, signed by `signer` (the key itself or an ancestor).
