@@ -99,7 +99,10 @@ impl Compose {
     }
 
     pub fn message_at(&self, to: Vec<Location>, time: Timestamp) -> Result<Message, EncodeError> {
-        Ok(Message::new(to, Payload::Plain(self.fragments(time)).encode()?))
+        Ok(Message::new(
+            to,
+            Payload::Plain(self.fragments(time)).encode()?,
+        ))
     }
 }
 

@@ -134,13 +134,19 @@ fn main() {
         let s = sign(id, &to, &body, &alice).unwrap();
         black_box(seal(id, &to, &s, &[bob.public()])).unwrap();
     });
-    report("sign().unwrap() + seal() to 1 (sender's whole cost)", g_sign_seal1);
+    report(
+        "sign().unwrap() + seal() to 1 (sender's whole cost)",
+        g_sign_seal1,
+    );
 
     let sealed1 = Message {
         id,
         hops: 0,
         to: to.clone(),
-        payload: seal(id, &to, &signed, &[bob.public()]).unwrap().encode().unwrap(),
+        payload: seal(id, &to, &signed, &[bob.public()])
+            .unwrap()
+            .encode()
+            .unwrap(),
     };
     let g_open_sealed1 = rate(secs, || {
         black_box(open(&sealed1, &[&bob], &lookup)).unwrap();

@@ -240,7 +240,11 @@ fn flip_every_byte(
 fn flipping_any_byte_of_a_signed_payload_is_caught() {
     let alice = key("alice@ofb.net", 1);
     let to = [loc("pub.tv@ofb.net")];
-    let m = message(id(1), &to, &sign(id(1), &to, &body("hello, world"), &alice).unwrap());
+    let m = message(
+        id(1),
+        &to,
+        &sign(id(1), &to, &body("hello, world"), &alice).unwrap(),
+    );
     flip_every_byte(&m, &[], &lookup_in(vec![alice.public().clone()]));
 }
 
@@ -320,7 +324,11 @@ fn batch_verification() {
     let to = [loc("pub@ofb.net")];
     let mut parts = Vec::new();
     for (i, k) in keys.iter().enumerate() {
-        let m = message(id(i as u8), &to, &sign(id(i as u8), &to, &body("b"), k).unwrap());
+        let m = message(
+            id(i as u8),
+            &to,
+            &sign(id(i as u8), &to, &body("b"), k).unwrap(),
+        );
         let Payload::Sealed { raw, .. } = Payload::decode(&m.payload).unwrap() else {
             panic!()
         };

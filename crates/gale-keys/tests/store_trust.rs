@@ -243,7 +243,13 @@ fn group_recipients_expand_members() {
 
     let id = MessageId([3; 16]);
     let refs: Vec<_> = keys.iter().collect();
-    let sealed = seal(id, &to, &sign(id, &to, &body("party"), &alice).unwrap(), &refs).unwrap();
+    let sealed = seal(
+        id,
+        &to,
+        &sign(id, &to, &body("party"), &alice).unwrap(),
+        &refs,
+    )
+    .unwrap();
     let m = message(id, &to, &sealed);
     let look = |n: &gale_keys::KeyName, i| store.lookup(n, i);
     for who in [&alice, &bob] {

@@ -171,7 +171,10 @@ fn sealed_vectors() {
     rand_chacha::rand_core::RngCore::fill_bytes(&mut rng, &mut ck);
     v.add("ephemeral secret", eph);
     v.add("content key", ck);
-    v.add("inner payload (signed.txt payload)", inner.encode().unwrap());
+    v.add(
+        "inner payload (signed.txt payload)",
+        inner.encode().unwrap(),
+    );
     v.add("payload", p.encode().unwrap());
     let got = v.check();
     let eph_pub = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(eph));

@@ -342,7 +342,10 @@ mod tests {
         );
         assert_eq!(&p.encode().unwrap()[..], &raw[..]);
         let sealed = [0x02, 1, 2, 3];
-        assert_eq!(&Payload::decode(&sealed).unwrap().encode().unwrap()[..], &sealed[..]);
+        assert_eq!(
+            &Payload::decode(&sealed).unwrap().encode().unwrap()[..],
+            &sealed[..]
+        );
     }
 
     #[test]

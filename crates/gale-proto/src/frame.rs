@@ -341,10 +341,18 @@ impl Frame {
                 put_entries(out, entries)?;
             }
             Frame::LinkLossage(entries) => {
-                check("entries in one LINK_LOSSAGE", entries.len(), MAX_LOSS_ENTRIES)?;
+                check(
+                    "entries in one LINK_LOSSAGE",
+                    entries.len(),
+                    MAX_LOSS_ENTRIES,
+                )?;
                 out.put_u16(entries.len() as u16);
                 for e in entries {
-                    check("locations in a LINK_LOSSAGE entry", e.locations.len(), MAX_LOCATIONS)?;
+                    check(
+                        "locations in a LINK_LOSSAGE entry",
+                        e.locations.len(),
+                        MAX_LOCATIONS,
+                    )?;
                     out.put_u64(e.count);
                     out.put_u8(e.locations.len() as u8);
                     for l in &e.locations {
@@ -357,7 +365,12 @@ impl Frame {
             Frame::Ping(t) | Frame::Pong(t) | Frame::Lossage(t) => out.put_u64(*t),
             Frame::Error { code, text } => {
                 out.put_u16(code.to_u16());
-                put_str16(out, truncate(text, MAX_SHORT_TEXT), "error text", MAX_SHORT_TEXT)?;
+                put_str16(
+                    out,
+                    truncate(text, MAX_SHORT_TEXT),
+                    "error text",
+                    MAX_SHORT_TEXT,
+                )?;
             }
         }
         let len = out.len() - start - 4;
