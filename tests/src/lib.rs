@@ -543,6 +543,20 @@ impl RawClient {
             .expect("subscribe");
     }
 
+    /// Adds `locs` to the subscription list, in as many SUBSCRIBE frames as the
+    /// protocol's 4,096-entry limit needs.
+    pub fn subscribe_many(&mut self, locs: &[String]) {
+        for chunk in locs.chunks(gale_proto::limits::MAX_SUB_ENTRIES) {
+            let entries = chunk
+                .iter()
+                .map(|l| gale_proto::SubEntry::include(gale_proto::Location::parse(l).unwrap()))
+                .collect();
+            self.0
+                .subscribe_entries(false, entries)
+                .expect("subscribe");
+        }
+    }
+
     /// The next message delivered to this client, exactly as the server sent it.
     pub fn deliver(&mut self) -> gale_proto::Message {
         self.0.deliver().expect("a delivery")

@@ -333,3 +333,40 @@ fn a_stuck_link_reports_its_losses_to_the_clients_beyond_it() {
         "no loss reported to the bystander"
     );
 }
+
+#[test]
+fn a_link_with_more_than_4096_interest_entries_comes_up_and_routes() {
+    // A has 5,000 distinct subscriptions: more than one INTEREST frame may carry.
+    let a = Galed::start_linked("A", &[], &[]);
+    let mut sub = RawClient::connect(a.addr);
+    let locs: Vec<String> = (0..5000).map(|i| format!("many{i}.feed@example.org")).collect();
+    sub.subscribe_many(&locs);
+    let b = Galed::start_linked("B", &[a.server()], &[]);
+    wait_interest(&b, "A", 5000);
+    let mut p = RawClient::connect(b.addr);
+    p.publish_burst("many4999.feed@example.org", 1, 10);
+    assert_eq!(sub.count(1), (1, 0));
+    assert_eq!(b.links_up(), 1);
+}
+
+#[test]
+fn links_with_different_frame_limits_report_what_does_not_fit() {
+    // B takes frames of at most 4,096 bytes; A the default 1 MiB. The link keeps
+    // to the smaller: a 10 KB message is dropped by A for the link, counted, and
+    // reported to B's subscriber as lost; the link stays up.
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small.toml");
+    std::fs::write(&small, "max_frame = 4096\n").unwrap();
+    let a = Galed::start_linked("A", &[], &[]);
+    let b = Galed::start_linked("B", &[a.server()], &["--config", small.to_str().unwrap()]);
+    let mut sub = RawClient::connect(b.addr);
+    sub.subscribe("big@example.org");
+    wait_interest(&a, "B", 1);
+    let mut p = RawClient::connect(a.addr);
+    p.publish_burst("big@example.org", 1, 10_000);
+    p.publish_burst("big@example.org", 1, 100);
+    assert_eq!(sub.count(2), (1, 1), "the small one delivered, the big one reported");
+    let link = a.link("B").expect("the link is still up");
+    assert_eq!(link["dropped"], 1, "{link}");
+    assert_eq!(b.link("A").unwrap()["lost_upstream"], 1);
+}

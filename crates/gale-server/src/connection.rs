@@ -16,44 +16,21 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
-use gale_proto::frame::{self, ErrorCode, Frame, FrameError, FrameType, Hello, Welcome};
-use gale_proto::limits::{FRAME_HEADER_LEN, MIN_MAX_FRAME, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
+use gale_proto::frame::{self, ErrorCode, Frame, FrameType, Welcome};
+use gale_proto::limits::FRAME_HEADER_LEN;
 use gale_proto::{KnownLocations, MessageView};
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::flow::Routing;
-pub(crate) use crate::outbox::write_loop;
-use crate::outbox::{Kind, Outbox};
+use crate::outbox::{write_loop, Kind, Outbox};
 use crate::router::{ConnInfo, ConnSubs, Router};
-
-/// Bytes asked of the socket per read when data is waiting.
-const READ_CHUNK: usize = 64 * 1024;
-/// Read buffers larger than this are released while the connection is idle.
-const IDLE_BUFFER_KEEP: usize = 0;
-/// How long a closing connection's writer may take to send what is queued.
-const CLOSE_FLUSH: Duration = Duration::from_millis(500);
-/// A reader yields to other tasks after acting on this many bytes in a row.
-const YIELD_EVERY: usize = 1024 * 1024;
-
-/// Why a connection ended.
-#[derive(Debug)]
-pub(crate) enum End {
-    /// The peer closed the connection.
-    PeerClosed,
-    /// The server is shutting down.
-    Shutdown,
-    /// No traffic for two keepalive periods.
-    Dead,
-    /// A socket error.
-    Io(std::io::Error),
-    /// The peer broke the protocol; we told it why.
-    Protocol(ErrorCode, String),
-}
+use crate::session::{
+    self, describe, finish_writer, protocol, read_frames, read_hello, refuse, End,
+};
 
 /// Serves one accepted connection to the end.
 pub async fn serve(
@@ -89,18 +66,17 @@ pub async fn serve(
             return;
         }
     };
-    if hello.min_version > PROTOCOL_VERSION || hello.max_version < MIN_PROTOCOL_VERSION {
-        let text = format!(
-            "this server speaks protocol versions {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}; \
-             the client offered {} to {}",
-            hello.min_version, hello.max_version
-        );
-        tracing::info!(%peer, "{text}");
-        refuse(&mut stream, ErrorCode::UnsupportedVersion, text).await;
-        return;
-    }
+    let agreed = match session::accept(&hello, router.config.max_frame) {
+        Ok(a) => a,
+        Err((code, text)) => {
+            tracing::info!(%peer, "{text}");
+            refuse(&mut stream, code, text).await;
+            return;
+        }
+    };
     if hello.role == 1 {
-        return crate::link::serve_accepted(router, stream, buf, hello, peer, shutdown).await;
+        return crate::link::serve_accepted(router, stream, buf, hello, agreed, peer, shutdown)
+            .await;
     }
     if hello.role != 0 {
         let text = format!(
@@ -112,10 +88,7 @@ pub async fn serve(
         refuse(&mut stream, ErrorCode::UnexpectedFrame, text).await;
         return;
     }
-    let version = hello.max_version.min(PROTOCOL_VERSION);
-    let max_frame = hello
-        .max_frame
-        .clamp(MIN_MAX_FRAME, router.config.max_frame);
+    let max_frame = agreed.max_frame;
 
     let cfg = &router.config;
     let outbox = Arc::new(Outbox::new(
@@ -143,7 +116,7 @@ pub async fn serve(
         return;
     };
     let welcome = Frame::Welcome(Welcome {
-        version,
+        version: agreed.version,
         max_frame,
         keepalive_ms: cfg.keepalive_ms.min(u32::MAX as u64) as u32,
         server: cfg.name.clone(),
@@ -206,158 +179,6 @@ pub async fn serve(
             r.flush();
             router.tally(&mut r);
             tracing::debug!(%peer, id, fanout = n, "published will");
-        }
-    }
-}
-
-pub(crate) fn describe(end: &End) -> String {
-    match end {
-        End::PeerClosed => "closed by peer".into(),
-        End::Shutdown => "server shutting down".into(),
-        End::Dead => "no traffic for two keepalive periods".into(),
-        End::Io(e) => format!("socket error: {e}"),
-        End::Protocol(_, t) => t.clone(),
-    }
-}
-
-pub(crate) fn protocol(e: FrameError) -> End {
-    End::Protocol(e.code(), e.to_string())
-}
-
-/// Reads until one whole frame is buffered; it must be a HELLO.
-pub(crate) async fn read_hello(
-    rd: &mut TcpStream,
-    buf: &mut BytesMut,
-    max_frame: u32,
-) -> Result<Hello, End> {
-    loop {
-        if let Some((ty, total)) = frame::peek(buf, max_frame).map_err(protocol)? {
-            let mut f = buf.split_to(total).freeze();
-            f.advance(FRAME_HEADER_LEN);
-            return match Frame::decode_body(ty, f).map_err(protocol)? {
-                Some(Frame::Hello(h)) => Ok(h),
-                _ => Err(End::Protocol(
-                    ErrorCode::UnexpectedFrame,
-                    format!("expected HELLO, got frame type {ty:#04x}"),
-                )),
-            };
-        }
-        buf.reserve(1024);
-        match tokio::io::AsyncReadExt::read_buf(rd, buf).await {
-            Ok(0) => return Err(End::PeerClosed),
-            Ok(_) => {}
-            Err(e) => return Err(End::Io(e)),
-        }
-    }
-}
-
-/// Answers a peer we will not serve with an ERROR frame, best effort.
-pub(crate) async fn refuse(wr: &mut TcpStream, code: ErrorCode, text: String) {
-    let _ = wr.write_all(&Frame::Error { code, text }.to_bytes()).await;
-}
-
-/// Ends a connection's writer: queues a last ERROR if there is one, lets the
-/// writer send what is queued for up to [`CLOSE_FLUSH`], then stops it (a peer
-/// that stopped reading gets no more time).
-pub(crate) async fn finish_writer(
-    outbox: &Outbox,
-    mut writer: tokio::task::JoinHandle<()>,
-    last_word: Option<(ErrorCode, String)>,
-) {
-    if let Some((code, text)) = last_word {
-        outbox.push_control(Frame::Error { code, text }.to_bytes());
-    }
-    outbox.close();
-    if tokio::time::timeout(CLOSE_FLUSH, &mut writer)
-        .await
-        .is_err()
-    {
-        writer.abort();
-    }
-    outbox.detach();
-}
-
-/// Reads frames until the connection ends, handing what arrived to `process`, which
-/// acts on whole frames and stops early (returning the frame) when a message it
-/// routed waits for full outboxes; the message is then held for
-/// ([`Routing::hold`]) before anything more is read. What was routed is flushed
-/// after each read. Keeps the connection alive: after a keepalive period of
-/// silence it sends PING, and after two it gives up. Idle connections hold no read
-/// buffer.
-pub(crate) async fn read_frames(
-    router: &Router,
-    sock: &TcpStream,
-    mut buf: BytesMut,
-    outbox: &Outbox,
-    shutdown: &CancellationToken,
-    routing: &mut Routing,
-    mut process: impl FnMut(&mut BytesMut, &mut Routing) -> Result<Option<Bytes>, End>,
-) -> End {
-    // Half-period ticks: ping after a full idle period, give up after two.
-    let half = router.config.keepalive() / 2;
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + half, half);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut heard = false;
-    let mut idle_ticks = 0u32;
-    let mut since_yield = 0usize;
-    loop {
-        // Frames that arrived with the handshake (or a previous read) first.
-        loop {
-            match process(&mut buf, routing) {
-                Ok(None) => break,
-                Ok(Some(held)) => {
-                    // Boxed: only a connection that is holding pays for the wait's state.
-                    if Box::pin(routing.hold(&held, shutdown)).await.is_err() {
-                        router.tally(routing);
-                        return End::Shutdown;
-                    }
-                }
-                Err(end) => {
-                    routing.flush();
-                    router.tally(routing);
-                    return end;
-                }
-            }
-        }
-        routing.flush();
-        router.tally(routing);
-        if buf.is_empty() && buf.capacity() > IDLE_BUFFER_KEEP {
-            buf = BytesMut::new();
-        }
-        if since_yield >= YIELD_EVERY {
-            // A publisher that always has more to read must not keep its worker
-            // thread from other connections.
-            since_yield = 0;
-            tokio::task::yield_now().await;
-        }
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => return End::Shutdown,
-            r = sock.readable() => {
-                if let Err(e) = r { return End::Io(e); }
-                buf.reserve(READ_CHUNK);
-                match sock.try_read_buf(&mut buf) {
-                    Ok(0) => return End::PeerClosed,
-                    Ok(n) => {
-                        heard = true;
-                        since_yield += n;
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(e) => return End::Io(e),
-                }
-            }
-            _ = ticker.tick() => {
-                if std::mem::take(&mut heard) {
-                    idle_ticks = 0;
-                } else {
-                    idle_ticks += 1;
-                    if idle_ticks == 2 {
-                        outbox.push_control(Frame::Ping(0).to_bytes());
-                    } else if idle_ticks >= 4 {
-                        return End::Dead;
-                    }
-                }
-            }
         }
     }
 }

@@ -15,10 +15,11 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
 
-use gale_proto::{Frame, Location, SubEntry};
+use gale_proto::{Location, SubEntry};
 
 use crate::interest::{Delta, Interest};
 use crate::outbox::Outbox;
+use crate::session::interest_frames;
 
 /// Counters for one link, updated without locks.
 #[derive(Debug, Default)]
@@ -31,6 +32,20 @@ pub struct LinkStats {
     pub lost_upstream: AtomicU64,
 }
 
+/// A link that has just come up, as [`Federation::link_up`] takes it.
+#[derive(Debug)]
+pub struct NewLink<'a> {
+    pub id: u64,
+    pub peer: &'a str,
+    pub addr: SocketAddr,
+    /// True if this server dialled it.
+    pub dialed: bool,
+    /// Largest frame the handshake agreed on.
+    pub max_frame: u32,
+    pub outbox: Arc<Outbox>,
+    pub stats: Arc<LinkStats>,
+}
+
 /// A live link.
 #[derive(Debug)]
 pub struct Link {
@@ -38,6 +53,8 @@ pub struct Link {
     pub addr: SocketAddr,
     /// True if this server dialled it.
     pub dialed: bool,
+    /// Largest frame the handshake agreed on: INTEREST is framed to fit.
+    pub max_frame: u32,
     pub since: Instant,
     pub outbox: Arc<Outbox>,
     pub stats: Arc<LinkStats>,
@@ -87,13 +104,9 @@ fn send(link: &Link, deltas: Vec<Delta>) {
             location: d.location,
         })
         .collect();
-    link.outbox.push_control(
-        Frame::Interest {
-            reset: false,
-            entries,
-        }
-        .to_bytes(),
-    );
+    for f in interest_frames(false, entries, link.max_frame) {
+        link.outbox.push_control(f);
+    }
 }
 
 impl Federation {
@@ -134,18 +147,18 @@ impl Federation {
         }
     }
 
-    /// Registers a new link and sends it our full interest.
-    #[allow(clippy::too_many_arguments)]
-    pub fn link_up(
-        &mut self,
-        id: u64,
-        own_name: &str,
-        peer: &str,
-        addr: SocketAddr,
-        dialed: bool,
-        outbox: Arc<Outbox>,
-        stats: Arc<LinkStats>,
-    ) -> Result<(), LinkRefused> {
+    /// Registers a new link and sends it our full interest, in as many INTEREST
+    /// frames as the protocol's entry limit and the link's frame size need.
+    pub fn link_up(&mut self, own_name: &str, new: NewLink<'_>) -> Result<(), LinkRefused> {
+        let NewLink {
+            id,
+            peer,
+            addr,
+            dialed,
+            max_frame,
+            outbox,
+            stats,
+        } = new;
         if peer == own_name {
             return Err(LinkRefused::SelfLink(peer.to_string()));
         }
@@ -168,17 +181,14 @@ impl Federation {
             .into_iter()
             .map(SubEntry::include)
             .collect();
-        outbox.push_control(
-            Frame::Interest {
-                reset: true,
-                entries,
-            }
-            .to_bytes(),
-        );
+        for f in interest_frames(true, entries, max_frame) {
+            outbox.push_control(f);
+        }
         let link = Link {
             peer: peer.to_string(),
             addr,
             dialed,
+            max_frame,
             since: Instant::now(),
             outbox,
             stats,
@@ -281,5 +291,89 @@ impl Federation {
                 (v, l.outbox.clone(), l.stats.clone())
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::Kind;
+    use bytes::BytesMut;
+    use gale_proto::limits::MIN_MAX_FRAME;
+    use gale_proto::Frame;
+
+    fn new_link<'a>(id: u64, peer: &'a str, max_frame: u32, outbox: &Arc<Outbox>) -> NewLink<'a> {
+        NewLink {
+            id,
+            peer,
+            addr: "127.0.0.1:1".parse().unwrap(),
+            dialed: true,
+            max_frame,
+            outbox: outbox.clone(),
+            stats: Arc::default(),
+        }
+    }
+
+    /// Applies every INTEREST frame `from` queued to link `id` of `to`.
+    fn deliver(from: &Outbox, to: &mut Federation, id: u64, max_frame: u32) {
+        for f in from.queued() {
+            assert!(
+                f.len() - 4 <= max_frame as usize,
+                "frame of {} bytes",
+                f.len()
+            );
+            match Frame::decode(&mut BytesMut::from(&f[..]), max_frame) {
+                Ok(Some(Frame::Interest { reset, entries })) => {
+                    to.remote_interest(id, reset, &entries);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_link_comes_up_with_5000_subscriptions_and_a_small_frame_limit() {
+        // Server A: 5,000 distinct client subscriptions; B links to it and agreed
+        // to frames of 4,096 bytes.
+        let mut a = Federation::default();
+        for i in 0..5000 {
+            a.local_add(&Location::parse(&format!("sub{i}.topic@example.org")).unwrap());
+        }
+        let to_b = Arc::new(Outbox::new(
+            Kind::Link,
+            1 << 20,
+            1 << 30,
+            MIN_MAX_FRAME,
+            "B".into(),
+        ));
+        a.link_up("A", new_link(1, "B", MIN_MAX_FRAME, &to_b))
+            .unwrap();
+        let mut b = Federation::default();
+        let to_a = Arc::new(Outbox::new(
+            Kind::Link,
+            1 << 20,
+            1 << 30,
+            MIN_MAX_FRAME,
+            "A".into(),
+        ));
+        b.link_up("B", new_link(7, "A", MIN_MAX_FRAME, &to_a))
+            .unwrap();
+        deliver(&to_b, &mut b, 7, MIN_MAX_FRAME);
+        assert_eq!(
+            b.links[&7].received.len(),
+            5000,
+            "B heard all of A's interest"
+        );
+        // A delta after the sync is one more INTEREST frame, adding.
+        let before = to_b.queued().len();
+        a.local_add(&Location::parse("late@example.org").unwrap());
+        let q = to_b.queued();
+        assert_eq!(q.len(), before + 1);
+        let last = Frame::decode(&mut BytesMut::from(&q[before][..]), MIN_MAX_FRAME);
+        let Ok(Some(Frame::Interest { reset, entries })) = last else {
+            panic!("{last:?}")
+        };
+        assert!(!reset);
+        assert_eq!(entries[0].location.as_str(), "late@example.org");
     }
 }

@@ -8,8 +8,9 @@
 //! - [`flow`]: a reader's side of that: flushing what it routed, and waiting for
 //!   room in full outboxes.
 //! - [`router`]: shared routing state: the subscription trie and the live connections.
-//! - [`connection`]: one client connection: handshake, frame dispatch, keepalive,
-//!   will.
+//! - [`session`]: what connections and links share: negotiating the handshake,
+//!   the read loop (keepalive, flushing, holding), closing, INTEREST framing.
+//! - [`connection`]: one client connection: frame dispatch, subscriptions, will.
 //! - [`interest`]: aggregating and diffing the interest advertised over one link.
 //! - [`federation`]: the live links and split-horizon interest propagation.
 //! - [`link`]: dialling links (alternates, back-off) and serving them.
@@ -27,6 +28,7 @@ pub mod interest;
 pub mod link;
 pub mod outbox;
 pub mod router;
+pub mod session;
 pub mod status;
 
 use std::sync::Arc;

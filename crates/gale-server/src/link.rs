@@ -22,20 +22,19 @@ use bytes::{Buf, Bytes, BytesMut};
 use gale_net::addr::{parse_server_list, ServerAddr};
 use gale_net::backoff::{self, Backoff};
 use gale_proto::frame::{self, ErrorCode, Frame, FrameType, Hello, Welcome};
-use gale_proto::limits::{
-    DEFAULT_MAX_FRAME, FRAME_HEADER_LEN, MAX_HOPS, MIN_MAX_FRAME, PROTOCOL_VERSION,
-};
+use gale_proto::limits::{FRAME_HEADER_LEN, MAX_HOPS, PROTOCOL_VERSION};
 use gale_proto::message::HOPS_OFFSET;
 use gale_proto::{KnownLocations, MessageView};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::connection::{describe, finish_writer, protocol, read_frames, write_loop, End};
-use crate::federation::LinkStats;
+use crate::federation::{LinkStats, NewLink};
 use crate::flow::Routing;
+use crate::outbox::write_loop;
 use crate::outbox::{Kind, Outbox};
 use crate::router::Router;
+use crate::session::{self, describe, finish_writer, protocol, read_frames, End, Negotiated};
 
 /// How long a dial may take to connect and complete its handshake.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -67,10 +66,14 @@ pub async fn dial_loop(
                 d = tokio::time::timeout(DIAL_TIMEOUT, dial(&router, addr)) => d,
             };
             match dialed {
-                Ok(Ok((stream, buf, peer, sa))) => {
+                Ok(Ok((stream, buf, peer, sa, agreed))) => {
                     let began = Instant::now();
-                    tracing::info!("link to {peer} ({addr}) is up");
-                    let end = run_link(&router, stream, buf, &peer, sa, true, &shutdown).await;
+                    tracing::info!(
+                        "link to {peer} ({addr}) is up (frames up to {} bytes)",
+                        agreed.max_frame
+                    );
+                    let end =
+                        run_link(&router, stream, buf, &peer, sa, true, agreed, &shutdown).await;
                     if matches!(end, End::Shutdown) {
                         return;
                     }
@@ -100,7 +103,7 @@ pub async fn dial_loop(
     }
 }
 
-type Dialed = (TcpStream, BytesMut, String, SocketAddr);
+type Dialed = (TcpStream, BytesMut, String, SocketAddr, Negotiated);
 
 async fn dial(router: &Router, addr: &ServerAddr) -> Result<Dialed, String> {
     let mut stream = TcpStream::connect((addr.host.as_str(), addr.port))
@@ -122,12 +125,15 @@ async fn dial(router: &Router, addr: &ServerAddr) -> Result<Dialed, String> {
     let mut buf = BytesMut::new();
     loop {
         if let Some((ty, total)) =
-            frame::peek(&buf, DEFAULT_MAX_FRAME).map_err(|e| e.to_string())?
+            frame::peek(&buf, router.config.max_frame).map_err(|e| e.to_string())?
         {
             let mut f = buf.split_to(total).freeze();
             f.advance(FRAME_HEADER_LEN);
             return match Frame::decode_body(ty, f).map_err(|e| e.to_string())? {
-                Some(Frame::Welcome(w)) => Ok((stream, buf, w.server, sa)),
+                Some(Frame::Welcome(w)) => {
+                    let agreed = session::dialled(&w, router.config.max_frame)?;
+                    Ok((stream, buf, w.server, sa, agreed))
+                }
                 Some(Frame::Error { text, .. }) => Err(format!("refused: {text}")),
                 other => Err(format!("expected WELCOME, got {other:?}")),
             };
@@ -145,14 +151,13 @@ pub(crate) async fn serve_accepted(
     mut stream: TcpStream,
     buf: BytesMut,
     hello: Hello,
+    agreed: Negotiated,
     peer: SocketAddr,
     shutdown: CancellationToken,
 ) {
     let welcome = Frame::Welcome(Welcome {
-        version: PROTOCOL_VERSION,
-        max_frame: hello
-            .max_frame
-            .clamp(MIN_MAX_FRAME, router.config.max_frame),
+        version: agreed.version,
+        max_frame: agreed.max_frame,
         keepalive_ms: router.config.keepalive_ms.min(u32::MAX as u64) as u32,
         server: router.config.name.clone(),
     });
@@ -160,8 +165,11 @@ pub(crate) async fn serve_accepted(
         return;
     }
     let name = hello.agent;
-    tracing::info!("link from {name} ({peer}) is up");
-    let end = run_link(&router, stream, buf, &name, peer, false, &shutdown).await;
+    tracing::info!(
+        "link from {name} ({peer}) is up (frames up to {} bytes)",
+        agreed.max_frame
+    );
+    let end = run_link(&router, stream, buf, &name, peer, false, agreed, &shutdown).await;
     if !matches!(end, End::Shutdown) {
         tracing::warn!("link from {name} ({peer}) is down: {}", describe(&end));
     }
@@ -175,20 +183,32 @@ async fn run_link(
     peer: &str,
     addr: SocketAddr,
     dialed: bool,
+    agreed: Negotiated,
     shutdown: &CancellationToken,
 ) -> End {
     let id = router.next_owner_id();
+    // Messages larger than the peer agreed to take are dropped here, counted,
+    // and reported to it by location (LINK_LOSSAGE), not sent to break the link.
     let outbox = Arc::new(Outbox::new(
         Kind::Link,
         LINK_QUEUE_FRAMES,
         LINK_QUEUE_BYTES,
-        router.config.max_frame,
+        agreed.max_frame,
         format!("{peer} ({addr})"),
     ));
     let stats = Arc::new(LinkStats::default());
     let sock = Arc::new(stream);
     let writer = tokio::spawn(write_loop(outbox.clone(), sock.clone()));
-    if let Err(refused) = router.link_up(id, peer, addr, dialed, outbox.clone(), stats.clone()) {
+    let up = router.link_up(NewLink {
+        id,
+        peer,
+        addr,
+        dialed,
+        max_frame: agreed.max_frame,
+        outbox: outbox.clone(),
+        stats: stats.clone(),
+    });
+    if let Err(refused) = up {
         let text = refused.to_string();
         tracing::warn!("refusing link with {peer} ({addr}): {text}");
         finish_writer(
@@ -202,6 +222,7 @@ async fn run_link(
     let mut link = LinkReader {
         router,
         id,
+        max_frame: agreed.max_frame,
         peer,
         outbox: &outbox,
         stats: &stats,
@@ -231,6 +252,8 @@ async fn run_link(
 struct LinkReader<'a> {
     router: &'a Router,
     id: u64,
+    /// What the handshake agreed: the largest frame the peer may send.
+    max_frame: u32,
     peer: &'a str,
     outbox: &'a Arc<Outbox>,
     stats: &'a LinkStats,
@@ -241,9 +264,7 @@ struct LinkReader<'a> {
 
 impl LinkReader<'_> {
     fn process(&mut self, buf: &mut BytesMut, routing: &mut Routing) -> Result<Option<Bytes>, End> {
-        while let Some((ty, total)) =
-            frame::peek(buf, self.router.config.max_frame).map_err(protocol)?
-        {
+        while let Some((ty, total)) = frame::peek(buf, self.max_frame).map_err(protocol)? {
             let mut raw = buf.split_to(total);
             self.stats
                 .bytes_in

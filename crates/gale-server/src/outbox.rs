@@ -671,6 +671,12 @@ impl Outbox {
         self.notify.notify_one();
     }
 
+    /// The frames queued (for tests of what others queue).
+    #[cfg(test)]
+    pub(crate) fn queued(&self) -> Vec<Bytes> {
+        self.queue.lock().frames.iter().cloned().collect()
+    }
+
     /// Frames and bytes not yet written.
     pub fn depth(&self) -> (usize, usize) {
         let q = self.queue.lock();

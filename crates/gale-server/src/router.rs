@@ -19,7 +19,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::config::Config;
 use crate::dedup::SeenIds;
-use crate::federation::{Federation, LinkRefused, LinkStats};
+use crate::federation::{Federation, LinkRefused, NewLink};
 use crate::flow::Routing;
 use crate::outbox::{raw_locations, Outbox};
 
@@ -282,20 +282,9 @@ impl Router {
     }
 
     /// Registers a link (see [`Federation::link_up`]).
-    pub fn link_up(
-        &self,
-        id: u64,
-        peer: &str,
-        addr: SocketAddr,
-        dialed: bool,
-        outbox: Arc<Outbox>,
-        stats: Arc<LinkStats>,
-    ) -> Result<(), LinkRefused> {
+    pub fn link_up(&self, link: NewLink<'_>) -> Result<(), LinkRefused> {
         self.federated.store(true, Ordering::Relaxed);
-        let name = &self.config.name;
-        self.fed
-            .lock()
-            .link_up(id, name, peer, addr, dialed, outbox, stats)
+        self.fed.lock().link_up(&self.config.name, link)
     }
 
     /// Applies a link's INTEREST: updates the trie and tells the other links.
