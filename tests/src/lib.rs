@@ -5,6 +5,9 @@
 //! when its handle drops. Waits are on lines a process prints, each with a generous
 //! deadline that only fires when something is broken.
 
+#![forbid(unsafe_code)]
+
+pub use rustix::process::Signal;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -279,9 +282,9 @@ impl Galed {
         let _ = self.child.wait();
     }
 
-    pub fn signal(&self, sig: i32) {
-        // SAFETY: sending a signal to our own child process.
-        unsafe { libc::kill(self.child.id() as i32, sig) };
+    pub fn signal(&self, sig: Signal) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("a child's pid");
+        rustix::process::kill_process(pid, sig).expect("signal galed");
     }
 
     /// Starts a new galed on the same address and options.
@@ -551,9 +554,7 @@ impl RawClient {
                 .iter()
                 .map(|l| gale_proto::SubEntry::include(gale_proto::Location::parse(l).unwrap()))
                 .collect();
-            self.0
-                .subscribe_entries(false, entries)
-                .expect("subscribe");
+            self.0.subscribe_entries(false, entries).expect("subscribe");
         }
     }
 

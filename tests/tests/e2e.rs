@@ -337,7 +337,7 @@ fn gsend_lines_keeps_order() {
 fn galed_shuts_down_cleanly_on_sigterm() {
     let mut g = Galed::start(&[]);
     let sub = Gsub::start(&g.server(), &["x@example.org"]);
-    g.signal(libc::SIGTERM);
+    g.signal(Signal::TERM);
     let status = g.wait();
     assert!(status.success(), "{status}");
     g.stderr.wait_for("shut down cleanly");

@@ -310,7 +310,7 @@ fn a_stuck_link_reports_its_losses_to_the_clients_beyond_it() {
     // B stops reading (as a hung server would): A's link queue and the sockets
     // fill, A holds its publisher for a second, then drops, and counts what it
     // dropped by location.
-    b.signal(libc::SIGSTOP);
+    b.signal(Signal::STOP);
     let n = 60_000u64;
     let mut p = RawClient::connect(a.addr);
     p.publish_burst("jam@example.org", n, 1000);
@@ -318,7 +318,7 @@ fn a_stuck_link_reports_its_losses_to_the_clients_beyond_it() {
     let dropped = link["dropped"].as_u64().unwrap();
     assert!(dropped > 0, "{link}");
     a.stderr.wait_for("is stuck: dropped");
-    b.signal(libc::SIGCONT);
+    b.signal(Signal::CONT);
     // B's client is told exactly what it lost, and the bystander nothing.
     let (got, lost) = jammed.count(n);
     assert_eq!((got + lost, lost), (n, dropped), "delivered {got}");
@@ -339,7 +339,9 @@ fn a_link_with_more_than_4096_interest_entries_comes_up_and_routes() {
     // A has 5,000 distinct subscriptions: more than one INTEREST frame may carry.
     let a = Galed::start_linked("A", &[], &[]);
     let mut sub = RawClient::connect(a.addr);
-    let locs: Vec<String> = (0..5000).map(|i| format!("many{i}.feed@example.org")).collect();
+    let locs: Vec<String> = (0..5000)
+        .map(|i| format!("many{i}.feed@example.org"))
+        .collect();
     sub.subscribe_many(&locs);
     let b = Galed::start_linked("B", &[a.server()], &[]);
     wait_interest(&b, "A", 5000);
@@ -365,7 +367,11 @@ fn links_with_different_frame_limits_report_what_does_not_fit() {
     let mut p = RawClient::connect(a.addr);
     p.publish_burst("big@example.org", 1, 10_000);
     p.publish_burst("big@example.org", 1, 100);
-    assert_eq!(sub.count(2), (1, 1), "the small one delivered, the big one reported");
+    assert_eq!(
+        sub.count(2),
+        (1, 1),
+        "the small one delivered, the big one reported"
+    );
     let link = a.link("B").expect("the link is still up");
     assert_eq!(link["dropped"], 1, "{link}");
     assert_eq!(b.link("A").unwrap()["lost_upstream"], 1);

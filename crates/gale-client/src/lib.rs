@@ -19,6 +19,8 @@
 //!   checks of `-t NAME=VALUE` and `/keyword` arguments.
 //! - [`presence`]: presence notices and the disconnection will (gsub `-p`).
 
+#![forbid(unsafe_code)]
+
 pub mod args;
 pub mod client;
 pub mod compose;

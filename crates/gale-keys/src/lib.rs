@@ -60,6 +60,8 @@
 //! # Ok(()) }
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod envelope;
 pub mod hex;
 pub mod key;

@@ -7,7 +7,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rand::RngCore;
+use rand_core::{OsRng, RngCore};
 
 /// A message's unique id.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -22,7 +22,7 @@ impl MessageId {
             .unwrap_or(0) as u64;
         let mut b = [0u8; 16];
         b[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
-        rand::thread_rng().fill_bytes(&mut b[6..]);
+        OsRng.fill_bytes(&mut b[6..]);
         MessageId(b)
     }
 

@@ -15,6 +15,8 @@
 //! The format is specified byte by byte in `docs/protocol.md`; the tests in each module
 //! pin it.
 
+#![forbid(unsafe_code)]
+
 pub mod codec;
 pub mod fragment;
 pub mod frame;

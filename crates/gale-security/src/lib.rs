@@ -17,6 +17,8 @@
 //! - [`responder`]: answering key queries: [`responder::Responder`] for a domain
 //!   (gdomain) and [`responder::OwnKeys`] for the user's own keys (gsub).
 
+#![forbid(unsafe_code)]
+
 pub mod discovery;
 pub mod held;
 pub mod identity;

@@ -154,19 +154,13 @@ impl Config {
     }
 }
 
+/// The host's name (uname's node name), or "galed" if it has none.
 fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into buf.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc == 0 {
-        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        if let Ok(s) = std::str::from_utf8(&buf[..end]) {
-            if !s.is_empty() {
-                return s.to_string();
-            }
-        }
+    let uname = rustix::system::uname();
+    match uname.nodename().to_str() {
+        Ok(s) if !s.is_empty() => s.to_string(),
+        _ => "galed".to_string(),
     }
-    "galed".to_string()
 }
 
 #[cfg(test)]

@@ -19,6 +19,8 @@
 //!
 //! [`run`] serves listeners until a shutdown token fires; it is all `main` calls.
 
+#![forbid(unsafe_code)]
+
 pub mod config;
 pub mod connection;
 pub mod dedup;

@@ -710,12 +710,7 @@ pub(crate) async fn write_loop(outbox: Arc<Outbox>, sock: Arc<TcpStream>) {
 
 /// Half-closes the socket: the peer reads what was sent, then end of stream.
 fn shutdown_write(sock: &TcpStream) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: the descriptor belongs to `sock`, which is alive; shutdown(2) only
-    // changes the connection's state.
-    unsafe {
-        libc::shutdown(sock.as_raw_fd(), libc::SHUT_WR);
-    }
+    let _ = rustix::net::shutdown(sock, rustix::net::Shutdown::Write);
 }
 
 /// One vectored write of the front of `batch`, without waiting. Returns the bytes
