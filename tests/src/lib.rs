@@ -227,11 +227,6 @@ impl Lines {
         Lines::spawn(r)
     }
 
-    /// A stream with no lines.
-    pub fn empty() -> Lines {
-        Lines::spawn(std::io::empty())
-    }
-
     pub fn dump(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
@@ -283,8 +278,15 @@ impl Galed {
     }
 
     pub fn signal(&self, sig: Signal) {
-        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("a child's pid");
-        rustix::process::kill_process(pid, sig).expect("signal galed");
+        signal_child(&self.child, sig);
+    }
+
+    /// A server that is down: a galed's address after it was killed (nothing
+    /// else listens there until it is restarted with [`Galed::restart`]).
+    pub fn down() -> Galed {
+        let mut g = Galed::start(&[]);
+        g.kill9();
+        g
     }
 
     /// Starts a new galed on the same address and options.
@@ -455,11 +457,10 @@ fn linked_args(name: &str, links: &[String], extra: &[&str]) -> Vec<String> {
     args
 }
 
-/// A free loopback port (bound then released), for tests that need to start a
-/// server later on an address clients were already given.
-pub fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+/// Sends `sig` to a child process (a gsend, say).
+pub fn signal_child(child: &std::process::Child, sig: Signal) {
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("a child's pid");
+    rustix::process::kill_process(pid, sig).expect("signal the child");
 }
 
 impl Galed {
@@ -467,12 +468,6 @@ impl Galed {
     pub fn start_linked(name: &str, links: &[String], extra: &[&str]) -> Galed {
         let args = linked_args(name, links, extra);
         Galed::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
-    }
-
-    /// Same, on a given address (to restart a server where others expect it).
-    pub fn start_linked_on(addr: &str, name: &str, links: &[String]) -> Galed {
-        let args = linked_args(name, links, &[]);
-        Galed::start_on(addr, &args.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
     /// The server's status report (`galed --status`).
@@ -532,11 +527,6 @@ impl RawClient {
 
     pub fn send(&mut self, f: &gale_proto::Frame) {
         self.0.send(f).expect("send");
-    }
-
-    /// PING, and read until its PONG.
-    pub fn sync(&mut self) {
-        self.0.sync().expect("PING/PONG");
     }
 
     pub fn subscribe(&mut self, loc: &str) {

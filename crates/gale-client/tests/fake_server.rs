@@ -249,13 +249,15 @@ async fn close_clears_the_will_and_waits_for_the_server() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn silent_server_is_declared_dead_and_next_server_is_tried() {
-    // A port with nobody listening, then a server that never answers PINGs.
-    let dead_port = {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        l.local_addr().unwrap().port()
-    };
+    // A port with nobody listening (bound for the test's lifetime, never
+    // listening: connections are refused and nobody else can take it), then a
+    // server that never answers PINGs. Time is paused: the keepalive periods pass
+    // as soon as everything waits.
+    let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+    reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let dead_port = reserved.local_addr().unwrap().port();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let addr = |port| ServerAddr {

@@ -245,7 +245,7 @@ impl Conn<'_> {
             Frame::Ping(token) => self.outbox.push_control(Frame::Pong(token).to_bytes()),
             Frame::Pong(_) => {}
             Frame::StatusRequest => {
-                let report = crate::status::json(self.router);
+                let report = crate::status::json(self.router, self.max_frame);
                 self.outbox.push_control(Frame::Status(report).to_bytes());
             }
             Frame::Subscribe { replace, entries } => {

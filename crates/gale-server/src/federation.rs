@@ -74,13 +74,14 @@ pub enum LinkRefused {
 }
 
 /// A summary of one link, for the status report.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct LinkView {
     pub id: u64,
     pub peer: String,
     pub addr: String,
     pub dialed: bool,
     pub up_secs: u64,
+    pub max_frame: u32,
     pub interest_received: usize,
     pub interest_advertised: usize,
 }
@@ -285,6 +286,7 @@ impl Federation {
                     addr: l.addr.to_string(),
                     dialed: l.dialed,
                     up_secs: l.since.elapsed().as_secs(),
+                    max_frame: l.max_frame,
                     interest_received: l.received.len(),
                     interest_advertised: l.want.advertised_len(),
                 };

@@ -355,7 +355,7 @@ impl LinkReader<'_> {
                 )
             }
             Frame::StatusRequest => {
-                let report = crate::status::json(self.router);
+                let report = crate::status::json(self.router, self.max_frame);
                 self.outbox.push_control(Frame::Status(report).to_bytes());
             }
             other => {

@@ -1,113 +1,307 @@
-//! The operator's view: a plain-text report of connections, subscriptions, queue
-//! depths and counters. galed logs it on SIGUSR1.
+//! The operator's view: [`Status`], what `galed --status` prints (a STATUS frame's
+//! JSON) and, as text, what SIGUSR1 logs. Its fields are listed in
+//! docs/architecture.md §6; readers must ignore fields they do not know.
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
+use serde::{Deserialize, Serialize};
+
 use crate::router::Router;
 
-/// The state as JSON, for `galed --status` (STATUS frame) and other tools.
-pub fn json(router: &Router) -> String {
-    let s = &router.stats;
-    let links: Vec<serde_json::Value> = router
-        .fed
-        .lock()
-        .views()
-        .into_iter()
-        .map(|(v, outbox, st)| {
-            let (qf, qb) = outbox.depth();
-            serde_json::json!({
-                "id": v.id, "peer": v.peer, "addr": v.addr, "dialed": v.dialed,
-                "state": "up", "up_secs": v.up_secs,
-                "interest_received": v.interest_received,
-                "interest_advertised": v.interest_advertised,
-                "queued_frames": qf, "queued_bytes": qb,
-                "messages_in": st.messages_in.load(Ordering::Relaxed),
-                "bytes_in": st.bytes_in.load(Ordering::Relaxed),
-                "duplicates_in": st.duplicates_in.load(Ordering::Relaxed),
-                "interest_updates_in": st.interest_updates_in.load(Ordering::Relaxed),
-                "lost_upstream": st.lost_upstream.load(Ordering::Relaxed),
-                "frames_out": outbox.stats.frames_out.load(Ordering::Relaxed),
-                "bytes_out": outbox.stats.bytes_out.load(Ordering::Relaxed),
-                "dropped": outbox.stats.dropped.load(Ordering::Relaxed),
-                "holds": outbox.stats.holds.load(Ordering::Relaxed),
-                "held_ms": outbox.stats.held_ns.load(Ordering::Relaxed) / 1_000_000,
-            })
-        })
-        .collect();
-    let clients: Vec<serde_json::Value> = router
-        .connections()
-        .into_iter()
-        .map(|(id, c)| {
-            let (qf, qb) = c.outbox.depth();
-            serde_json::json!({
-                "id": id, "peer": c.peer.to_string(), "agent": c.agent,
-                "up_secs": c.since.elapsed().as_secs(),
-                "subscriptions": c.subscriptions.load(Ordering::Relaxed),
-                "published": c.published.load(Ordering::Relaxed),
-                "queued_frames": qf, "queued_bytes": qb,
-                "frames_out": c.outbox.stats.frames_out.load(Ordering::Relaxed),
-                "bytes_out": c.outbox.stats.bytes_out.load(Ordering::Relaxed),
-                "dropped": c.outbox.stats.dropped.load(Ordering::Relaxed),
-                "holds": c.outbox.stats.holds.load(Ordering::Relaxed),
-                "held_ms": c.outbox.stats.held_ns.load(Ordering::Relaxed) / 1_000_000,
-            })
-        })
-        .collect();
-    serde_json::json!({
-        "name": router.config.name,
-        "up_secs": router.started.elapsed().as_secs(),
-        "configured_links": router.config.links,
-        "subscriptions": router.subscription_count(),
-        "published": s.published.load(Ordering::Relaxed),
-        "delivered": s.delivered.load(Ordering::Relaxed),
-        "wills_published": s.wills_published.load(Ordering::Relaxed),
-        "duplicates_dropped": s.duplicates_dropped.load(Ordering::Relaxed),
-        "hop_limit_dropped": s.hop_limit_dropped.load(Ordering::Relaxed),
-        "protocol_errors": s.protocol_errors.load(Ordering::Relaxed),
-        "connections_total": s.connections_total.load(Ordering::Relaxed),
-        "links": links,
-        "clients": clients,
-    })
-    .to_string()
+/// The whole server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    /// `host:port` unless configured.
+    pub name: String,
+    pub up_secs: u64,
+    /// The `--link` values.
+    pub configured_links: Vec<String>,
+    /// Entries in the subscription trie: clients' and links' interest together.
+    pub subscriptions: usize,
+    /// Messages routed (wills included).
+    pub published: u64,
+    /// Deliveries queued.
+    pub delivered: u64,
+    pub wills_published: u64,
+    pub duplicates_dropped: u64,
+    pub hop_limit_dropped: u64,
+    /// Connections closed for breaking the protocol.
+    pub protocol_errors: u64,
+    /// Connections accepted since start, and refused at the connection limit.
+    pub connections_total: u64,
+    pub refused_connections: u64,
+    /// Live connections; `clients` may list fewer (see `clients_omitted`).
+    pub connections: usize,
+    pub links: Vec<LinkStatus>,
+    pub clients: Vec<ClientStatus>,
+    /// Clients left out so that the report fits in one frame.
+    pub clients_omitted: usize,
 }
 
-/// Renders the server's state as text, one connection per line.
-pub fn report(router: &Router) -> String {
-    let s = &router.stats;
-    let conns = router.connections();
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "galed {} up {:?}: {} connections ({} total, {} refused), {} subscriptions, \
-         {} published, {} delivered, {} wills, {} protocol errors",
-        router.config.name,
-        router.started.elapsed(),
-        conns.len(),
-        s.connections_total.load(Ordering::Relaxed),
-        s.refused_connections.load(Ordering::Relaxed),
-        router.subscription_count(),
-        s.published.load(Ordering::Relaxed),
-        s.delivered.load(Ordering::Relaxed),
-        s.wills_published.load(Ordering::Relaxed),
-        s.protocol_errors.load(Ordering::Relaxed),
-    );
-    for (id, c) in conns {
-        let (qf, qb) = c.outbox.depth();
-        let st = &c.outbox.stats;
+/// One link that is up.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LinkStatus {
+    pub id: u64,
+    /// The other server's name.
+    pub peer: String,
+    pub addr: String,
+    /// True if this server dialled it.
+    pub dialed: bool,
+    /// Always "up": links that are down are not listed (compare
+    /// `configured_links`).
+    pub state: String,
+    pub up_secs: u64,
+    /// Largest frame the link's handshake agreed on.
+    pub max_frame: u32,
+    /// Locations the peer wants from us, and those we told it we want.
+    pub interest_received: usize,
+    pub interest_advertised: usize,
+    /// INTEREST frames received.
+    pub interest_updates_in: u64,
+    /// Frames and bytes queued for the peer and not yet written.
+    pub queued_frames: usize,
+    pub queued_bytes: usize,
+    pub messages_in: u64,
+    pub bytes_in: u64,
+    pub duplicates_in: u64,
+    /// Messages the peer reported it dropped on their way here (LINK_LOSSAGE).
+    pub lost_upstream: u64,
+    pub frames_out: u64,
+    pub bytes_out: u64,
+    /// Messages dropped for the peer here (too large for the link, or the link
+    /// stuck), reported to it by location.
+    pub dropped: u64,
+    /// How often and how long publishers waited for room in the link's queue.
+    pub holds: u64,
+    pub held_ms: u64,
+}
+
+/// One client connection.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClientStatus {
+    pub id: u64,
+    pub peer: String,
+    /// From its HELLO.
+    pub agent: String,
+    pub up_secs: u64,
+    pub subscriptions: usize,
+    pub published: u64,
+    pub queued_frames: usize,
+    pub queued_bytes: usize,
+    pub frames_out: u64,
+    pub bytes_out: u64,
+    /// Messages dropped for it (reported to it in LOSSAGE).
+    pub dropped: u64,
+    /// How often and how long publishers waited for room in its queue.
+    pub holds: u64,
+    pub held_ms: u64,
+}
+
+impl Status {
+    /// The server's state now.
+    pub fn collect(router: &Router) -> Status {
+        let s = &router.stats;
+        let links = router
+            .fed
+            .lock()
+            .views()
+            .into_iter()
+            .map(|(v, outbox, st)| {
+                let (queued_frames, queued_bytes) = outbox.depth();
+                let o = &outbox.stats;
+                LinkStatus {
+                    id: v.id,
+                    peer: v.peer,
+                    addr: v.addr,
+                    dialed: v.dialed,
+                    state: "up".into(),
+                    up_secs: v.up_secs,
+                    max_frame: v.max_frame,
+                    interest_received: v.interest_received,
+                    interest_advertised: v.interest_advertised,
+                    interest_updates_in: st.interest_updates_in.load(Ordering::Relaxed),
+                    queued_frames,
+                    queued_bytes,
+                    messages_in: st.messages_in.load(Ordering::Relaxed),
+                    bytes_in: st.bytes_in.load(Ordering::Relaxed),
+                    duplicates_in: st.duplicates_in.load(Ordering::Relaxed),
+                    lost_upstream: st.lost_upstream.load(Ordering::Relaxed),
+                    frames_out: o.frames_out.load(Ordering::Relaxed),
+                    bytes_out: o.bytes_out.load(Ordering::Relaxed),
+                    dropped: o.dropped.load(Ordering::Relaxed),
+                    holds: o.holds.load(Ordering::Relaxed),
+                    held_ms: o.held_ns.load(Ordering::Relaxed) / 1_000_000,
+                }
+            })
+            .collect();
+        let clients: Vec<ClientStatus> = router
+            .connections()
+            .into_iter()
+            .map(|(id, c)| {
+                let (queued_frames, queued_bytes) = c.outbox.depth();
+                let o = &c.outbox.stats;
+                ClientStatus {
+                    id,
+                    peer: c.peer.to_string(),
+                    agent: c.agent,
+                    up_secs: c.since.elapsed().as_secs(),
+                    subscriptions: c.subscriptions.load(Ordering::Relaxed),
+                    published: c.published.load(Ordering::Relaxed),
+                    queued_frames,
+                    queued_bytes,
+                    frames_out: o.frames_out.load(Ordering::Relaxed),
+                    bytes_out: o.bytes_out.load(Ordering::Relaxed),
+                    dropped: o.dropped.load(Ordering::Relaxed),
+                    holds: o.holds.load(Ordering::Relaxed),
+                    held_ms: o.held_ns.load(Ordering::Relaxed) / 1_000_000,
+                }
+            })
+            .collect();
+        Status {
+            name: router.config.name.clone(),
+            up_secs: router.started.elapsed().as_secs(),
+            configured_links: router.config.links.clone(),
+            subscriptions: router.subscription_count(),
+            published: s.published.load(Ordering::Relaxed),
+            delivered: s.delivered.load(Ordering::Relaxed),
+            wills_published: s.wills_published.load(Ordering::Relaxed),
+            duplicates_dropped: s.duplicates_dropped.load(Ordering::Relaxed),
+            hop_limit_dropped: s.hop_limit_dropped.load(Ordering::Relaxed),
+            protocol_errors: s.protocol_errors.load(Ordering::Relaxed),
+            connections_total: s.connections_total.load(Ordering::Relaxed),
+            refused_connections: s.refused_connections.load(Ordering::Relaxed),
+            connections: clients.len(),
+            links,
+            clients,
+            clients_omitted: 0,
+        }
+    }
+
+    /// As JSON of at most `max` bytes: if the whole report is longer (tens of
+    /// thousands of clients), clients are left out, the count in
+    /// `clients_omitted`.
+    pub fn to_json(&self, max: usize) -> String {
+        let mut s = self.clone();
+        loop {
+            let json = serde_json::to_string(&s).expect("status serializes");
+            if json.len() <= max || s.clients.is_empty() {
+                return json;
+            }
+            let keep = s.clients.len() / 2;
+            s.clients_omitted += s.clients.len() - keep;
+            s.clients.truncate(keep);
+        }
+    }
+
+    /// As text, one connection per line (what SIGUSR1 logs).
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
         let _ = writeln!(
             out,
-            "  conn {id} {} agent={:?} age={:?} subs={} published={} sent={} frames/{} bytes \
-             queued={qf} frames/{qb} bytes dropped={}",
-            c.peer,
-            c.agent,
-            c.since.elapsed(),
-            c.subscriptions.load(Ordering::Relaxed),
-            c.published.load(Ordering::Relaxed),
-            st.frames_out.load(Ordering::Relaxed),
-            st.bytes_out.load(Ordering::Relaxed),
-            st.dropped.load(Ordering::Relaxed),
+            "galed {} up {}s: {} connections ({} total, {} refused), {} links, {} \
+             subscriptions, {} published, {} delivered, {} wills, {} protocol errors",
+            self.name,
+            self.up_secs,
+            self.connections,
+            self.connections_total,
+            self.refused_connections,
+            self.links.len(),
+            self.subscriptions,
+            self.published,
+            self.delivered,
+            self.wills_published,
+            self.protocol_errors,
         );
+        for l in &self.links {
+            let _ = writeln!(
+                out,
+                "  link {} {} ({}) up {}s: interest {} in/{} out, {} messages in, {} frames \
+                 out, queued {} frames/{} bytes, dropped {}, lost upstream {}",
+                l.id,
+                l.peer,
+                l.addr,
+                l.up_secs,
+                l.interest_received,
+                l.interest_advertised,
+                l.messages_in,
+                l.frames_out,
+                l.queued_frames,
+                l.queued_bytes,
+                l.dropped,
+                l.lost_upstream,
+            );
+        }
+        for c in &self.clients {
+            let _ = writeln!(
+                out,
+                "  conn {} {} agent={:?} up {}s subs={} published={} sent={} frames/{} bytes \
+                 queued={} frames/{} bytes dropped={} held={}ms",
+                c.id,
+                c.peer,
+                c.agent,
+                c.up_secs,
+                c.subscriptions,
+                c.published,
+                c.frames_out,
+                c.bytes_out,
+                c.queued_frames,
+                c.queued_bytes,
+                c.dropped,
+                c.held_ms,
+            );
+        }
+        out
     }
-    out
+}
+
+/// The status as JSON that fits in a frame of `max_frame` bytes.
+pub fn json(router: &Router, max_frame: u32) -> String {
+    // The frame's type byte counts too.
+    Status::collect(router).to_json(max_frame as usize - 1)
+}
+
+/// The status as text.
+pub fn report(router: &Router) -> String {
+    Status::collect(router).to_text()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(id: u64) -> ClientStatus {
+        ClientStatus {
+            id,
+            peer: "127.0.0.1:1".into(),
+            agent: "a".repeat(100),
+            up_secs: 0,
+            subscriptions: 0,
+            published: 0,
+            queued_frames: 0,
+            queued_bytes: 0,
+            frames_out: 0,
+            bytes_out: 0,
+            dropped: 0,
+            holds: 0,
+            held_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_long_report_leaves_clients_out_to_fit_a_frame() {
+        let router = Router::new(crate::Config::default());
+        let mut s = Status::collect(&router);
+        s.clients = (0..1000).map(client).collect();
+        s.connections = 1000;
+        let json = s.to_json(4095);
+        assert!(json.len() <= 4095, "{}", json.len());
+        let back: Status = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.clients.len() + back.clients_omitted, 1000);
+        assert!(back.clients_omitted > 0);
+        assert_eq!(back.connections, 1000);
+        // A short one is whole.
+        let whole: Status = serde_json::from_str(&s.to_json(1 << 20)).unwrap();
+        assert_eq!(whole, s);
+    }
 }

@@ -286,8 +286,9 @@ async fn will_is_published_when_a_connection_dies() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn dead_peer_is_detected_and_pinged() {
+    // Time is paused: the keepalive periods pass as soon as everything waits.
     let cfg = Config {
         keepalive_ms: 200,
         ..Config::default()
