@@ -10,8 +10,8 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use bytes::BytesMut;
 use gale_proto::frame::Frame;
-use gale_proto::index::SubscriptionIndex;
 use gale_proto::limits::DEFAULT_MAX_FRAME;
+use gale_proto::trie::SubscriptionTrie;
 
 use crate::raw::{loc, median, publish_frame, Galed, Raw};
 
@@ -289,7 +289,7 @@ pub fn latency(cfg: &Setup, rate: u64, servers: usize) -> Result<()> {
 /// Cost of matching one location in the trie, against the number of subscriptions.
 pub fn matching(_cfg: &Setup) {
     for n in [100usize, 10_000, 100_000] {
-        let mut idx = SubscriptionIndex::new();
+        let mut idx = SubscriptionTrie::new();
         let locs: Vec<String> = (0..n)
             .map(|i| format!("pub.topic{}.sub{i}@x.org", i % 97))
             .collect();

@@ -4,7 +4,7 @@
 //! - [`limits`]: every size limit of the protocol, as named constants.
 //! - [`location`]: the [`Location`] newtype (`local.part@domain`) and its validation.
 //! - [`subscription`]: ordered `+`/`-` subscription lists and the reference matcher.
-//! - [`index`]: [`SubscriptionIndex`], the trie that matches a location against many
+//! - [`trie`]: [`SubscriptionTrie`], the trie that matches a location against many
 //!   subscriptions at a cost independent of how many there are.
 //! - [`id`]: 128-bit [`MessageId`]s.
 //! - [`fragment`]: typed, named fragments (the message payload) and their encoding.
@@ -21,17 +21,17 @@ pub mod codec;
 pub mod fragment;
 pub mod frame;
 pub mod id;
-pub mod index;
 pub mod limits;
 pub mod location;
 pub mod message;
 pub mod subscription;
+pub mod trie;
 mod wire;
 
 pub use fragment::{names, Fragment, Fragments, Payload, Timestamp, Value};
 pub use frame::{EncodeError, ErrorCode, Frame, FrameError, FrameType, Hello, LossEntry, Welcome};
 pub use id::MessageId;
-pub use index::SubscriptionIndex;
 pub use location::{Location, LocationError, Reserved};
 pub use message::{KnownLocations, Message, MessageView};
 pub use subscription::{SubEntry, SubscriptionList};
+pub use trie::SubscriptionTrie;

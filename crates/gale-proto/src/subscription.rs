@@ -4,7 +4,7 @@
 //! `pub@ofb.net - pub.spam@ofb.net` takes everything under `pub` but `pub.spam`, and
 //! `pub@ofb.net - pub.spam@ofb.net pub.spam.good@ofb.net` takes `pub.spam.good` back.
 //! [`SubscriptionList::accepts`] is the plain linear definition; the server uses the
-//! trie in [`crate::index`], which property tests check against this one.
+//! trie in [`crate::trie`], which property tests check against this one.
 
 use std::fmt;
 

@@ -1,7 +1,7 @@
 //! One client connection.
 //!
 //! A connection is two tasks: the reader (this module's [`serve`]) parses frames and
-//! acts on them in order, and the writer ([`write_loop`]) finishes writing the
+//! acts on them in order, and the writer (`outbox::write_loop`) finishes writing the
 //! connection's [`Outbox`] when its socket was full. Because the reader routes each
 //! PUBLISH before it reads the next frame, the PONG it queues for a PING confirms
 //! everything sent before that PING. After acting on each read, the reader writes

@@ -14,7 +14,7 @@
 //! - [`interest`]: aggregating and diffing the interest advertised over one link.
 //! - [`federation`]: the live links and split-horizon interest propagation.
 //! - [`link`]: dialling links (alternates, back-off) and serving them.
-//! - [`dedup`]: the recent-message-id cache that stops duplicates and cycles.
+//! - [`seen_ids`]: the recent-message-id cache that stops duplicates and cycles.
 //! - [`status`]: the operator's view of the server's state (text and JSON).
 //!
 //! [`run`] serves listeners until a shutdown token fires; it is all `main` calls.
@@ -23,13 +23,13 @@
 
 pub mod config;
 pub mod connection;
-pub mod dedup;
 pub mod federation;
 pub mod flow;
 pub mod interest;
 pub mod link;
 pub mod outbox;
 pub mod router;
+pub mod seen_ids;
 pub mod session;
 pub mod status;
 

@@ -5,7 +5,7 @@
 //! reader that routed them then writes them to the socket itself
 //! ([`Outbox::flush`]) when it has finished with what it read, without waking
 //! another task; only when the socket is full does the outbox's own writer task
-//! ([`write_loop`]) take over and wait for the socket to drain.
+//! (`write_loop`) take over and wait for the socket to drain.
 //!
 //! A full outbox first **holds** its publishers (the reader stops reading the
 //! publisher's socket, so TCP slows the publisher down) and only drops when its

@@ -12,16 +12,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use gale_proto::index::SubscriptionIndex;
 use gale_proto::limits::MAX_SUBS_PER_CONNECTION;
+use gale_proto::trie::SubscriptionTrie;
 use gale_proto::{Location, LossEntry, MessageView, SubEntry};
 use parking_lot::{Mutex, RwLock};
 
 use crate::config::Config;
-use crate::dedup::SeenIds;
 use crate::federation::{Federation, LinkRefused, NewLink};
 use crate::flow::Routing;
 use crate::outbox::{raw_locations, Outbox};
+use crate::seen_ids::SeenIds;
 
 /// Server-wide counters.
 #[derive(Debug, Default)]
@@ -77,7 +77,7 @@ pub struct TooManySubscriptions {
 #[derive(Debug)]
 pub struct Router {
     pub config: Config,
-    index: RwLock<SubscriptionIndex<Arc<Outbox>>>,
+    index: RwLock<SubscriptionTrie<Arc<Outbox>>>,
     /// Bumped whenever the trie changes; a reader's cached routes are good while
     /// it stays the same.
     generation: AtomicU64,
@@ -100,7 +100,7 @@ impl Router {
         let seen = SeenIds::new(config.dedup_cache);
         Router {
             config,
-            index: RwLock::new(SubscriptionIndex::new()),
+            index: RwLock::new(SubscriptionTrie::new()),
             generation: AtomicU64::new(0),
             conns: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
@@ -114,7 +114,7 @@ impl Router {
     }
 
     /// The trie, for changing. Every change makes the readers' route caches stale.
-    fn index_write(&self) -> parking_lot::RwLockWriteGuard<'_, SubscriptionIndex<Arc<Outbox>>> {
+    fn index_write(&self) -> parking_lot::RwLockWriteGuard<'_, SubscriptionTrie<Arc<Outbox>>> {
         let idx = self.index.write();
         self.generation.fetch_add(1, Ordering::SeqCst);
         idx

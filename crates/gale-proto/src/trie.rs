@@ -47,14 +47,14 @@ impl<T> Node<T> {
 
 /// The subscription trie. See the module documentation.
 #[derive(Debug)]
-pub struct SubscriptionIndex<T> {
+pub struct SubscriptionTrie<T> {
     domains: HashMap<Box<str>, Node<T>>,
     len: usize,
 }
 
-impl<T> Default for SubscriptionIndex<T> {
+impl<T> Default for SubscriptionTrie<T> {
     fn default() -> Self {
-        SubscriptionIndex {
+        SubscriptionTrie {
             domains: HashMap::new(),
             len: 0,
         }
@@ -70,7 +70,7 @@ fn segments(local: &str) -> impl Iterator<Item = &str> {
     local.split('.').filter(move |_| !local.is_empty())
 }
 
-impl<T> SubscriptionIndex<T> {
+impl<T> SubscriptionTrie<T> {
     pub fn new() -> Self {
         Self::default()
     }
@@ -217,7 +217,7 @@ mod tests {
 
     #[test]
     fn prefix_and_exclusion() {
-        let mut idx = SubscriptionIndex::new();
+        let mut idx = SubscriptionTrie::new();
         idx.insert(&loc("pub@x.org"), 1, 0, true, ());
         idx.insert(&loc("pub.spam@x.org"), 1, 1, false, ());
         idx.insert(&loc("pub.tv@x.org"), 2, 0, true, ());
@@ -253,7 +253,7 @@ mod tests {
             probes in prop::collection::vec(arb_loc(), 1..10),
             removals in prop::collection::vec(any::<prop::sample::Index>(), 0..4),
         ) {
-            let mut idx = SubscriptionIndex::new();
+            let mut idx = SubscriptionTrie::new();
             let mut refs: Vec<SubscriptionList> = Vec::new();
             for (owner, list) in lists.iter().enumerate() {
                 let mut entries = Vec::new();
