@@ -343,10 +343,8 @@ fn unexpected(expected: &'static str, got: &Frame) -> RawError {
     }
 }
 
-/// [`RawClient`](super::RawClient) for threads without a runtime: each call runs
-/// to completion on a small runtime of the client's own.
-/// [`RawClient`](super::RawClient) for threads without a runtime: each call runs
-/// to completion on a small runtime of the client's own.
+/// The [`RawClient`] for threads without a runtime: each call runs to completion
+/// on a small runtime of the client's own.
 pub mod blocking {
     use super::*;
 
