@@ -15,10 +15,12 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 const AFTER_HELP: &str = "\
-With no options galed listens on 0.0.0.0:11512 (Gale's port) with built-in defaults.
+With no options galed listens on this host only, 127.0.0.1:11512 and [::1]:11512
+(Gale's port), with built-in defaults. To serve other hosts, say where:
+--listen 0.0.0.0:11512 (every IPv4 address), --listen [::]:11512, or one address.
 
 Config file (TOML), every key optional:
-  listen = [\"0.0.0.0:11512\"]     name = \"myhost\"
+  listen = [\"127.0.0.1:11512\", \"[::1]:11512\"]     name = \"host:port\"
   keepalive_ms = 30000           handshake_timeout_ms = 10000
   max_frame = 1048576            client_queue_bytes = 1048576
   client_queue_frames = 65536    max_connections = 100000
@@ -33,13 +35,22 @@ Signals: SIGTERM or SIGINT shut down cleanly (clients are told and reconnect
 elsewhere); SIGUSR1 logs a status report (connections, subscriptions, queue
 depths, counters). Logging: RUST_LOG (default \"info\"), on standard error.
 
-Exit codes: 0 clean shutdown; 1 bad configuration or arguments; 2 cannot listen.";
+Exit codes: 0 clean shutdown; 1 bad configuration (file or values); 2 cannot
+listen; 3 --status could not reach or read the galed; 64 usage error (unknown
+option, missing value).";
+
+/// Exit codes (see AFTER_HELP).
+const EXIT_CONFIG: u8 = 1;
+const EXIT_LISTEN: u8 = 2;
+const EXIT_STATUS: u8 = 3;
+const EXIT_USAGE: u8 = 64;
 
 /// The Gale server: routes messages from gsend to gsub by location.
 #[derive(Parser, Debug)]
 #[command(version, about, after_help = AFTER_HELP)]
 struct Args {
-    /// Address to listen on, HOST:PORT (repeatable). Default 0.0.0.0:11512.
+    /// Address to listen on, HOST:PORT (repeatable). Default: this host only,
+    /// 127.0.0.1:11512 and [::1]:11512; 0.0.0.0:11512 serves every IPv4 address.
     #[arg(short, long = "listen", value_name = "ADDR")]
     listen: Vec<String>,
     /// TOML configuration file.
@@ -74,7 +85,14 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let args = Args::parse();
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            // --help and --version are not errors.
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
+        }
+    };
     if let Some(addr) = &args.status {
         return match tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
@@ -83,29 +101,30 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("galed: {e:#}");
-                ExitCode::from(2)
+                ExitCode::from(EXIT_STATUS)
             }
         };
     }
+    let defaults = args.listen.is_empty() && args.config.is_none();
     let config = match load_config(&args) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("galed: {e:#}");
-            return ExitCode::from(1);
+            return ExitCode::from(EXIT_CONFIG);
         }
     };
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("galed: cannot start the runtime: {e}");
-            return ExitCode::from(1);
+            return ExitCode::from(EXIT_CONFIG);
         }
     };
-    match rt.block_on(serve(config)) {
+    match rt.block_on(serve(config, defaults)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("galed: {e:#}");
-            ExitCode::from(2)
+            ExitCode::from(EXIT_LISTEN)
         }
     }
 }
@@ -146,13 +165,28 @@ async fn print_status(addr: &str) -> Result<()> {
     Ok(())
 }
 
-async fn serve(mut config: Config) -> Result<()> {
+/// Serves `config` until a signal. With the built-in `defaults`, a host without
+/// IPv6 loopback is served on 127.0.0.1 alone; addresses given explicitly must
+/// all work.
+async fn serve(mut config: Config, defaults: bool) -> Result<()> {
     let mut listeners = Vec::new();
     for addr in &config.listen {
         let addr = ServerAddr::parse_listen(addr)?;
-        let l = TcpListener::bind((addr.host.as_str(), addr.port)).await.with_context(|| {
-            format!("cannot listen on {addr} (is another galed running there? choose another with --listen)")
-        })?;
+        let l = match TcpListener::bind((addr.host.as_str(), addr.port)).await {
+            Ok(l) => l,
+            Err(e) if defaults && addr.host.contains(':') && listeners.len() == 1 => {
+                tracing::warn!("not listening on {addr} (no IPv6 here?): {e}");
+                continue;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "cannot listen on {addr} (is another galed running there? choose \
+                         another with --listen)"
+                    )
+                })
+            }
+        };
         // A stable line on stderr, for people and for tests that listen on port 0.
         eprintln!("galed: listening on {}", l.local_addr()?);
         listeners.push(l);

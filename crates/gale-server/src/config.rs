@@ -8,6 +8,10 @@ use serde::Deserialize;
 
 pub use gale_net::DEFAULT_PORT;
 
+/// Where galed listens unless told otherwise: this host only, over IPv4 and IPv6
+/// (as Mosquitto 2 does). Serving other hosts takes an explicit `--listen`.
+pub const DEFAULT_LISTEN: [&str; 2] = ["127.0.0.1:11512", "[::1]:11512"];
+
 /// galed's settings. Every field has a default, so no file is needed.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -43,7 +47,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            listen: vec![format!("0.0.0.0:{DEFAULT_PORT}")],
+            listen: DEFAULT_LISTEN.iter().map(|s| s.to_string()).collect(),
             name: hostname(),
             keepalive_ms: 30_000,
             handshake_timeout_ms: 10_000,
@@ -60,12 +64,12 @@ impl Default for Config {
 /// A problem with the configuration file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read {
         path: String,
         source: std::io::Error,
     },
-    #[error("config file {path} is not valid: {source}")]
+    #[error("config file {path} is not valid")]
     Parse {
         path: String,
         source: Box<toml::de::Error>,
@@ -179,11 +183,34 @@ mod tests {
         assert_eq!(cfg.max_frame, DEFAULT_MAX_FRAME);
         let bad = dir.join("bad.toml");
         std::fs::write(&bad, "lisen = []\n").unwrap();
-        let err = Config::from_file(&bad).unwrap_err().to_string();
+        let err = chain(&Config::from_file(&bad).unwrap_err());
         assert!(err.contains("unknown field `lisen`"), "{err}");
+        assert_eq!(err.matches("unknown field").count(), 1, "said once: {err}");
         std::fs::write(&bad, "max_frame = 10\n").unwrap();
         let err = Config::from_file(&bad).unwrap_err().to_string();
         assert!(err.contains("max_frame = 10 is out of range"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The error and its sources, as `galed` prints them (anyhow's `{:#}`).
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut s = e.to_string();
+        let mut src = e.source();
+        while let Some(x) = src {
+            s += &format!(": {x}");
+            src = x.source();
+        }
+        s
+    }
+
+    #[test]
+    fn by_default_only_this_host_is_served() {
+        let cfg = Config::default();
+        assert_eq!(cfg.listen, ["127.0.0.1:11512", "[::1]:11512"]);
+        for l in &cfg.listen {
+            let a = gale_net::ServerAddr::parse_listen(l).unwrap();
+            let ip: std::net::IpAddr = a.host.parse().unwrap();
+            assert!(ip.is_loopback(), "{l}");
+        }
     }
 }

@@ -60,6 +60,7 @@ pub async fn dial_loop(
     let mut failures = 0u32;
     loop {
         let mut healthy = false;
+        let mut why_not = Vec::new();
         for addr in &alternates {
             let dialed = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -83,10 +84,8 @@ pub async fn dial_loop(
                         break;
                     }
                 }
-                Ok(Err(why)) => tracing::info!("cannot link to {addr}: {why}"),
-                Err(_) => {
-                    tracing::info!("cannot link to {addr}: no answer within {DIAL_TIMEOUT:?}")
-                }
+                Ok(Err(why)) => why_not.push(format!("{addr}: {why}")),
+                Err(_) => why_not.push(format!("{addr}: no answer within {DIAL_TIMEOUT:?}")),
             }
         }
         if healthy {
@@ -95,7 +94,14 @@ pub async fn dial_loop(
         }
         let delay = Backoff::REDIAL.delay(failures, backoff::jitter());
         failures = failures.saturating_add(1);
-        tracing::debug!("redialling {alternates:?} in {delay:?}");
+        if !why_not.is_empty() {
+            // One line per round of attempts, however many alternates.
+            tracing::warn!(
+                "cannot link ({}); trying again in {:.1}s",
+                why_not.join("; "),
+                delay.as_secs_f64()
+            );
+        }
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
