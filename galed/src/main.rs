@@ -7,10 +7,16 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+
+/// jemalloc, with its background threads purging freed pages, gives memory back
+/// to the system after clients leave: with glibc's allocator galed kept the peak
+/// of a subscription churn (284 MB after 250,000 subscriptions came and went five
+/// times) although its tables were empty.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use clap::Parser;
 use gale_net::{RawClient, ServerAddr};
 use gale_server::{Config, Router};
-use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
@@ -85,6 +91,11 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    // Purge freed pages in the background (after jemalloc's decay, 10 s), also
+    // when galed is idle.
+    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+        tracing::warn!("cannot start the allocator's background threads: {e}");
+    }
     let args = match Args::try_parse() {
         Ok(a) => a,
         Err(e) => {
@@ -151,9 +162,20 @@ fn load_config(args: &Args) -> Result<Config> {
     Ok(config)
 }
 
+/// How long `galed --status` waits for an answer, all told.
+const STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Asks a running galed for its status and prints the JSON it returns.
 async fn print_status(addr: &str) -> Result<()> {
     let addr = ServerAddr::parse(addr)?;
+    tokio::time::timeout(STATUS_TIMEOUT, ask_status(&addr))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!("no status from {addr} within {}s", STATUS_TIMEOUT.as_secs())
+        })?
+}
+
+async fn ask_status(addr: &ServerAddr) -> Result<()> {
     let mut c = RawClient::connect((addr.host.as_str(), addr.port), "galed --status")
         .await
         .with_context(|| format!("cannot talk to galed at {addr}"))?;
@@ -169,10 +191,13 @@ async fn print_status(addr: &str) -> Result<()> {
 /// IPv6 loopback is served on 127.0.0.1 alone; addresses given explicitly must
 /// all work.
 async fn serve(mut config: Config, defaults: bool) -> Result<()> {
+    if let Some(note) = gale_server::host::fit_descriptors(&mut config) {
+        tracing::warn!("{note}");
+    }
     let mut listeners = Vec::new();
     for addr in &config.listen {
         let addr = ServerAddr::parse_listen(addr)?;
-        let l = match TcpListener::bind((addr.host.as_str(), addr.port)).await {
+        let l = match gale_server::host::listen(&addr).await {
             Ok(l) => l,
             Err(e) if defaults && addr.host.contains(':') && listeners.len() == 1 => {
                 tracing::warn!("not listening on {addr} (no IPv6 here?): {e}");

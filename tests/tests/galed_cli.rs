@@ -67,3 +67,14 @@ fn a_link_that_cannot_be_dialled_is_a_warning() {
     assert!(line.contains("WARN"), "{line}");
     assert!(line.contains("cannot link"), "{line}");
 }
+
+#[test]
+fn status_of_something_that_never_answers_gives_up_and_exits_3() {
+    // A port that accepts connections and never says a word.
+    let mute = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = mute.local_addr().unwrap().to_string();
+    let out = galed(&["--status", &addr]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(text(&out.stderr).contains("no status"), "{out:?}");
+    drop(mute);
+}

@@ -18,7 +18,8 @@ struct Args {
     /// latency across 2 and 3 linked servers), latency, match, many, memory, stalled
     /// (a stalled subscriber beside a healthy one), slow (a 10,000 msgs/s reader),
     /// tree, anchors (the same firehose against nats-server and redis-server, if
-    /// installed), or all.
+    /// installed), churn (memory given back after 250,000 subscriptions come and
+    /// go, 5 times), or all.
     #[arg(default_value = "all")]
     which: Vec<String>,
     /// Repeat each scenario this many times and report the median.
@@ -94,6 +95,9 @@ fn main() -> Result<()> {
     }
     if want("anchors") {
         anchors::run(&cfg)?;
+    }
+    if want("churn") {
+        rt.block_on(scenarios::churn(&cfg, 250_000, 5))?;
     }
     if want("slow") {
         rt.block_on(scenarios::slow_reader(&cfg, 10_000))?;

@@ -682,3 +682,43 @@ pub async fn tree(cfg: &Setup, n: usize, total: usize) -> Result<()> {
     println!("tree memory: median galed RSS by tree size (same {per} subscriptions per server): {rss_by_size:?}");
     Ok(())
 }
+
+/// Subscription churn: `cycles` times, 16 clients subscribe `total` distinct
+/// locations between them and leave. Prints galed's RSS before, at each peak and
+/// after each cycle: memory must come back when the clients leave.
+pub async fn churn(cfg: &Setup, total: usize, cycles: usize) -> Result<()> {
+    let g = Galed::start(&cfg.galed, &[])?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let start = g.rss()?;
+    let mut peaks = Vec::new();
+    let mut afters = Vec::new();
+    for c in 0..cycles {
+        let mut clients = Vec::new();
+        for k in 0..16 {
+            let mut r = Raw::connect(g.addr).await?;
+            let locs: Vec<String> = (0..total / 16)
+                .map(|i| format!("churn{c}.c{k}.l{i}@x.org"))
+                .collect();
+            for chunk in locs.chunks(4096) {
+                let refs: Vec<&str> = chunk.iter().map(|s| s.as_str()).collect();
+                r.subscribe_with(&refs, false).await?;
+            }
+            clients.push(r);
+        }
+        peaks.push(g.rss()?);
+        drop(clients);
+        crate::raw::wait_for(|| Ok(crate::raw::status(g.addr)?["subscriptions"] == 0))?;
+        // Allocators give memory back after a delay (jemalloc: ~10 s of decay).
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        afters.push(g.rss()?);
+    }
+    let mb = |v: &[u64]| v.iter().map(|b| b / 1_000_000).collect::<Vec<_>>();
+    println!(
+        "churn: {total} subscriptions over 16 connections, {cycles} cycles: galed RSS {} MB \
+         at start; at each peak {:?} MB; after each cycle {:?} MB",
+        start / 1_000_000,
+        mb(&peaks),
+        mb(&afters)
+    );
+    Ok(())
+}

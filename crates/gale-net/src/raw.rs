@@ -84,7 +84,9 @@ impl RawClient {
         addr: impl ToSocketAddrs,
         hello: Hello,
     ) -> Result<RawClient, RawError> {
-        let stream = TcpStream::connect(addr).await?;
+        let stream = tokio::time::timeout(DEFAULT_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| RawError::Timeout(DEFAULT_TIMEOUT))??;
         stream.set_nodelay(true)?;
         let placeholder = Welcome {
             version: 0,

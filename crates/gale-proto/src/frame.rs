@@ -79,10 +79,22 @@ pub enum ErrorCode {
     LimitExceeded,
     Timeout,
     ShuttingDown,
+    /// The server cannot take this now (its connection limit, its memory
+    /// budget, its descriptors): try again later, or another server.
+    Busy,
     Other(u16),
 }
 
 impl ErrorCode {
+    /// Whether the refusal may go away by itself, so that a client should
+    /// reconnect (with back-off, trying other servers) rather than stop: a server
+    /// shutting down or busy. Every other code says the request itself cannot be
+    /// served (a version, a malformed or oversized frame, too many
+    /// subscriptions), and asking again would be refused again.
+    pub fn is_transient(self) -> bool {
+        matches!(self, ErrorCode::ShuttingDown | ErrorCode::Busy)
+    }
+
     pub fn to_u16(self) -> u16 {
         match self {
             ErrorCode::UnsupportedVersion => 1,
@@ -93,6 +105,7 @@ impl ErrorCode {
             ErrorCode::LimitExceeded => 6,
             ErrorCode::Timeout => 7,
             ErrorCode::ShuttingDown => 8,
+            ErrorCode::Busy => 9,
             ErrorCode::Other(n) => n,
         }
     }
@@ -107,6 +120,7 @@ impl ErrorCode {
             6 => ErrorCode::LimitExceeded,
             7 => ErrorCode::Timeout,
             8 => ErrorCode::ShuttingDown,
+            9 => ErrorCode::Busy,
             n => ErrorCode::Other(n),
         }
     }

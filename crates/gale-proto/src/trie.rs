@@ -61,6 +61,17 @@ impl<T> Default for SubscriptionTrie<T> {
     }
 }
 
+/// Gives back a map's memory once it is mostly empty (a map keeps its largest
+/// size otherwise: a server that once held a million subscriptions would keep
+/// their tables after the clients left).
+pub fn shrink_if_sparse<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(
+    map: &mut std::collections::HashMap<K, V, S>,
+) {
+    if map.capacity() > 64 && map.len() < map.capacity() / 4 {
+        map.shrink_to(map.len() * 2);
+    }
+}
+
 fn split(loc: &str) -> (&str, &str) {
     let at = loc.rfind('@').unwrap_or(0);
     (&loc[..at], &loc[at + 1..])
@@ -127,6 +138,7 @@ impl<T> SubscriptionTrie<T> {
                     let out = go(child, segs, owner, priority);
                     if child.is_empty() {
                         node.children.remove(seg);
+                        shrink_if_sparse(&mut node.children);
                     }
                     out
                 }
@@ -136,6 +148,7 @@ impl<T> SubscriptionTrie<T> {
         let out = go(root, loc.segments(), owner, priority);
         if root.is_empty() {
             self.domains.remove(loc.domain());
+            shrink_if_sparse(&mut self.domains);
         }
         if out.is_some() {
             self.len -= 1;

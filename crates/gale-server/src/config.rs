@@ -42,6 +42,13 @@ pub struct Config {
     pub links: Vec<String>,
     /// Recently seen message ids remembered to drop duplicates (links only).
     pub dedup_cache: usize,
+    /// Subscription entries held in all, clients' and links' together; past it
+    /// new subscriptions are refused (ERROR 9).
+    pub max_subscriptions: usize,
+    /// Bytes galed's work may hold (queues, read buffers of big frames,
+    /// subscription tables); past it new work is refused. Default: half the
+    /// machine's (or its cgroup's) memory.
+    pub memory_limit: Option<usize>,
 }
 
 impl Default for Config {
@@ -57,6 +64,8 @@ impl Default for Config {
             max_connections: 100_000,
             links: Vec::new(),
             dedup_cache: 65_536,
+            max_subscriptions: 4_000_000,
+            memory_limit: None,
         }
     }
 }
@@ -139,14 +148,44 @@ impl Config {
                 why: "must be at least 100".into(),
             });
         }
-        if self.client_queue_frames == 0 || self.client_queue_bytes < self.max_frame as usize {
+        if self.client_queue_bytes < self.max_frame as usize {
             return Err(ConfigError::Range {
                 field: "client_queue_bytes",
                 value: self.client_queue_bytes.to_string(),
                 why: "must hold at least one frame of max_frame bytes".into(),
             });
         }
+        let positive: [(&'static str, u64); 6] = [
+            ("client_queue_frames", self.client_queue_frames as u64),
+            ("max_connections", self.max_connections as u64),
+            ("dedup_cache", self.dedup_cache as u64),
+            ("max_subscriptions", self.max_subscriptions as u64),
+            ("handshake_timeout_ms", self.handshake_timeout_ms),
+            ("memory_limit", self.memory_limit.map_or(1, |m| m as u64)),
+        ];
+        for (field, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::Range {
+                    field,
+                    value: "0".into(),
+                    why: "must be at least 1: 0 would refuse everything".into(),
+                });
+            }
+        }
+        if self.memory_limit.is_some_and(|m| m < 16 << 20) {
+            return Err(ConfigError::Range {
+                field: "memory_limit",
+                value: format!("{:?}", self.memory_limit),
+                why: "must be at least 16 MiB (16777216)".into(),
+            });
+        }
         Ok(())
+    }
+
+    /// The memory budget: `memory_limit`, or half the machine's memory.
+    pub fn memory_budget(&self) -> usize {
+        self.memory_limit
+            .unwrap_or_else(crate::memory::default_limit)
     }
 
     pub fn keepalive(&self) -> Duration {
@@ -189,6 +228,22 @@ mod tests {
         std::fs::write(&bad, "max_frame = 10\n").unwrap();
         let err = Config::from_file(&bad).unwrap_err().to_string();
         assert!(err.contains("max_frame = 10 is out of range"), "{err}");
+        for zero in [
+            "max_connections",
+            "client_queue_frames",
+            "max_subscriptions",
+            "dedup_cache",
+        ] {
+            std::fs::write(&bad, format!("{zero} = 0\n")).unwrap();
+            let err = Config::from_file(&bad).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("{zero} = 0 is out of range")),
+                "{err}"
+            );
+        }
+        std::fs::write(&bad, "links = [\"x:y\"]\n").unwrap();
+        let err = chain(&Config::from_file(&bad).unwrap_err());
+        assert!(err.contains("bad port \"y\""), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -93,13 +93,16 @@ pub async fn serve(
     let max_frame = agreed.max_frame;
 
     let cfg = &router.config;
-    let outbox = Arc::new(Outbox::new(
-        Kind::Client,
-        cfg.client_queue_frames,
-        cfg.client_queue_bytes,
-        max_frame,
-        format!("{peer} ({})", hello.agent),
-    ));
+    let outbox = Arc::new(
+        Outbox::new(
+            Kind::Client,
+            cfg.client_queue_frames,
+            cfg.client_queue_bytes,
+            max_frame,
+            format!("{peer} ({})", hello.agent),
+        )
+        .with_budget(router.memory.clone()),
+    );
     let info = ConnInfo {
         peer,
         agent: hello.agent.clone(),
@@ -108,14 +111,15 @@ pub async fn serve(
         subscriptions: Arc::new(AtomicUsize::new(0)),
         published: Arc::new(AtomicU64::new(0)),
     };
-    let Some(id) = router.register(info.clone()) else {
-        tracing::warn!(%peer, "refusing connection: at the limit of {} connections", cfg.max_connections);
-        let text = format!(
-            "server is at its limit of {} connections; try another server",
-            cfg.max_connections
-        );
-        refuse(&mut stream, ErrorCode::LimitExceeded, text).await;
-        return;
+    let id = match router.register(info.clone()) {
+        Ok(id) => id,
+        Err(why) => {
+            router
+                .refusals
+                .note(|n| tracing::warn!("refused {n} connections: {why}"));
+            refuse(&mut stream, ErrorCode::Busy, why.to_string()).await;
+            return;
+        }
     };
     let welcome = Frame::Welcome(Welcome {
         version: agreed.version,
@@ -253,7 +257,14 @@ impl Conn<'_> {
             Frame::Subscribe { replace, entries } => {
                 self.router
                     .subscribe(self.id, self.outbox, &mut self.subs, replace, &entries)
-                    .map_err(|e| End::Protocol(ErrorCode::LimitExceeded, e.to_string()))?;
+                    .map_err(|e| {
+                        if e.code() == ErrorCode::Busy {
+                            self.router
+                                .sub_refusals
+                                .note(|n| tracing::warn!("refused {n} subscriptions: {e}"));
+                        }
+                        End::Protocol(e.code(), e.to_string())
+                    })?;
                 self.info
                     .subscriptions
                     .store(self.subs.len(), Ordering::Relaxed);

@@ -20,6 +20,7 @@ use gale_proto::{Location, SubEntry};
 use crate::interest::{Delta, Interest};
 use crate::outbox::Outbox;
 use crate::session::interest_frames;
+use gale_proto::trie::shrink_if_sparse;
 
 /// Counters for one link, updated without locks.
 #[derive(Debug, Default)]
@@ -139,6 +140,7 @@ impl Federation {
             Some(n) if *n > 1 => *n -= 1,
             Some(_) => {
                 self.local.remove(loc);
+                shrink_if_sparse(&mut self.local);
             }
             None => return,
         }
@@ -241,6 +243,9 @@ impl Federation {
         }
         for l in &removed {
             link.received.remove(l);
+        }
+        if link.received.capacity() > 64 && link.received.len() < link.received.capacity() / 4 {
+            link.received.shrink_to(link.received.len() * 2);
         }
         for l in &added {
             link.received.insert(l.clone());

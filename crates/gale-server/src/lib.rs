@@ -25,16 +25,22 @@ pub mod config;
 pub mod connection;
 pub mod federation;
 pub mod flow;
+pub mod host;
 pub mod interest;
 pub mod link;
+pub mod logs;
+pub mod memory;
 pub mod outbox;
 pub mod router;
 pub mod seen_ids;
 pub mod session;
 pub mod status;
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+
+use gale_proto::frame::{ErrorCode, Frame};
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -88,6 +94,11 @@ async fn accept_loop(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
+    // One descriptor held in reserve: when accepting fails for lack of
+    // descriptors, it is given up for a moment so that the client waiting in the
+    // backlog can be told (ERROR 9) instead of left hanging until its timeout.
+    let mut spare = std::fs::File::open("/dev/null").ok();
+    let mut pause = Duration::ZERO;
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -95,6 +106,7 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer)) => {
+                pause = Duration::ZERO;
                 tracker.spawn(connection::serve(
                     router.clone(),
                     stream,
@@ -103,9 +115,44 @@ async fn accept_loop(
                 ));
             }
             Err(e) => {
-                // Out of file descriptors and the like: say so, back off briefly, go on.
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                let out_of_fds = e.raw_os_error().is_some_and(|n| {
+                    n == rustix::io::Errno::MFILE.raw_os_error()
+                        || n == rustix::io::Errno::NFILE.raw_os_error()
+                });
+                if out_of_fds {
+                    drop(spare.take());
+                    if let Ok((s, _)) = listener.accept().await {
+                        router
+                            .stats
+                            .refused_connections
+                            .fetch_add(1, Ordering::Relaxed);
+                        let bye = Frame::Error {
+                            code: ErrorCode::Busy,
+                            text: "server is out of file descriptors; try again later or \
+                                   another server"
+                                .into(),
+                        };
+                        let _ = s.try_write(&bye.to_bytes());
+                    }
+                    spare = std::fs::File::open("/dev/null").ok();
+                }
+                router.refusals.note(|n| {
+                    tracing::warn!(
+                        "accepting connections failed {n} times: {e}{}",
+                        if out_of_fds {
+                            "; refusing clients until descriptors are free (raise the \
+                             limit: ulimit -n, or LimitNOFILE= in the service unit)"
+                        } else {
+                            ""
+                        }
+                    )
+                });
+                // Back off instead of spinning: 10 ms doubling to 1 s.
+                pause = (pause * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(pause) => {}
+                }
             }
         }
     }

@@ -195,13 +195,16 @@ async fn run_link(
     let id = router.next_owner_id();
     // Messages larger than the peer agreed to take are dropped here, counted,
     // and reported to it by location (LINK_LOSSAGE), not sent to break the link.
-    let outbox = Arc::new(Outbox::new(
-        Kind::Link,
-        LINK_QUEUE_FRAMES,
-        LINK_QUEUE_BYTES,
-        agreed.max_frame,
-        format!("{peer} ({addr})"),
-    ));
+    let outbox = Arc::new(
+        Outbox::new(
+            Kind::Link,
+            LINK_QUEUE_FRAMES,
+            LINK_QUEUE_BYTES,
+            agreed.max_frame,
+            format!("{peer} ({addr})"),
+        )
+        .with_budget(router.memory.clone()),
+    );
     let stats = Arc::new(LinkStats::default());
     let sock = Arc::new(stream);
     let writer = tokio::spawn(write_loop(outbox.clone(), sock.clone()));

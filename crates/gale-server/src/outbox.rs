@@ -48,6 +48,8 @@ use gale_proto::frame::{Frame, LossEntry};
 use gale_proto::limits::{MAX_LOCATIONS, MAX_LOSS_ENTRIES};
 use gale_proto::{Location, MessageView};
 use parking_lot::Mutex;
+
+use crate::memory::{MemoryBudget, QUEUE_STEP};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
@@ -226,6 +228,9 @@ struct Queue {
     credit: Credit,
     /// Link: when the link last wrote, or last went from empty to non-empty.
     progress: Instant,
+    /// Bytes taken from the server's memory budget for this queue (in steps, so
+    /// the shared count is not touched per frame); at least `bytes`.
+    reserved: usize,
     /// Drops already logged (of `stats.dropped`), and when they were last logged.
     logged: u64,
     logged_at: Option<Instant>,
@@ -264,6 +269,8 @@ pub struct Outbox {
     max_frame: usize,
     /// Who this is, for logs.
     label: String,
+    /// The server's memory budget, which queued frames count against.
+    memory: Option<Arc<MemoryBudget>>,
     pub stats: OutboxStats,
 }
 
@@ -292,6 +299,7 @@ impl Outbox {
                     share: Budget::new(HOLD_START, HOLD_SHARE_PER_MILLE, HOLD_CAP),
                 },
                 progress: now,
+                reserved: 0,
                 logged: 0,
                 logged_at: None,
             }),
@@ -304,7 +312,50 @@ impl Outbox {
             max_bytes,
             max_frame: max_frame as usize,
             label,
+            memory: None,
             stats: OutboxStats::default(),
+        }
+    }
+
+    /// Counts this queue against `memory`: past the budget, deliveries are
+    /// dropped (and reported) rather than queued.
+    pub fn with_budget(mut self, memory: Arc<MemoryBudget>) -> Outbox {
+        self.memory = Some(memory);
+        self
+    }
+
+    /// Whether the memory budget has room for `len` more queued bytes (taking a
+    /// step of it when needed). `force` takes it even over the budget.
+    fn budget(&self, q: &mut Queue, len: usize, force: bool) -> bool {
+        let Some(m) = &self.memory else {
+            return true;
+        };
+        let need = q.bytes + len;
+        if need <= q.reserved {
+            return true;
+        }
+        let step = (need - q.reserved).max(QUEUE_STEP);
+        if force {
+            m.take(step);
+        } else if !m.try_take(step) {
+            return false;
+        }
+        q.reserved += step;
+        true
+    }
+
+    /// Gives back what the queue no longer needs, keeping one step.
+    fn unbudget(&self, q: &mut Queue) {
+        if let Some(m) = &self.memory {
+            let keep = if q.bytes == 0 {
+                0
+            } else {
+                q.bytes + QUEUE_STEP
+            };
+            if q.reserved > keep + QUEUE_STEP || (q.bytes == 0 && q.reserved > 0) {
+                m.give(q.reserved - keep);
+                q.reserved = keep;
+            }
         }
     }
 
@@ -343,7 +394,14 @@ impl Outbox {
             return Offer::Dropped;
         }
         let fits = frame.len().saturating_sub(4) <= self.max_frame;
-        if fits && q.count < self.max_frames && q.bytes + frame.len() <= self.max_bytes {
+        let room = q.count < self.max_frames && q.bytes + frame.len() <= self.max_bytes;
+        if fits && room && !self.budget(&mut q, frame.len(), false) {
+            // The server as a whole is at its memory budget: refuse the work
+            // rather than hold publishers for memory that others hold.
+            self.count_drop(&mut q, view);
+            return Offer::Dropped;
+        }
+        if fits && room {
             // A frame shares the publisher's read buffer (64 KiB). In the queue of
             // a destination that drains slowly it would keep that whole buffer
             // alive for a long time, one buffer per frame at worst: copy it.
@@ -486,6 +544,7 @@ impl Outbox {
         if q.closed {
             return;
         }
+        self.budget(&mut q, frame.len(), true);
         let first = self.enqueue(&mut q, frame);
         drop(q);
         if first {
@@ -591,6 +650,7 @@ impl Outbox {
         q.bytes -= bytes.min(q.bytes);
         q.count -= frames.min(q.count);
         q.progress = Instant::now();
+        self.unbudget(&mut q);
         if q.count == 0 {
             q.slow = false;
         }
@@ -853,6 +913,14 @@ pub fn raw_locations(locs: &[Location]) -> Vec<u8> {
         b.put_slice(l.as_str().as_bytes());
     }
     b.to_vec()
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        if let Some(m) = &self.memory {
+            m.give(self.queue.get_mut().reserved);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -20,8 +20,10 @@ use parking_lot::{Mutex, RwLock};
 use crate::config::Config;
 use crate::federation::{Federation, LinkRefused, NewLink};
 use crate::flow::Routing;
+use crate::memory::{MemoryBudget, SUBSCRIPTION_COST};
 use crate::outbox::{raw_locations, Outbox};
 use crate::seen_ids::SeenIds;
+use gale_proto::ErrorCode;
 
 /// Server-wide counters.
 #[derive(Debug, Default)]
@@ -65,12 +67,37 @@ impl ConnSubs {
     }
 }
 
-/// Refusal to hold more subscriptions than the limit.
+/// Why a SUBSCRIBE was refused.
 #[derive(Debug, thiserror::Error)]
-#[error("subscription list too long: {have} entries, the limit is {max}")]
-pub struct TooManySubscriptions {
-    pub have: usize,
-    pub max: usize,
+pub enum SubscribeRefused {
+    #[error("subscription list too long: {have} entries, the limit is {max} per connection")]
+    TooMany { have: usize, max: usize },
+    #[error(
+        "the server holds its limit of {max} subscriptions; try again later or another server"
+    )]
+    ServerFull { max: usize },
+    #[error("the server is at its memory budget; try again later or another server")]
+    Memory,
+}
+
+impl SubscribeRefused {
+    /// The ERROR code to close with: the connection's own limit is permanent,
+    /// the server's are not.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            SubscribeRefused::TooMany { .. } => ErrorCode::LimitExceeded,
+            SubscribeRefused::ServerFull { .. } | SubscribeRefused::Memory => ErrorCode::Busy,
+        }
+    }
+}
+
+/// Why a connection was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectRefused {
+    #[error("the server is at its limit of {0} connections; try again later or another server")]
+    Connections(usize),
+    #[error("the server is at its memory budget; try again later or another server")]
+    Memory,
 }
 
 /// See the module documentation.
@@ -84,6 +111,12 @@ pub struct Router {
     conns: Mutex<HashMap<u64, ConnInfo>>,
     next_id: AtomicU64,
     pub stats: ServerStats,
+    /// What the server's work may hold in memory (see [`crate::memory`]).
+    pub memory: Arc<MemoryBudget>,
+    /// Refused connections and failed accepts, logged at most every 10 s.
+    pub refusals: crate::logs::Every,
+    /// Refused subscriptions (server limit, memory), likewise.
+    pub sub_refusals: crate::logs::Every,
     pub started: Instant,
     pub(crate) fed: Mutex<Federation>,
     seen: Mutex<SeenIds>,
@@ -98,6 +131,7 @@ impl Router {
     pub fn new(config: Config) -> Router {
         let federated = !config.links.is_empty();
         let seen = SeenIds::new(config.dedup_cache);
+        let memory = Arc::new(MemoryBudget::new(config.memory_budget()));
         Router {
             config,
             index: RwLock::new(SubscriptionTrie::new()),
@@ -105,6 +139,9 @@ impl Router {
             conns: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             stats: ServerStats::default(),
+            memory,
+            refusals: crate::logs::Every::new(std::time::Duration::from_secs(10)),
+            sub_refusals: crate::logs::Every::new(std::time::Duration::from_secs(10)),
             started: Instant::now(),
             fed: Mutex::new(Federation::default()),
             seen: Mutex::new(seen),
@@ -125,24 +162,37 @@ impl Router {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Adds a connection, or refuses it when the server is at its connection limit.
-    pub fn register(&self, info: ConnInfo) -> Option<u64> {
+    /// Adds a connection, or refuses it when the server is at its connection limit
+    /// or its memory budget.
+    pub fn register(&self, info: ConnInfo) -> Result<u64, ConnectRefused> {
         let mut conns = self.conns.lock();
-        if conns.len() >= self.config.max_connections {
+        let refused = if conns.len() >= self.config.max_connections {
+            Some(ConnectRefused::Connections(self.config.max_connections))
+        } else if self.memory.exhausted() {
+            Some(ConnectRefused::Memory)
+        } else {
+            None
+        };
+        if let Some(r) = refused {
             self.stats
                 .refused_connections
                 .fetch_add(1, Ordering::Relaxed);
-            return None;
+            return Err(r);
         }
         let id = self.next_owner_id();
         conns.insert(id, info);
         self.stats.connections_total.fetch_add(1, Ordering::Relaxed);
-        Some(id)
+        Ok(id)
     }
 
     /// Removes a connection and all its subscriptions.
     pub fn unregister(&self, id: u64, subs: &mut ConnSubs) {
-        self.conns.lock().remove(&id);
+        {
+            let mut conns = self.conns.lock();
+            conns.remove(&id);
+            gale_proto::trie::shrink_if_sparse(&mut conns);
+        }
+        self.memory.give(subs.entries.len() * SUBSCRIPTION_COST);
         let mut gone = Vec::new();
         let mut idx = self.index_write();
         for (loc, (prio, positive)) in subs.entries.drain() {
@@ -167,17 +217,28 @@ impl Router {
         subs: &mut ConnSubs,
         replace: bool,
         entries: &[SubEntry],
-    ) -> Result<(), TooManySubscriptions> {
+    ) -> Result<(), SubscribeRefused> {
         let kept = if replace { 0 } else { subs.entries.len() };
         let new = entries
             .iter()
             .filter(|e| replace || !subs.entries.contains_key(&e.location))
             .count();
         if kept + new > MAX_SUBS_PER_CONNECTION {
-            return Err(TooManySubscriptions {
+            return Err(SubscribeRefused::TooMany {
                 have: kept + new,
                 max: MAX_SUBS_PER_CONNECTION,
             });
+        }
+        let before = subs.entries.len();
+        let growth = (kept + new).saturating_sub(before);
+        if growth > 0 {
+            let max = self.config.max_subscriptions;
+            if self.subscription_count() + growth > max {
+                return Err(SubscribeRefused::ServerFull { max });
+            }
+            if !self.memory.try_take(growth * SUBSCRIPTION_COST) {
+                return Err(SubscribeRefused::Memory);
+            }
         }
         // Positive entries gained and lost are what other servers must hear about.
         let (mut gained, mut lost) = (Vec::new(), Vec::new());
@@ -206,6 +267,11 @@ impl Router {
             }
         }
         drop(idx);
+        // Entries can be fewer than taken for (a repeat within `entries`), or
+        // fewer than before (a replacing list).
+        let taken = before + growth;
+        self.memory
+            .give(taken.saturating_sub(subs.entries.len()) * SUBSCRIPTION_COST);
         let mut fed = self.fed.lock();
         for l in &gained {
             fed.local_add(l);
@@ -218,6 +284,7 @@ impl Router {
 
     /// Applies an UNSUBSCRIBE: removes each entry whose sign and location match.
     pub fn unsubscribe(&self, id: u64, subs: &mut ConnSubs, entries: &[SubEntry]) {
+        let before = subs.entries.len();
         let mut lost = Vec::new();
         let mut idx = self.index_write();
         for e in entries {
@@ -232,6 +299,8 @@ impl Router {
             }
         }
         drop(idx);
+        self.memory
+            .give((before - subs.entries.len()) * SUBSCRIPTION_COST);
         let mut fed = self.fed.lock();
         for l in &lost {
             fed.local_remove(l);
@@ -298,6 +367,10 @@ impl Router {
         for l in &added {
             idx.insert(l, id, 0, true, outbox.clone());
         }
+        // A link's interest is never refused (the far side would lose messages
+        // without knowing); it is counted.
+        self.memory.take(added.len() * SUBSCRIPTION_COST);
+        self.memory.give(removed.len() * SUBSCRIPTION_COST);
     }
 
     /// Forgets a link and withdraws its interest everywhere.
@@ -308,6 +381,7 @@ impl Router {
         for l in &gone {
             idx.remove(l, id, 0);
         }
+        self.memory.give(gone.len() * SUBSCRIPTION_COST);
     }
 
     /// Delivers `frame` (a whole DELIVER frame) to every owner but `sender` whose

@@ -29,6 +29,24 @@ const IDLE_BUFFER_KEEP: usize = 0;
 const CLOSE_FLUSH: Duration = Duration::from_millis(500);
 /// A reader yields to other tasks after acting on this many bytes in a row.
 const YIELD_EVERY: usize = 1024 * 1024;
+/// A frame that has begun must be complete within this, plus the time it takes at
+/// [`PARTIAL_RATE`]: a peer that trickles a big frame, or stops in the middle,
+/// does not keep its buffer (and the server's memory) forever.
+pub const PARTIAL_FLOOR: Duration = Duration::from_secs(5);
+/// Slowest delivery of a frame's bytes allowed, in bytes per second.
+pub const PARTIAL_RATE: u64 = 64 * 1024;
+
+/// How long a frame of `len` bytes (length field included) may take to arrive.
+pub fn partial_deadline(len: usize) -> Duration {
+    PARTIAL_FLOOR + Duration::from_millis(len as u64 * 1000 / PARTIAL_RATE)
+}
+
+/// The whole length (length field included) of the frame at the front of `buf`,
+/// once its length field has arrived.
+fn frame_len(buf: &[u8]) -> Option<usize> {
+    let len: [u8; 4] = buf.get(..4)?.try_into().ok()?;
+    Some(4 + u32::from_be_bytes(len) as usize)
+}
 
 /// What the two ends of a connection agreed in the handshake; both directions
 /// keep to it.
@@ -213,7 +231,12 @@ pub(crate) async fn read_frames(
     let mut heard = false;
     let mut idle_ticks = 0u32;
     let mut since_yield = 0usize;
+    // The frame being read, if one has begun: when it must be complete.
+    let mut partial: Option<tokio::time::Instant> = None;
+    // Bytes of read buffer taken from the server's memory budget for big frames.
+    let mut taken = Taken::new(router);
     loop {
+        let before = buf.len();
         // Frames that arrived with the handshake (or a previous read) first.
         loop {
             match process(&mut buf, routing) {
@@ -236,6 +259,26 @@ pub(crate) async fn read_frames(
         router.tally(routing);
         if buf.is_empty() && buf.capacity() > IDLE_BUFFER_KEEP {
             buf = BytesMut::new();
+        }
+        if buf.is_empty() || buf.len() < before {
+            partial = None; // nothing begun, or a frame was completed
+        } else if partial.is_none() {
+            let len = frame_len(&buf).unwrap_or(0);
+            partial = Some(tokio::time::Instant::now() + partial_deadline(len));
+        }
+        match frame_len(&buf) {
+            // A big frame is coming: its buffer comes out of the memory budget.
+            Some(len) if len > READ_CHUNK && !taken.cover(len) => {
+                return End::Protocol(
+                    ErrorCode::Busy,
+                    format!(
+                        "the server is at its memory budget and cannot take a frame of {len} \
+                         bytes now; try again later"
+                    ),
+                );
+            }
+            _ if buf.is_empty() => taken.release(),
+            _ => {}
         }
         if since_yield >= YIELD_EVERY {
             // A publisher that always has more to read must not keep its worker
@@ -260,6 +303,18 @@ pub(crate) async fn read_frames(
                 }
             }
             _ = ticker.tick() => {
+                if let Some(due) = partial.filter(|d| tokio::time::Instant::now() >= *d) {
+                    let len = frame_len(&buf).unwrap_or(0);
+                    let waited = tokio::time::Instant::now() - (due - partial_deadline(len));
+                    return End::Protocol(
+                        ErrorCode::Timeout,
+                        format!(
+                            "a frame of {len} bytes was not complete after {}s ({} bytes came)",
+                            waited.as_secs(),
+                            buf.len()
+                        ),
+                    );
+                }
                 if std::mem::take(&mut heard) {
                     idle_ticks = 0;
                 } else {
@@ -272,6 +327,40 @@ pub(crate) async fn read_frames(
                 }
             }
         }
+    }
+}
+
+/// A reader's share of the server's memory budget, given back when dropped.
+struct Taken<'a> {
+    router: &'a Router,
+    bytes: usize,
+}
+
+impl<'a> Taken<'a> {
+    fn new(router: &'a Router) -> Taken<'a> {
+        Taken { router, bytes: 0 }
+    }
+
+    /// Makes sure `len` bytes are taken; false if the budget cannot give them.
+    fn cover(&mut self, len: usize) -> bool {
+        if len <= self.bytes {
+            return true;
+        }
+        if !self.router.memory.try_take(len - self.bytes) {
+            return false;
+        }
+        self.bytes = len;
+        true
+    }
+
+    fn release(&mut self) {
+        self.router.memory.give(std::mem::take(&mut self.bytes));
+    }
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 

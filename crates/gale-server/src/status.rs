@@ -17,8 +17,16 @@ pub struct Status {
     pub up_secs: u64,
     /// The `--link` values.
     pub configured_links: Vec<String>,
-    /// Entries in the subscription trie: clients' and links' interest together.
+    /// Entries in the subscription trie: clients' and links' interest together,
+    /// and the most it may hold (`max_subscriptions`).
     pub subscriptions: usize,
+    pub max_subscriptions: usize,
+    /// Bytes of the memory budget in use (queues, big frames' buffers,
+    /// subscription tables), and the budget.
+    pub memory_used: usize,
+    pub memory_limit: usize,
+    /// The connection limit in force (lowered to fit the descriptor limit).
+    pub max_connections: usize,
     /// Messages routed (wills included).
     pub published: u64,
     /// Deliveries queued.
@@ -163,6 +171,10 @@ impl Status {
             up_secs: router.started.elapsed().as_secs(),
             configured_links: router.config.links.clone(),
             subscriptions: router.subscription_count(),
+            max_subscriptions: router.config.max_subscriptions,
+            memory_used: router.memory.used(),
+            memory_limit: router.memory.limit(),
+            max_connections: router.config.max_connections,
             published: s.published.load(Ordering::Relaxed),
             delivered: s.delivered.load(Ordering::Relaxed),
             wills_published: s.wills_published.load(Ordering::Relaxed),
@@ -200,7 +212,8 @@ impl Status {
         let _ = writeln!(
             out,
             "galed {} up {}s: {} connections ({} total, {} refused), {} links, {} \
-             subscriptions, {} published, {} delivered, {} wills, {} protocol errors",
+             subscriptions, memory {} of {} MB, {} published, {} delivered, {} wills, {} \
+             protocol errors",
             self.name,
             self.up_secs,
             self.connections,
@@ -208,6 +221,8 @@ impl Status {
             self.refused_connections,
             self.links.len(),
             self.subscriptions,
+            self.memory_used >> 20,
+            self.memory_limit >> 20,
             self.published,
             self.delivered,
             self.wills_published,
