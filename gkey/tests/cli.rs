@@ -111,3 +111,27 @@ fn secret_export_needs_force() {
     );
     assert!(out.stdout.starts_with(b"GALESEC\x01"));
 }
+
+#[test]
+fn a_closed_standard_output_is_not_a_crash() {
+    let t = tempfile::tempdir().unwrap();
+    // `gkey gen a@x.org | true`: the reader is gone before gkey writes.
+    let (reader, writer) = rustix::pipe::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_gkey"))
+        .args(["gen", "a@x.org"])
+        .env("GALE_DIR", t.path())
+        .env("GALE_SYS_DIR", t.path().join("no-system"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("panicked"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(t.path().join("auth/private/a@x.org.gpri").exists());
+}

@@ -48,11 +48,13 @@ Environment: GALE_SERVER (server list), GALE_DOMAIN (default domain), GALE_ID
 message.sender unless -a).
 
 Exit status:
-  0  the server accepted every message
-  1  usage error or bad input (bad location, bad -t, message too large), or
-     refused: private and public locations mixed, no key with --require-private
-  2  could not deliver to a server before the timeout
-  3  I/O error reading standard input
+  0   the server accepted every message
+  1   refused or bad input: private and public locations mixed, no key with
+      --require-private, message too large, who you are is not known
+  2   could not deliver to a server before the timeout
+  3   I/O error reading standard input
+  64  usage error: an unknown option, a missing argument, or a value that does
+      not parse (a location, -t, a keyword, --id, the server list)
 
 Examples:
   echo 'lunch?' | gsend pub.food@example.org /lunch
@@ -116,15 +118,29 @@ struct Args {
     targets: Vec<String>,
 }
 
+/// Refused, or bad input (see AFTER_HELP).
+const EXIT_REFUSED: u8 = 1;
+/// EX_USAGE (sysexits.h): a usage error, the same code in every Gale program.
+const EXIT_USAGE: u8 = 64;
+
 /// A failure and its exit status.
 struct Failure {
     code: u8,
     error: anyhow::Error,
 }
 
+/// The command line is wrong.
 fn usage(error: impl Into<anyhow::Error>) -> Failure {
     Failure {
-        code: 1,
+        code: EXIT_USAGE,
+        error: error.into(),
+    }
+}
+
+/// The command line is right, but this cannot be sent.
+fn refused(error: impl Into<anyhow::Error>) -> Failure {
+    Failure {
+        code: EXIT_REFUSED,
         error: error.into(),
     }
 }
@@ -213,7 +229,8 @@ async fn flush(
 
 fn publish_error(e: ClientError) -> Failure {
     match e {
-        ClientError::TooLarge { .. } | ClientError::BadLocationCount { .. } => usage(e),
+        ClientError::TooLarge { .. } => refused(e),
+        ClientError::BadLocationCount { .. } => usage(e),
         _ => Failure {
             code: 2,
             error: e.into(),
@@ -260,7 +277,7 @@ impl Secure {
             &self.decision,
         )
         .context("cannot encrypt the message")
-        .map_err(usage)
+        .map_err(refused)
     }
 }
 
@@ -287,28 +304,32 @@ async fn send_lines(
 /// Works out the signing key and who the message is encrypted to, telling the
 /// user what they need to know on standard error.
 async fn prepare(args: &Args, to: &[Location], servers: &[ServerAddr]) -> Result<Secure, Failure> {
-    let store = KeyStore::from_env().map_err(usage)?;
-    let signer = if args.anonymous {
-        None
-    } else {
-        let name =
-            identity::key_name(args.id.as_deref(), domain_from_env().as_deref()).map_err(usage)?;
-        let own = identity::load_or_create(&store, &name, sender_from_env())
-            .with_context(|| format!("cannot use or make your key for {name}"))
-            .map_err(usage)?;
-        if let Some(note) = own.notice("gsend") {
-            eprintln!("{note}");
-        }
-        Some(own.key)
-    };
+    let store = KeyStore::from_env().map_err(refused)?;
+    let signer =
+        if args.anonymous {
+            None
+        } else {
+            let name = identity::key_name(args.id.as_deref(), domain_from_env().as_deref())
+                .map_err(|e| match e {
+                    identity::IdentityError::BadName { .. } => usage(e),
+                    _ => refused(e),
+                })?;
+            let own = identity::load_or_create(&store, &name, sender_from_env())
+                .with_context(|| format!("cannot use or make your key for {name}"))
+                .map_err(refused)?;
+            if let Some(note) = own.notice("gsend") {
+                eprintln!("{note}");
+            }
+            Some(own.key)
+        };
     let timeout = Duration::try_from_secs_f64(args.key_timeout.max(0.0))
         .unwrap_or(discovery::DEFAULT_TIMEOUT);
     let discovery = Discovery::new(servers.to_vec(), AGENT, timeout);
     let (plan, mut notices) = outgoing::plan(&store, to, Some(&discovery))
         .await
-        .map_err(usage)?;
+        .map_err(refused)?;
     let decision =
-        outgoing::decide(&plan, args.allow_clear, args.require_private).map_err(usage)?;
+        outgoing::decide(&plan, args.allow_clear, args.require_private).map_err(refused)?;
     match &decision {
         Decision::Encrypt(keys) => {
             notices.extend(outgoing::key_notices(&store, keys, Timestamp::now()));
@@ -439,7 +460,7 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()

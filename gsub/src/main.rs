@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 use clap::Parser;
-use gale_client::args::{domain_from_env, parse_locations, parse_subscriptions};
+use gale_client::args::{domain_from_env, parse_locations, parse_subscriptions, ArgError};
 use gale_client::compose::sender_from_env;
 use gale_client::presence;
-use gale_client::server::servers_from_env;
+use gale_client::server::{servers_from_env, ServerAddrError};
 use gale_client::{Client, ClientConfig, Delivery, Event};
 use gale_keys::{KeyName, KeyStore};
 use gale_proto::Location;
@@ -39,6 +39,8 @@ use tokio::sync::mpsc;
 
 const AGENT: &str = concat!("gsub/", env!("CARGO_PKG_VERSION"));
 const SUBSCRIBE_ENV: &str = "GALE_SUBSCRIBE";
+/// EX_USAGE (sysexits.h): a usage error, the same code in every Gale program.
+const EXIT_USAGE: u8 = 64;
 
 const AFTER_HELP: &str = "\
 Subscriptions are read in order and the latest matching entry wins: a '-' before a
@@ -69,8 +71,10 @@ line, \"(not for you)\". Keys of unknown signers are asked for over Gale
 requests for it on _gale.query.<your id>, unless -a.
 
 Exit status:
-  0  normal end (SIGINT, SIGTERM, or the reader of standard output went away)
-  1  usage error, or standard output failed";
+  0   normal end (SIGINT, SIGTERM, or the reader of standard output went away)
+  1   error: standard output failed, or the client stopped
+  64  usage error: an unknown option, a missing argument, or a value that does
+      not parse (a location, --id, the server list)";
 
 /// Receive Gale messages.
 #[derive(Parser, Debug)]
@@ -186,10 +190,11 @@ async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
         }
     }
     if locations.is_empty() {
-        return Err(anyhow!(
+        return Err(Usage(anyhow!(
             "no location given: name what to subscribe to (e.g. gsub pub.test@example.org), \
              or set GALE_SUBSCRIBE"
-        ));
+        ))
+        .into());
     }
     let subscriptions = parse_subscriptions(&locations, domain_from_env().as_deref())?;
     let servers = servers_from_env(args.server.as_deref()).context("bad server list")?;
@@ -351,6 +356,16 @@ async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
     Ok(None)
 }
 
+/// An error in the command line found after clap: exit [`EXIT_USAGE`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+struct Usage(anyhow::Error);
+
+/// True if `e` is about the command line: a value that does not parse.
+fn is_usage(e: &anyhow::Error) -> bool {
+    e.is::<Usage>() || e.is::<ArgError>() || e.is::<ServerAddrError>()
+}
+
 /// Prints a changed key loudly.
 fn warn_changed(opening: &Opening) {
     if let Some(c) = &opening.changed {
@@ -411,7 +426,7 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
         }
     };
     // One thread: gsub is a pipeline (socket -> client task -> display), and on a
@@ -431,7 +446,7 @@ fn main() -> ExitCode {
         Ok(None) => ExitCode::SUCCESS,
         Ok(Some(e)) | Err(e) => {
             eprintln!("gsub: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(if is_usage(&e) { EXIT_USAGE } else { 1 })
         }
     }
 }

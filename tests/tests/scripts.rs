@@ -2,12 +2,23 @@
 //! locations, a missing login environment, no server, bytes that are not text,
 //! a missing hook program, a terminal, bad usage, and library warnings.
 
-use std::process::Output;
+use std::process::{Command, Output, Stdio};
 
 use gale_tests::*;
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A program of the workspace run as the default user, to completion.
+fn run(prog: &str, args: &[&str]) -> Output {
+    let mut cmd = Command::new(bin(prog));
+    User::default_user()
+        .env(&mut cmd)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{prog}: {e}"))
 }
 
 #[test]
@@ -37,4 +48,33 @@ fn an_empty_location_is_refused_not_taken_as_the_whole_domain() {
     // Nothing reached the whole domain before this.
     send_ok(&s, &["-m", "asked for", "pub.x@example.org"], "");
     assert_eq!(everyone.body(), "asked for");
+}
+
+#[test]
+fn usage_errors_exit_64_everywhere_and_help_says_so() {
+    for (prog, bad) in [
+        ("gsend", &["--no-such-option", "x@example.org"][..]),
+        ("gsub", &["--no-such-option", "x@example.org"][..]),
+        ("gkey", &["--no-such-option"][..]),
+        ("gkey", &["gen"][..]),
+        ("gdomain", &["--no-such-option"][..]),
+        // Values that do not parse are usage errors too.
+        ("gsend", &["-m", "x", "a..b@example.org"][..]),
+        (
+            "gsend",
+            &["-s", "host:port:what", "-m", "x", "a@example.org"][..],
+        ),
+        ("gsub", &["a..b@example.org"][..]),
+        ("gkey", &["gen", "not a name"][..]),
+        ("gdomain", &["not a domain!"][..]),
+    ] {
+        let out = run(prog, bad);
+        assert_eq!(out.status.code(), Some(64), "{prog} {bad:?}: {out:?}");
+    }
+    for prog in ["gsend", "gsub", "gkey", "gdomain"] {
+        let out = run(prog, &["--help"]);
+        assert!(out.status.success(), "{prog}: {out:?}");
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(help.contains("64  usage error"), "{prog} --help:\n{help}");
+    }
 }
