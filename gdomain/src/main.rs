@@ -20,7 +20,8 @@ GALE_SYS_DIR): put users' signed public keys there with `gkey import`. It needs 
 domain's secret key (`gkey gen DOMAIN`) to sign its answers, including the signed
 \"no such key\" answers that let clients stop waiting.
 
-It reconnects by itself when the server goes away, as gsub does.
+It reconnects by itself when the server goes away, as gsub does. The libraries'
+warnings go to standard error (\"gdomain: warning: ...\"); RUST_LOG=debug shows more.
 
 Exit status:
   0   stopped by SIGINT or SIGTERM
@@ -132,6 +133,7 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
         }
     };
+    gale_client::logging::init("gdomain");
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

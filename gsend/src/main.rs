@@ -45,7 +45,8 @@ once is refused unless --allow-clear. -a sends anonymously: no signature, no nam
 
 Environment: GALE_SERVER (server list), GALE_DOMAIN (default domain), GALE_ID
 (who you are), GALE_DIR (your keys), GALE_NAME (your name, sent as
-message.sender unless -a).
+message.sender unless -a), RUST_LOG (the libraries' messages on standard error:
+warnings by default; e.g. RUST_LOG=debug).
 
 Exit status:
   0   the server accepted every message
@@ -463,6 +464,7 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
         }
     };
+    gale_client::logging::init("gsend");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

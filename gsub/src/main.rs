@@ -50,7 +50,8 @@ gsub subscribes to $GALE_SUBSCRIBE (white-space separated).
 
 gsub stays in the foreground and never gives up: when the server goes away it
 reports it on standard error and reconnects. Status lines on standard error start
-with \"gsub: \"; message losses are always reported, even with -q.
+with \"gsub: \"; message losses are always reported, even with -q. The libraries'
+warnings are printed too (\"gsub: warning: ...\"); RUST_LOG=debug shows more.
 
 Output: by default for a person (wrapped to the terminal or $GALE_COLUMNS, times in
 $GALE_TIME_FORMAT, colour only on a terminal and not with $NO_COLOR). --json prints
@@ -429,6 +430,7 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
         }
     };
+    gale_client::logging::init("gsub");
     // One thread: gsub is a pipeline (socket -> client task -> display), and on a
     // multi-threaded runtime every message bounced between threads (16% of gsub's
     // CPU in context switches, measured with perf on 50,000 signed messages).

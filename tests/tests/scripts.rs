@@ -78,3 +78,50 @@ fn usage_errors_exit_64_everywhere_and_help_says_so() {
         assert!(help.contains("64  usage error"), "{prog} --help:\n{help}");
     }
 }
+
+#[test]
+fn library_warnings_reach_the_user() {
+    let g = Galed::start(&[]);
+    let s = g.server();
+    let bob = User::new("bob@example.org");
+    let _bob_sub = bob.gsub(&s, &["bob@example.org"]);
+    // Alice's key cache cannot be written: a file stands where the directory goes.
+    let alice = User::new("alice@example.org");
+    std::fs::create_dir_all(alice.gale_dir().join("auth")).unwrap();
+    std::fs::write(alice.gale_dir().join("auth/cache"), "not a directory").unwrap();
+    let out = alice.gsend(
+        &s,
+        &["--key-timeout", "20", "-m", "hi bob", "bob@example.org"],
+        "",
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("gsend: warning: cannot cache the key of bob@example.org"),
+        "{err}"
+    );
+
+    let alice_sub = Gsub::spawn_as(&alice, &s, &["--json", "pub.w@example.org"], true);
+    alice_sub.stderr.wait_for("gsub: subscribed");
+    bob.send_ok(&s, &["-m", "signed by bob", "pub.w@example.org"], "");
+    alice_sub
+        .stderr
+        .wait_for("gsub: warning: cannot cache the key of bob@example.org");
+
+    // RUST_LOG opens the rest, in gdomain too.
+    let admin = User::new("admin@example.org");
+    admin.gkey_ok(&["gen", "example.org"], b"");
+    let mut cmd = Command::new(bin("gdomain"));
+    let mut gdomain = admin
+        .env(&mut cmd)
+        .env("RUST_LOG", "gale_client=debug")
+        .args(["-s", &s, "example.org"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = Lines::spawn_reader(gdomain.stderr.take().unwrap());
+    err.wait_for("gdomain: debug: connected");
+    let _ = gdomain.kill();
+    let _ = gdomain.wait();
+}
