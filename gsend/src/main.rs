@@ -313,6 +313,9 @@ async fn prepare(args: &Args, to: &[Location], servers: &[ServerAddr]) -> Result
             let name = identity::key_name(args.id.as_deref(), domain_from_env().as_deref())
                 .map_err(|e| match e {
                     identity::IdentityError::BadName { .. } => usage(e),
+                    identity::IdentityError::Unknown(_) => {
+                        refused(anyhow!("{e}; or send anonymously with -a"))
+                    }
                     _ => refused(e),
                 })?;
             let own = identity::load_or_create(&store, &name, sender_from_env())

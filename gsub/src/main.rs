@@ -414,9 +414,8 @@ fn presence_id(args: &Args) -> anyhow::Result<Location> {
     let domain = domain_from_env();
     let id = match &args.id {
         Some(id) => id.clone(),
-        None => presence::id_from_env(domain.as_deref()).ok_or_else(|| {
-            anyhow!("presence needs to know who you are: give --id you@example.org, or set GALE_ID")
-        })?,
+        None => presence::id_from_env(domain.as_deref())
+            .context("presence needs to know who you are (or give --id you@example.org)")?,
     };
     let loc = parse_locations(&[id.as_str()], domain.as_deref())?;
     Ok(loc.into_iter().next().expect("one location"))

@@ -125,3 +125,29 @@ fn library_warnings_reach_the_user() {
     let _ = gdomain.kill();
     let _ = gdomain.wait();
 }
+
+#[test]
+fn without_user_or_logname_the_login_name_comes_from_the_password_database() {
+    let login = Command::new("id").arg("-un").output().expect("id -un");
+    let login = String::from_utf8(login.stdout).unwrap().trim().to_string();
+    let me = format!("{login}@example.org");
+    let g = Galed::start(&[]);
+    let s = g.server();
+    let user = User::new(&me);
+    let sub = user.gsub(&s, &["pub.cron@example.org"]);
+    // As cron, systemd or a container would start it: no USER, no LOGNAME, no GALE_ID.
+    let mut cmd = Command::new(bin("gsend"));
+    let out = user
+        .env(&mut cmd)
+        .env_remove("GALE_ID")
+        .env_remove("USER")
+        .env_remove("LOGNAME")
+        .args(["-s", &s, "--key-timeout", "1", "-m", "from cron"])
+        .arg("pub.cron@example.org")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let m = sub.message();
+    assert_eq!(m["from"], me.as_str(), "{m}");
+}
