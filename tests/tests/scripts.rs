@@ -151,3 +151,36 @@ fn without_user_or_logname_the_login_name_comes_from_the_password_database() {
     let m = sub.message();
     assert_eq!(m["from"], me.as_str(), "{m}");
 }
+
+#[test]
+fn a_key_lookup_that_reached_no_server_is_not_taken_for_no_key() {
+    let mut g = Galed::down();
+    let s = g.server();
+    let alice = User::new("alice@example.org");
+    let out = alice.gsend(
+        &s,
+        &[
+            "--timeout",
+            "1",
+            "--key-timeout",
+            "1",
+            "-m",
+            "x",
+            "bob@example.org",
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    // The server returns, and bob's gsub answers for his key: the next message is
+    // encrypted to him, not sent in clear on the strength of the silence above.
+    g.restart();
+    let bob = User::new("bob@example.org");
+    let bob_sub = bob.gsub(&s, &["bob@example.org"]);
+    let err = alice.send_ok(
+        &s,
+        &["--key-timeout", "20", "-m", "for bob", "bob@example.org"],
+        "",
+    );
+    assert!(!err.contains("no key for"), "{err}");
+    assert_eq!(bob_sub.message()["encrypted"], true);
+}
