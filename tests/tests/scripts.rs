@@ -2,7 +2,10 @@
 //! locations, a missing login environment, no server, bytes that are not text,
 //! a missing hook program, a terminal, bad usage, and library warnings.
 
+use std::fs::{File, OpenOptions};
+use std::os::fd::OwnedFd;
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use gale_tests::*;
 
@@ -19,6 +22,22 @@ fn run(prog: &str, args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("{prog}: {e}"))
+}
+
+/// A pseudo-terminal: the master side (kept open while the test runs) and the
+/// terminal a program reads as its standard input.
+fn terminal() -> (OwnedFd, File) {
+    use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).expect("openpt");
+    grantpt(&master).expect("grantpt");
+    unlockpt(&master).expect("unlockpt");
+    let name = ptsname(&master, Vec::new()).expect("ptsname");
+    let tty = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(name.to_str().expect("a path"))
+        .expect("open the terminal");
+    (master, tty)
 }
 
 #[test]
@@ -153,6 +172,25 @@ fn without_user_or_logname_the_login_name_comes_from_the_password_database() {
 }
 
 #[test]
+fn gsend_says_at_once_when_no_server_answers() {
+    let (a, b) = (Galed::down().server(), Galed::down().server());
+    let start = Instant::now();
+    let out = gsend(&format!("{a},{b}"), &["-m", "anyone?", "x@example.org"], "");
+    // A generous bound: the point is not waiting the whole --timeout (30 s).
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = stderr(&out);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(last.contains(&a) && last.contains(&b), "names each: {err}");
+    assert!(last.contains("connection refused"), "says why: {err}");
+    assert!(!err.contains("no key for"), "no lookup happened: {err}");
+}
+
+#[test]
 fn a_key_lookup_that_reached_no_server_is_not_taken_for_no_key() {
     let mut g = Galed::down();
     let s = g.server();
@@ -183,4 +221,80 @@ fn a_key_lookup_that_reached_no_server_is_not_taken_for_no_key() {
     );
     assert!(!err.contains("no key for"), "{err}");
     assert_eq!(bob_sub.message()["encrypted"], true);
+}
+
+#[test]
+fn bytes_that_are_not_text_are_refused_or_counted() {
+    let g = Galed::start(&[]);
+    let s = g.server();
+    let user = User::new("bytes@example.org");
+    let sub = user.gsub(&s, &["pub.bin@example.org"]);
+
+    let out = user.gsend_bytes(&s, &["pub.bin@example.org"], b"ok\n\xffno\n");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = stderr(&out);
+    assert!(err.contains("not UTF-8") && err.contains("byte 3"), "{err}");
+
+    let out = user.gsend_bytes(
+        &s,
+        &["--lines", "pub.bin@example.org"],
+        b"good\nbad \xff\xfe\nfine\n",
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stderr(&out).contains("replaced bytes that are not UTF-8 in 1 line"),
+        "{}",
+        stderr(&out)
+    );
+    // The refused one-shot sent nothing; the lines all went, the bad one mended.
+    assert_eq!(sub.body(), "good");
+    assert_eq!(sub.body(), "bad \u{fffd}\u{fffd}");
+    assert_eq!(sub.body(), "fine");
+}
+
+#[test]
+fn gsend_quiet_prints_no_notes_but_still_its_errors() {
+    let g = Galed::start(&[]);
+    let s = g.server();
+    // A new user: a new key and a location without one would both be noted.
+    let user = User::new("quiet@example.org");
+    let out = user.gsend(
+        &s,
+        &[
+            "-q",
+            "--key-timeout",
+            "1",
+            "-m",
+            "hush",
+            "pub.q@example.org",
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(stderr(&out), "");
+    let out = user.gsend(&s, &["-q", "-m", "hush", ""], "");
+    assert!(stderr(&out).contains("empty location"), "{out:?}");
+}
+
+#[test]
+fn interactive_gsend_prompts_before_looking_up_keys() {
+    let g = Galed::start(&[]);
+    let s = g.server();
+    let (_master, tty) = terminal();
+    let user = User::new("typist@example.org");
+    let mut cmd = Command::new(bin("gsend"));
+    // Nobody answers for nobody@example.org: the lookup takes all of --key-timeout.
+    let mut child = user
+        .env(&mut cmd)
+        .args(["-s", &s, "--key-timeout", "600", "nobody@example.org"])
+        .stdin(Stdio::from(tty))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = Lines::spawn_reader(child.stderr.take().unwrap());
+    err.wait_for("To: nobody@example.org");
+    err.wait_for("End your message");
+    let _ = child.kill();
+    let _ = child.wait();
 }
