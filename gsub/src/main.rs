@@ -32,7 +32,7 @@ use gale_security::responder::OwnKeys;
 use crate::format::{
     format_delivery, Style, TimeFormat, COLUMNS_ENV, DEFAULT_TIME_FORMAT, TIME_FORMAT_ENV,
 };
-use crate::hook::run_hook;
+use crate::hook::{find_program, run_hook};
 use crate::json::to_json;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
@@ -56,11 +56,12 @@ warnings are printed too (\"gsub: warning: ...\"); RUST_LOG=debug shows more.
 Output: by default for a person (wrapped to the terminal or $GALE_COLUMNS, times in
 $GALE_TIME_FORMAT, colour only on a terminal and not with $NO_COLOR). --json prints
 one object per line; fragment data values are lower-case hex, times RFC 3339.
--f PROGRAM runs PROGRAM (a path or a name on $PATH, run directly, not through a
-shell; write a script for arguments) once per message, one at a time, with the
-body on standard input and GALE_ID, GALE_TO, GALE_FROM, GALE_VERIFY,
-GALE_SENDER, GALE_KEYWORDS, GALE_TIME and GALE_TEXT_<NAME>, GALE_TIME_<NAME>,
-GALE_NUMBER_<NAME>, GALE_DATA_<NAME> for each fragment in its environment.
+-f PROGRAM runs PROGRAM instead of printing (a path or a name on $PATH, checked
+at startup; run directly, not through a shell: write a script for arguments) once
+per message, one at a time, with the body on standard input and GALE_ID, GALE_TO,
+GALE_FROM, GALE_VERIFY, GALE_SENDER, GALE_KEYWORDS, GALE_TIME and
+GALE_TEXT_<NAME>, GALE_TIME_<NAME>, GALE_NUMBER_<NAME>, GALE_DATA_<NAME> for each
+fragment in its environment.
 
 Security: each message shows how far its sender is known: verified (signed by a
 key whose chain reaches one of your trust anchors), unverified (signed, but the key
@@ -73,7 +74,8 @@ requests for it on _gale.query.<your id>, unless -a.
 
 Exit status:
   0   normal end (SIGINT, SIGTERM, or the reader of standard output went away)
-  1   error: standard output failed, or the client stopped
+  1   error: -f PROGRAM cannot be run, standard output failed, or the client
+      stopped
   64  usage error: an unknown option, a missing argument, or a value that does
       not parse (a location, --id, the server list)";
 
@@ -200,7 +202,7 @@ async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
     let subscriptions = parse_subscriptions(&locations, domain_from_env().as_deref())?;
     let servers = servers_from_env(args.server.as_deref()).context("bad server list")?;
     let output = match (&args.program, args.json) {
-        (Some(p), _) => Output::Hook(p.clone()),
+        (Some(p), _) => Output::Hook(find_program(p)?),
         (None, true) => Output::Json,
         (None, false) => Output::Human(human_style()),
     };

@@ -298,3 +298,23 @@ fn interactive_gsend_prompts_before_looking_up_keys() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn gsub_checks_its_program_before_it_starts() {
+    let g = Galed::start(&[]);
+    let s = g.server();
+    let dir = tempfile::tempdir().unwrap();
+    let not_executable = dir.path().join("hook.sh");
+    std::fs::write(&not_executable, "#!/bin/sh\ncat\n").unwrap();
+    let missing = dir.path().join("missing");
+    for program in [&missing, &not_executable] {
+        let program = program.to_str().unwrap();
+        let mut sub = Gsub::spawn(&s, &["-f", program, "x@example.org"]);
+        let line = sub.stderr.wait_for(program);
+        assert!(line.contains("cannot run"), "{line}");
+        assert_eq!(sub.child.wait().unwrap().code(), Some(1), "{line}");
+    }
+    let mut sub = Gsub::spawn(&s, &["-f", "no-such-program-anywhere", "x@example.org"]);
+    sub.stderr.wait_for("not found on PATH");
+    assert_eq!(sub.child.wait().unwrap().code(), Some(1));
+}
