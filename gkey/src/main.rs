@@ -245,12 +245,23 @@ fn gen(
     print_key(key.public());
     say!("  secret       {}", path.display());
     let stem = name.file_stem();
-    match (&parent, &signer) {
-        (_, Some(_)) => {}
-        (None, None) => eprintln!(
-            "gkey: warning: {name} is a top-level key: nobody signs it. Others can trust it only by installing it:\n  gkey export {name} > {stem}.gpub   then, on their side:   gkey trust {stem}.gpub"
-        ),
-        (Some(p), None) => {
+    // A domain right under a top-level domain (example.org under org) has, in
+    // practice, nobody above it to sign it: users trust it directly.
+    let anchor = match &parent {
+        None => true,
+        Some(p) => name.local().is_none() && p.is_top_level(),
+    };
+    match (&signer, &parent) {
+        (Some(_), _) => {}
+        (None, _) if anchor => {
+            eprintln!(
+                "gkey: note: {name} is a {} key: nobody signs it. Others trust it by installing it:\n  gkey export {name} > {stem}.gpub   then, on their side:   gkey trust {stem}.gpub",
+                if parent.is_some() { "domain" } else { "top-level" }
+            );
+            eprintln!("  (you too: run `gkey trust {name}` so that the keys you sign with it show as verified)");
+        }
+        (None, None) => {}
+        (None, Some(p)) => {
             eprintln!(
                 "gkey: warning: {name} is UNSIGNED: you do not hold the secret key of {p}, so nobody can verify it yet.\n  To get it signed, send the public key to the owner of {p}:\n    gkey export {name} > {stem}.gpub\n  they run:\n    gkey sign < {stem}.gpub > {stem}.signed.gpub\n  and you install the result with:\n    gkey import {stem}.signed.gpub"
             );

@@ -135,3 +135,29 @@ fn a_closed_standard_output_is_not_a_crash() {
     );
     assert!(t.path().join("auth/private/a@x.org.gpri").exists());
 }
+
+#[test]
+fn a_domain_key_is_not_sent_to_the_owner_of_its_tld() {
+    let t = tempfile::tempdir().unwrap();
+    let out = gkey(t.path(), &["gen", "example.org"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(!err.contains(" of org"), "{err}");
+    assert!(err.contains("gkey trust example.org.gpub"), "{err}");
+}
+
+#[test]
+fn after_import_the_hint_is_to_trust_the_domain() {
+    let t = tempfile::tempdir().unwrap();
+    let (admin, user) = (t.path().join("admin"), t.path().join("user"));
+    assert!(gkey(&admin, &["gen", "ofb.net"], None).status.success());
+    assert!(gkey(&user, &["gen", "egnor@ofb.net"], None)
+        .status
+        .success());
+    let public = gkey(&user, &["export", "egnor@ofb.net"], None).stdout;
+    let signed = gkey(&admin, &["sign"], Some(&public)).stdout;
+    let out = gkey(&user, &["import", "-"], Some(&signed));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(said.contains("gkey trust"), "as the README says: {said}");
+}
