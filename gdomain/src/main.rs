@@ -20,9 +20,22 @@ GALE_SYS_DIR): put users' signed public keys there with `gkey import`. It needs 
 domain's secret key (`gkey gen DOMAIN`) to sign its answers, including the signed
 \"no such key\" answers that let clients stop waiting.
 
-It reconnects by itself when the server goes away, as gsub does.
+It reconnects by itself when the server goes away, as gsub does. The libraries'
+warnings go to standard error (\"gdomain: warning: ...\"); RUST_LOG=debug shows more.
 
-Exit status: 0 on SIGINT/SIGTERM; 1 usage error or no secret key for the domain.";
+Exit status:
+  0   stopped by SIGINT or SIGTERM
+  1   error: no secret key for the domain, or the key store cannot be read
+  64  usage error: an unknown option, no domain given, or a value that does not
+      parse (the domain, the server list)";
+
+/// EX_USAGE (sysexits.h): a usage error, the same code in every Gale program.
+const EXIT_USAGE: u8 = 64;
+
+/// The command line is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+struct Usage(anyhow::Error);
 
 /// Answer key queries for a Gale domain.
 #[derive(Parser, Debug)]
@@ -42,8 +55,17 @@ async fn run(args: Args) -> Result<()> {
     let domain = args
         .domain
         .or_else(gale_client::args::domain_from_env)
-        .ok_or_else(|| anyhow!("which domain? give it as an argument or set GALE_DOMAIN"))?;
-    let name = KeyName::parse(&domain).with_context(|| format!("{domain:?} is not a domain"))?;
+        .ok_or_else(|| {
+            Usage(anyhow!(
+                "which domain? give it as an argument or set GALE_DOMAIN"
+            ))
+        })?;
+    let name = KeyName::parse(&domain)
+        .with_context(|| format!("{domain:?} is not a domain"))
+        .map_err(Usage)?;
+    let servers = servers_from_env(args.server.as_deref())
+        .context("bad server list")
+        .map_err(Usage)?;
     let store = KeyStore::from_env()?;
     let (signer, path) = store.secret(&name)?.ok_or_else(|| {
         anyhow!(
@@ -57,7 +79,6 @@ async fn run(args: Args) -> Result<()> {
         path.display()
     );
     let responder = Responder::new(signer, store);
-    let servers = servers_from_env(args.server.as_deref()).context("bad server list")?;
     let mut config = ClientConfig::new(servers, concat!("gdomain/", env!("CARGO_PKG_VERSION")));
     config.subscriptions = responder.subscription()?;
     let (client, mut events) = Client::start(config);
@@ -109,9 +130,10 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
         }
     };
+    gale_client::logging::init("gdomain");
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -126,7 +148,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("gdomain: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(if e.is::<Usage>() { EXIT_USAGE } else { 1 })
         }
     }
 }

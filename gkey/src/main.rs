@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
 use gale_keys::key::MAX_KEY_FILE;
 use gale_keys::{Dir, KeyName, KeyStore, KeyTemplate, PublicKey, SecretKey, Source};
@@ -16,8 +16,39 @@ Keys live under GALE_DIR (default ~/.gale) and GALE_SYS_DIR (default /etc/gale):
 auth/private (your secret keys, 0600), auth/trusted (anchors), auth/local and
 auth/cache (other keys, trusted only through a chain of signatures).
 
-Exit status: 0 success; 1 error (the message says what to do); 2 bad usage;
-3 `gkey show` found the key but it is not verified.";
+Exit status:
+  0   success (also when the reader of standard output went away: gkey gen | head)
+  1   error (the message says what to do)
+  3   `gkey show` found the key but it is not verified
+  64  usage error: an unknown option, a missing argument, or a value that does
+      not parse (a key name, --member, --redirect)";
+
+/// EX_USAGE (sysexits.h): a usage error, the same code in every Gale program.
+const EXIT_USAGE: u8 = 64;
+
+/// Writes a line to standard output, as `println!` would, through [`out`].
+macro_rules! say {
+    () => {
+        out(b"\n")
+    };
+    ($($arg:tt)*) => {
+        out(format!("{}\n", format_args!($($arg)*)).as_bytes())
+    };
+}
+
+/// Writes to standard output. A reader that went away (`gkey gen a@x.org | true`)
+/// is not an error: the work is done and only its report is lost, so gkey stops
+/// there and exits 0. Any other failure to write is (exit 1).
+fn out(bytes: &[u8]) {
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("gkey: error: cannot write to standard output: {e}");
+        std::process::exit(1);
+    }
+}
 
 /// Make, show, sign, export, import and trust Gale keys.
 #[derive(Parser, Debug)]
@@ -98,7 +129,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
+        }
+    };
     match run(args) {
         Ok(code) => code,
         Err(e) => {
@@ -106,7 +143,9 @@ fn main() -> ExitCode {
             for cause in e.chain().skip(1) {
                 eprintln!("  because: {cause}");
             }
-            ExitCode::from(1)
+            // A name or location argument that does not parse is a usage error.
+            let usage = e.is::<gale_keys::NameError>() || e.is::<gale_proto::LocationError>();
+            ExitCode::from(if usage { EXIT_USAGE } else { 1 })
         }
     }
 }
@@ -202,16 +241,27 @@ fn gen(
     let path = store.write_secret(&key, force)?;
     store.note_seen(&name, key.id())?;
 
-    println!("made key {name}");
+    say!("made key {name}");
     print_key(key.public());
-    println!("  secret       {}", path.display());
+    say!("  secret       {}", path.display());
     let stem = name.file_stem();
-    match (&parent, &signer) {
-        (_, Some(_)) => {}
-        (None, None) => eprintln!(
-            "gkey: warning: {name} is a top-level key: nobody signs it. Others can trust it only by installing it:\n  gkey export {name} > {stem}.gpub   then, on their side:   gkey trust {stem}.gpub"
-        ),
-        (Some(p), None) => {
+    // A domain right under a top-level domain (example.org under org) has, in
+    // practice, nobody above it to sign it: users trust it directly.
+    let anchor = match &parent {
+        None => true,
+        Some(p) => name.local().is_none() && p.is_top_level(),
+    };
+    match (&signer, &parent) {
+        (Some(_), _) => {}
+        (None, _) if anchor => {
+            eprintln!(
+                "gkey: note: {name} is a {} key: nobody signs it. Others trust it by installing it:\n  gkey export {name} > {stem}.gpub   then, on their side:   gkey trust {stem}.gpub",
+                if parent.is_some() { "domain" } else { "top-level" }
+            );
+            eprintln!("  (you too: run `gkey trust {name}` so that the keys you sign with it show as verified)");
+        }
+        (None, None) => {}
+        (None, Some(p)) => {
             eprintln!(
                 "gkey: warning: {name} is UNSIGNED: you do not hold the secret key of {p}, so nobody can verify it yet.\n  To get it signed, send the public key to the owner of {p}:\n    gkey export {name} > {stem}.gpub\n  they run:\n    gkey sign < {stem}.gpub > {stem}.signed.gpub\n  and you install the result with:\n    gkey import {stem}.signed.gpub"
             );
@@ -221,7 +271,7 @@ fn gen(
         }
     }
     if group {
-        println!("  (a group or redirect key has no encryption key of its own: messages to it are encrypted to its members)");
+        say!("  (a group or redirect key has no encryption key of its own: messages to it are encrypted to its members)");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -233,13 +283,13 @@ fn time(t: Timestamp) -> String {
 }
 
 fn print_key(k: &PublicKey) {
-    println!("  id           {}", k.id());
-    println!("  fingerprint  {}", k.fingerprint());
+    say!("  id           {}", k.id());
+    say!("  fingerprint  {}", k.fingerprint());
     if let Some(o) = &k.owner {
-        println!("  owner        {o}");
+        say!("  owner        {o}");
     }
-    println!("  created      {}", time(k.created));
-    println!(
+    say!("  created      {}", time(k.created));
+    say!(
         "  expires      {}",
         k.expires.map_or("never".to_string(), time)
     );
@@ -248,23 +298,23 @@ fn print_key(k: &PublicKey) {
     } else {
         "ed25519 signing only"
     };
-    println!("  keys         {algs}");
+    say!("  keys         {algs}");
     if !k.members.is_empty() {
         let m: Vec<&str> = k
             .members
             .iter()
             .map(|m| if m.is_empty() { "*everyone*" } else { m })
             .collect();
-        println!("  members      {}", m.join(", "));
+        say!("  members      {}", m.join(", "));
     }
     if let Some(r) = &k.redirect {
-        println!("  redirect     {r}");
+        say!("  redirect     {r}");
     }
     for s in &k.signatures {
-        println!("  signed by    {} ({})", s.signer, s.signer_id);
+        say!("  signed by    {} ({})", s.signer, s.signer_id);
     }
     if k.signatures.is_empty() {
-        println!("  signed by    nobody");
+        say!("  signed by    nobody");
     }
 }
 
@@ -299,8 +349,9 @@ fn load(store: &KeyStore, what: &str) -> Result<Vec<(String, PublicKey)>> {
         };
         return Ok(vec![(format!("file {what}"), key)]);
     }
+    // Not a usage error (exit 1, not 64): this may well be a key file that is missing.
     let name = KeyName::parse(what)
-        .with_context(|| format!("{what:?} is neither a key file nor a key name"))?;
+        .map_err(|e| anyhow!("{what:?} is neither a key file nor a key name ({e})"))?;
     let mut out: Vec<(String, PublicKey)> = Vec::new();
     for (src, k) in store.find(&name) {
         if out
@@ -330,8 +381,8 @@ fn show(store: &KeyStore, now: Timestamp, what: &str) -> Result<ExitCode> {
     ids.dedup();
     let mut all_verified = true;
     for (src, k) in &keys {
-        println!("key {}", k.name);
-        println!("  from         {src}");
+        say!("key {}", k.name);
+        say!("  from         {src}");
         print_key(k);
         let chain = store.verify_chain(k, now);
         let links: Vec<String> = chain
@@ -339,10 +390,10 @@ fn show(store: &KeyStore, now: Timestamp, what: &str) -> Result<ExitCode> {
             .iter()
             .map(|l| format!("{} ({})", l.name, l.id()))
             .collect();
-        println!("  chain        {}", links.join(" <- "));
-        println!("  trust        {}", chain.trust);
+        say!("  chain        {}", links.join(" <- "));
+        say!("  trust        {}", chain.trust);
         all_verified &= chain.trust.is_verified();
-        println!();
+        say!();
     }
     if ids.len() > 1 {
         eprintln!("gkey: warning: there are {} different keys named {}; compare their fingerprints with the owner", ids.len(), keys[0].1.name);
@@ -380,10 +431,7 @@ fn sign(store: &KeyStore, as_: Option<String>) -> Result<ExitCode> {
         );
     };
     signer.sign_key(&mut key)?;
-    std::io::stdout()
-        .write_all(&key.encode())
-        .and_then(|()| std::io::stdout().flush())
-        .context("cannot write the signed key to standard output")?;
+    out(&key.encode());
     eprintln!(
         "gkey: signed {} (id {}, owner {}) as {parent} (id {}, {})\n  fingerprint {}\n  check this fingerprint with the key's owner before handing the signed key back",
         key.name,
@@ -416,10 +464,7 @@ fn export(store: &KeyStore, name: &str, secret: bool, force: bool) -> Result<Exi
         let keys = load(store, name.as_str())?;
         keys[0].1.encode()
     };
-    std::io::stdout()
-        .write_all(&bytes)
-        .and_then(|()| std::io::stdout().flush())
-        .context("cannot write the key to standard output")?;
+    out(&bytes);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -437,21 +482,21 @@ fn import(store: &KeyStore, now: Timestamp, file: Option<PathBuf>) -> Result<Exi
         eprintln!("gkey: {changed}");
     }
     if done.into_secret {
-        println!(
+        say!(
             "added {} signature(s) to your own key {} in {}",
             done.new_signatures,
             key.name,
             done.path.display()
         );
     } else {
-        println!(
+        say!(
             "imported {} ({}) into {}",
             key.name,
             key.id(),
             done.path.display()
         );
     }
-    println!("  trust        {}", store.verify(&key, now));
+    say!("  trust        {}", store.verify(&key, now));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -472,7 +517,7 @@ fn trust(store: &KeyStore, now: Timestamp, what: &str, system: bool) -> Result<E
     if let Some(changed) = store.note_seen(&key.name, key.id())? {
         eprintln!("gkey: {changed}");
     }
-    println!(
+    say!(
         "TRUSTED: {} is now a trust anchor{}.",
         key.name,
         if system {
@@ -481,14 +526,14 @@ fn trust(store: &KeyStore, now: Timestamp, what: &str, system: bool) -> Result<E
             ""
         }
     );
-    println!("  id           {}", key.id());
-    println!("  fingerprint  {}", key.fingerprint());
-    println!("  file         {}", path.display());
-    println!(
+    say!("  id           {}", key.id());
+    say!("  fingerprint  {}", key.fingerprint());
+    say!("  file         {}", path.display());
+    say!(
         "Every key that {} signs, and every key below those, now shows as verified.",
         key.name
     );
-    println!("Make sure this fingerprint is right (ask the key's owner over another channel);");
-    println!("to undo, delete {}", path.display());
+    say!("Make sure this fingerprint is right (ask the key's owner over another channel);");
+    say!("to undo, delete {}", path.display());
     Ok(ExitCode::SUCCESS)
 }

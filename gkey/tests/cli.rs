@@ -111,3 +111,53 @@ fn secret_export_needs_force() {
     );
     assert!(out.stdout.starts_with(b"GALESEC\x01"));
 }
+
+#[test]
+fn a_closed_standard_output_is_not_a_crash() {
+    let t = tempfile::tempdir().unwrap();
+    // `gkey gen a@x.org | true`: the reader is gone before gkey writes.
+    let (reader, writer) = rustix::pipe::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_gkey"))
+        .args(["gen", "a@x.org"])
+        .env("GALE_DIR", t.path())
+        .env("GALE_SYS_DIR", t.path().join("no-system"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("panicked"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(t.path().join("auth/private/a@x.org.gpri").exists());
+}
+
+#[test]
+fn a_domain_key_is_not_sent_to_the_owner_of_its_tld() {
+    let t = tempfile::tempdir().unwrap();
+    let out = gkey(t.path(), &["gen", "example.org"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(!err.contains(" of org"), "{err}");
+    assert!(err.contains("gkey trust example.org.gpub"), "{err}");
+}
+
+#[test]
+fn after_import_the_hint_is_to_trust_the_domain() {
+    let t = tempfile::tempdir().unwrap();
+    let (admin, user) = (t.path().join("admin"), t.path().join("user"));
+    assert!(gkey(&admin, &["gen", "ofb.net"], None).status.success());
+    assert!(gkey(&user, &["gen", "egnor@ofb.net"], None)
+        .status
+        .success());
+    let public = gkey(&user, &["export", "egnor@ofb.net"], None).stdout;
+    let signed = gkey(&admin, &["sign"], Some(&public)).stdout;
+    let out = gkey(&user, &["import", "-"], Some(&signed));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(said.contains("gkey trust"), "as the README says: {said}");
+}

@@ -1,19 +1,58 @@
 //! Reading message text from gsend's standard input: a whole body (ended by EOF,
 //! or on a terminal also by a line holding only "."), or one line at a time with
 //! a cap on line length so that memory stays bounded whatever the input.
+//!
+//! A body is text: a whole body that is not UTF-8 is refused ([`text`]), where
+//! a line of `--lines` is sent with the bad bytes replaced ([`Line::mended`]).
 
+use std::fmt;
 use std::io::{self, BufRead};
 
-/// Longest line `gsend --lines` puts in one message; longer lines are split.
+use tokio::sync::mpsc;
+
+/// Longest line `gsend --lines` puts in one message; longer lines are split
+/// (between characters: a piece may be up to 3 bytes longer to end one).
 pub const MAX_LINE: usize = 64 * 1024;
 
+/// Bytes read as a body that are not UTF-8 text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotText {
+    /// Where the first bad byte is, counted from 0.
+    pub offset: usize,
+    pub byte: u8,
+}
+
+impl fmt::Display for NotText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "standard input is not UTF-8 text (byte {} is 0x{:02x}); a message body is \
+             text: convert it first (e.g. with iconv), or encode binary data (e.g. base64)",
+            self.offset, self.byte
+        )
+    }
+}
+
+impl std::error::Error for NotText {}
+
+/// The body as text, or where it stops being UTF-8.
+pub fn text(body: Vec<u8>) -> Result<String, NotText> {
+    String::from_utf8(body).map_err(|e| {
+        let offset = e.utf8_error().valid_up_to();
+        NotText {
+            offset,
+            byte: e.as_bytes()[offset],
+        }
+    })
+}
+
 /// Reads a body until EOF; when `dot_ends` (a person typing), a line holding only
-/// "." also ends it and is not part of the body. Invalid UTF-8 is replaced.
-pub fn read_body(input: &mut impl BufRead, dot_ends: bool) -> io::Result<String> {
+/// "." also ends it and is not part of the body.
+pub fn read_body(input: &mut impl BufRead, dot_ends: bool) -> io::Result<Vec<u8>> {
     let mut body = Vec::new();
     if !dot_ends {
         input.read_to_end(&mut body)?;
-        return Ok(String::from_utf8_lossy(&body).into_owned());
+        return Ok(body);
     }
     let mut line = Vec::new();
     loop {
@@ -28,7 +67,25 @@ pub fn read_body(input: &mut impl BufRead, dot_ends: bool) -> io::Result<String>
         }
         body.extend_from_slice(&line);
     }
-    Ok(String::from_utf8_lossy(&body).into_owned())
+    Ok(body)
+}
+
+/// How many bytes the UTF-8 character begun at the end of `buf` still lacks.
+fn unfinished_char(buf: &[u8]) -> usize {
+    for back in 1..=buf.len().min(4) {
+        let b = buf[buf.len() - back];
+        if b & 0xC0 == 0x80 {
+            continue;
+        }
+        let len: usize = match b {
+            0xC0..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF7 => 4,
+            _ => 1,
+        };
+        return len.saturating_sub(back);
+    }
+    0
 }
 
 /// Reads the next line, without its line ending, into `buf` (cleared first),
@@ -66,9 +123,87 @@ pub fn read_line_capped(
         buf.extend_from_slice(&chunk[..n]);
         input.consume(n);
         if buf.len() >= cap {
+            finish_char(input, buf)?;
             return Ok(true);
         }
     }
+}
+
+/// Takes the rest of a character cut by the cap, so that splitting a long line
+/// never makes text that is not UTF-8.
+fn finish_char(input: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<()> {
+    let mut added = false;
+    loop {
+        let need = unfinished_char(buf);
+        if need == 0 && !added {
+            return Ok(());
+        }
+        let chunk = match input.fill_buf() {
+            Ok(c) => c,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if need == 0 {
+            // The character ended the line: its newline is not an empty line.
+            if chunk.first() == Some(&b'\n') {
+                input.consume(1);
+            }
+            return Ok(());
+        }
+        let n = chunk
+            .iter()
+            .take(need)
+            .take_while(|&&b| b & 0xC0 == 0x80)
+            .count();
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        input.consume(n);
+        added = true;
+    }
+}
+
+/// One line of `--lines`, with its newline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    pub text: String,
+    /// The line was not UTF-8: its bad bytes were replaced by U+FFFD.
+    pub mended: bool,
+}
+
+impl Line {
+    fn from_bytes(bytes: &[u8]) -> Line {
+        let text = String::from_utf8_lossy(bytes);
+        let mended = matches!(text, std::borrow::Cow::Owned(_));
+        Line {
+            text: text.into_owned() + "\n",
+            mended,
+        }
+    }
+}
+
+/// Reads lines on a thread (stdin is blocking) into a small bounded channel, so at
+/// most a few lines wait here while the client's queue is full.
+pub fn spawn_line_reader() -> mpsc::Receiver<io::Result<Line>> {
+    let (tx, rx) = mpsc::channel(16);
+    std::thread::spawn(move || {
+        let stdin = io::stdin();
+        let mut input = stdin.lock();
+        let mut buf = Vec::new();
+        loop {
+            let item = match read_line_capped(&mut input, &mut buf, MAX_LINE) {
+                Ok(false) => return,
+                Ok(true) => Ok(Line::from_bytes(&buf)),
+                Err(e) => Err(e),
+            };
+            let stop = item.is_err();
+            if tx.blocking_send(item).is_err() || stop {
+                return;
+            }
+        }
+    });
+    rx
 }
 
 #[cfg(test)]
@@ -78,13 +213,46 @@ mod tests {
     #[test]
     fn body_until_eof_or_dot() {
         let mut pipe = &b"a\n.\nb\n"[..];
-        assert_eq!(read_body(&mut pipe, false).unwrap(), "a\n.\nb\n");
+        assert_eq!(read_body(&mut pipe, false).unwrap(), b"a\n.\nb\n");
         let mut tty = &b"a\r\n.\r\nb\n"[..];
-        assert_eq!(read_body(&mut tty, true).unwrap(), "a\r\n");
+        assert_eq!(read_body(&mut tty, true).unwrap(), b"a\r\n");
         let mut tty = &b"a\n.."[..];
-        assert_eq!(read_body(&mut tty, true).unwrap(), "a\n..");
-        let mut bad = &b"\xff\n"[..];
-        assert_eq!(read_body(&mut bad, false).unwrap(), "\u{fffd}\n");
+        assert_eq!(read_body(&mut tty, true).unwrap(), b"a\n..");
+    }
+
+    #[test]
+    fn a_body_is_text() {
+        assert_eq!(text("é\n".into()).unwrap(), "é\n");
+        let e = text(b"ok\n\xffno".to_vec()).unwrap_err();
+        assert_eq!(
+            e,
+            NotText {
+                offset: 3,
+                byte: 0xff
+            }
+        );
+        assert!(e.to_string().contains("byte 3 is 0xff"), "{e}");
+        assert_eq!(Line::from_bytes(b"a\xffb").text, "a\u{fffd}b\n");
+        assert!(Line::from_bytes(b"a\xffb").mended);
+        assert!(!Line::from_bytes("é".as_bytes()).mended);
+    }
+
+    #[test]
+    fn a_split_never_cuts_a_character() {
+        // "aé€" is 1 + 2 + 3 bytes; a cap of 2 and 4 falls inside é and €.
+        for cap in 1..=6 {
+            let mut input = io::BufReader::with_capacity(64, "aé€\n".as_bytes());
+            let mut buf = Vec::new();
+            let mut pieces = Vec::new();
+            while read_line_capped(&mut input, &mut buf, cap).unwrap() {
+                pieces.push(String::from_utf8(buf.clone()).expect("whole characters"));
+            }
+            assert_eq!(pieces.concat(), "aé€", "cap {cap}");
+            assert!(
+                pieces.iter().all(|p| !p.is_empty()),
+                "cap {cap}: {pieces:?}"
+            );
+        }
     }
 
     #[test]

@@ -1,31 +1,37 @@
 //! gsend: send a Gale message. Argument parsing and process plumbing here, with
-//! reading standard input in this crate's `input` module; the client and
-//! composing live in gale-client, signing, sealing and key lookups in
-//! gale-security.
+//! reading standard input in this crate's `input` module and what it says about
+//! the connection in `progress`; the client and composing live in gale-client,
+//! signing, sealing and key lookups in gale-security.
 
 mod input;
+mod progress;
 
 use std::io::{self, IsTerminal, Write};
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use clap::Parser;
 use gale_client::args::{domain_from_env, parse_locations};
 use gale_client::compose::{parse_keyword, parse_text_fragment, sender_from_env};
-use gale_client::server::{display_list, servers_from_env};
-use gale_client::{Client, ClientConfig, ClientError, Compose, Event, Events, ServerAddr};
+use gale_client::server::servers_from_env;
+use gale_client::{Client, ClientConfig, ClientError, Compose, ServerAddr};
 use gale_keys::{KeyStore, SecretKey};
 use gale_proto::{Location, Message, Timestamp};
 use gale_security::discovery::{self, Discovery};
 use gale_security::identity;
 use gale_security::outgoing::{self, Decision, Notice};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
-use crate::input::{read_body, read_line_capped, MAX_LINE};
+use crate::input::{read_body, spawn_line_reader, Line};
+use crate::progress::Progress;
 
 const AGENT: &str = concat!("gsend/", env!("CARGO_PKG_VERSION"));
+
+/// --timeout when not given, in seconds.
+const DEFAULT_TIMEOUT: u64 = 30;
 
 /// Publishes held at once in --lines mode; past it, reading input waits.
 const LINES_QUEUE_LIMIT: usize = 1_000;
@@ -33,7 +39,8 @@ const LINES_QUEUE_LIMIT: usize = 1_000;
 const AFTER_HELP: &str = "\
 Locations without @domain get $GALE_DOMAIN. Arguments starting with '/' are keywords.
 The body is read from standard input until end of file; from a terminal, a line
-holding only \".\" also ends it.
+holding only \".\" also ends it. A body is text: one that is not UTF-8 is refused;
+with --lines, bad bytes are replaced (U+FFFD) and gsend says how many lines changed.
 
 Security: every message is signed with your key (GALE_ID, default
 $USER@$GALE_DOMAIN), which is made on first use in GALE_DIR (default ~/.gale).
@@ -45,14 +52,19 @@ once is refused unless --allow-clear. -a sends anonymously: no signature, no nam
 
 Environment: GALE_SERVER (server list), GALE_DOMAIN (default domain), GALE_ID
 (who you are), GALE_DIR (your keys), GALE_NAME (your name, sent as
-message.sender unless -a).
+message.sender unless -a), RUST_LOG (the libraries' messages on standard error:
+warnings by default; e.g. RUST_LOG=debug).
 
 Exit status:
-  0  the server accepted every message
-  1  usage error or bad input (bad location, bad -t, message too large), or
-     refused: private and public locations mixed, no key with --require-private
-  2  could not deliver to a server before the timeout
-  3  I/O error reading standard input
+  0   the server accepted every message
+  1   refused or bad input: private and public locations mixed, no key with
+      --require-private, a body that is not UTF-8 text, message too large, who
+      you are is not known
+  2   could not deliver: no server could be reached (a message gives up after
+      about 5 s unless --timeout is given), or none confirmed before --timeout
+  3   I/O error reading standard input
+  64  usage error: an unknown option, a missing argument, or a value that does
+      not parse (a location, -t, a keyword, --id, the server list)
 
 Examples:
   echo 'lunch?' | gsend pub.food@example.org /lunch
@@ -86,9 +98,15 @@ struct Args {
     lines: bool,
 
     /// Seconds to wait for the server to accept the message(s); 0 waits forever.
-    /// With --lines, the wait at end of input
-    #[arg(long, value_name = "SECS", default_value_t = 30)]
-    timeout: u64,
+    /// With --lines, the wait at end of input [default: 30; without --timeout
+    /// and --lines, gsend gives up after about 5 s if no server can be reached]
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<u64>,
+
+    /// Quiet: no notes (a new key, sending in clear, connection trouble);
+    /// warnings and errors are still printed
+    #[arg(short = 'q', long)]
+    quiet: bool,
 
     /// Anonymous: do not sign, and do not send your name (message.sender)
     #[arg(short = 'a', long)]
@@ -116,132 +134,57 @@ struct Args {
     targets: Vec<String>,
 }
 
+/// Refused, or bad input (see AFTER_HELP).
+const EXIT_REFUSED: u8 = 1;
+/// No server took the message(s) in time.
+const EXIT_UNDELIVERED: u8 = 2;
+/// Standard input could not be read.
+const EXIT_INPUT: u8 = 3;
+/// EX_USAGE (sysexits.h): a usage error, the same code in every Gale program.
+const EXIT_USAGE: u8 = 64;
+
 /// A failure and its exit status.
 struct Failure {
     code: u8,
     error: anyhow::Error,
 }
 
+/// The command line is wrong.
 fn usage(error: impl Into<anyhow::Error>) -> Failure {
     Failure {
-        code: 1,
+        code: EXIT_USAGE,
         error: error.into(),
     }
 }
 
-/// What the connection last did, for the timeout message.
-#[derive(Default)]
-struct Status {
-    connected: Option<String>,
-    problem: Option<String>,
-}
-
-/// Reports connection trouble on stderr (each distinct problem once) and keeps
-/// the latest state for the timeout message.
-async fn watch(mut events: Events, status: Arc<Mutex<Status>>) {
-    let mut last_printed = String::new();
-    while let Some(ev) = events.next().await {
-        let line = match ev {
-            Event::Connected { server, .. } => {
-                let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
-                s.connected = Some(server.to_string());
-                s.problem = None;
-                continue;
-            }
-            Event::ConnectFailed { server, error } => {
-                format!("cannot connect to {server}: {error}")
-            }
-            Event::Disconnected { server, reason } => {
-                format!("connection to {server} lost ({reason})")
-            }
-            Event::ServerError { code, text } => format!("server error ({code:?}): {text}"),
-            Event::PublishDropped { id, reason } => format!("message {id} dropped: {reason}"),
-            Event::Reconnecting { .. }
-            | Event::Subscribed { .. }
-            | Event::Message(_)
-            | Event::Undecodable { .. }
-            | Event::Lossage(_) => continue,
-        };
-        {
-            let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
-            s.connected = None;
-            s.problem = Some(line.clone());
-        }
-        if line != last_printed {
-            eprintln!("gsend: {line}");
-            last_printed = line;
-        }
+/// The command line is right, but this cannot be sent.
+fn refused(error: impl Into<anyhow::Error>) -> Failure {
+    Failure {
+        code: EXIT_REFUSED,
+        error: error.into(),
     }
 }
 
-/// Waits for the server to confirm everything published, within `timeout`.
-async fn flush(
-    client: &Client,
-    timeout: u64,
-    servers: &str,
-    status: &Mutex<Status>,
-) -> Result<(), Failure> {
-    let result = if timeout == 0 {
-        Ok(client.flush().await)
-    } else {
-        tokio::time::timeout(Duration::from_secs(timeout), client.flush()).await
-    };
-    match result {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(Failure {
-            code: 2,
-            error: anyhow!(e),
-        }),
-        Err(_) => {
-            let s = status.lock().unwrap_or_else(|p| p.into_inner());
-            let last = match (&s.connected, &s.problem) {
-                (Some(server), _) => format!("connected to {server}, but it did not confirm"),
-                (None, Some(p)) => format!("last: {p}"),
-                (None, None) => "no answer yet".to_string(),
-            };
-            Err(Failure {
-                code: 2,
-                error: anyhow!(
-                    "could not deliver to {servers} within {timeout} s ({last}); \
-                     is galed running there? Use -s or GALE_SERVER to choose a server, \
-                     --timeout to wait longer"
-                ),
-            })
-        }
+fn undelivered(error: impl Into<anyhow::Error>) -> Failure {
+    Failure {
+        code: EXIT_UNDELIVERED,
+        error: error.into(),
+    }
+}
+
+fn input_error(error: impl Into<anyhow::Error>) -> Failure {
+    Failure {
+        code: EXIT_INPUT,
+        error: error.into().context("reading standard input"),
     }
 }
 
 fn publish_error(e: ClientError) -> Failure {
     match e {
-        ClientError::TooLarge { .. } | ClientError::BadLocationCount { .. } => usage(e),
-        _ => Failure {
-            code: 2,
-            error: e.into(),
-        },
+        ClientError::TooLarge { .. } => refused(e),
+        ClientError::BadLocationCount { .. } => usage(e),
+        _ => undelivered(e),
     }
-}
-
-/// Reads lines on a thread (stdin is blocking) into a small bounded channel, so at
-/// most a few lines wait here while the client's queue is full.
-fn spawn_line_reader() -> mpsc::Receiver<io::Result<String>> {
-    let (tx, rx) = mpsc::channel(16);
-    std::thread::spawn(move || {
-        let stdin = io::stdin();
-        let mut input = stdin.lock();
-        let mut buf = Vec::new();
-        loop {
-            let item = match read_line_capped(&mut input, &mut buf, MAX_LINE) {
-                Ok(false) => return,
-                Ok(true) => Ok(String::from_utf8_lossy(&buf).into_owned() + "\n"),
-                Err(e) => Err(e),
-            };
-            let stop = item.is_err();
-            if tx.blocking_send(item).is_err() || stop {
-                return;
-            }
-        }
-    });
-    rx
 }
 
 /// How every message of this run is signed and sealed.
@@ -260,58 +203,95 @@ impl Secure {
             &self.decision,
         )
         .context("cannot encrypt the message")
-        .map_err(usage)
+        .map_err(refused)
     }
 }
 
+/// Sends each line as it comes; a line that is not UTF-8 goes with its bad bytes
+/// replaced, and the user is told (the first one, and how many in all).
 async fn send_lines(
     client: &Client,
     compose: &mut Compose,
     to: &[Location],
     secure: &Secure,
+    mut lines: mpsc::Receiver<io::Result<Line>>,
 ) -> Result<(), Failure> {
-    let mut lines = spawn_line_reader();
+    let (mut read, mut mended) = (0u64, 0u64);
     while let Some(line) = lines.recv().await {
-        let line = line
-            .context("reading standard input")
-            .map_err(|error| Failure { code: 3, error })?;
-        compose.body = Some(line);
+        let line = line.map_err(input_error)?;
+        read += 1;
+        if line.mended {
+            mended += 1;
+            if mended == 1 {
+                eprintln!(
+                    "gsend: warning: line {read} is not UTF-8 text: sending it with the bad \
+                     bytes replaced by U+FFFD"
+                );
+            }
+        }
+        compose.body = Some(line.text);
         client
             .publish_wait(secure.message(compose, to)?)
             .await
             .map_err(publish_error)?;
     }
+    if mended > 0 {
+        eprintln!(
+            "gsend: replaced bytes that are not UTF-8 in {mended} line{}",
+            if mended == 1 { "" } else { "s" }
+        );
+    }
     Ok(())
 }
 
-/// Works out the signing key and who the message is encrypted to, telling the
-/// user what they need to know on standard error.
-async fn prepare(args: &Args, to: &[Location], servers: &[ServerAddr]) -> Result<Secure, Failure> {
-    let store = KeyStore::from_env().map_err(usage)?;
-    let signer = if args.anonymous {
-        None
-    } else {
-        let name =
-            identity::key_name(args.id.as_deref(), domain_from_env().as_deref()).map_err(usage)?;
-        let own = identity::load_or_create(&store, &name, sender_from_env())
-            .with_context(|| format!("cannot use or make your key for {name}"))
-            .map_err(usage)?;
-        if let Some(note) = own.notice("gsend") {
-            eprintln!("{note}");
-        }
-        Some(own.key)
-    };
+/// The key to sign with (none when anonymous), made on first use.
+fn own_key(
+    args: &Args,
+    store: &KeyStore,
+    progress: &Progress,
+) -> Result<Option<SecretKey>, Failure> {
+    if args.anonymous {
+        return Ok(None);
+    }
+    let name = identity::key_name(args.id.as_deref(), domain_from_env().as_deref()).map_err(
+        |e| match e {
+            identity::IdentityError::BadName { .. } => usage(e),
+            identity::IdentityError::Unknown(_) => {
+                refused(anyhow!("{e}; or send anonymously with -a"))
+            }
+            _ => refused(e),
+        },
+    )?;
+    let own = identity::load_or_create(store, &name, sender_from_env())
+        .with_context(|| format!("cannot use or make your key for {name}"))
+        .map_err(refused)?;
+    if let Some(note) = own.notice("gsend") {
+        progress.note(&note);
+    }
+    Ok(Some(own.key))
+}
+
+/// Works out who the message is encrypted to, telling the user what they need to
+/// know on standard error.
+async fn prepare(
+    args: &Args,
+    store: &KeyStore,
+    signer: Option<SecretKey>,
+    to: &[Location],
+    servers: &[ServerAddr],
+    progress: &Progress,
+) -> Result<Secure, Failure> {
     let timeout = Duration::try_from_secs_f64(args.key_timeout.max(0.0))
         .unwrap_or(discovery::DEFAULT_TIMEOUT);
     let discovery = Discovery::new(servers.to_vec(), AGENT, timeout);
-    let (plan, mut notices) = outgoing::plan(&store, to, Some(&discovery))
+    let (plan, mut notices) = outgoing::plan(store, to, Some(&discovery))
         .await
-        .map_err(usage)?;
+        .map_err(refused)?;
     let decision =
-        outgoing::decide(&plan, args.allow_clear, args.require_private).map_err(usage)?;
+        outgoing::decide(&plan, args.allow_clear, args.require_private).map_err(refused)?;
     match &decision {
         Decision::Encrypt(keys) => {
-            notices.extend(outgoing::key_notices(&store, keys, Timestamp::now()));
+            notices.extend(outgoing::key_notices(store, keys, Timestamp::now()));
         }
         Decision::Clear => {
             let private: Vec<&str> = plan
@@ -334,9 +314,8 @@ async fn prepare(args: &Args, to: &[Location], servers: &[ServerAddr]) -> Result
     };
     for n in notices {
         match n {
-            Notice::NoKey(loc) => {
-                eprintln!("gsend: no key for {loc}: sending in clear, {how}")
-            }
+            Notice::NoKey(loc) => progress
+                .note_when_connected(format!("gsend: no key for {loc}: sending in clear, {how}")),
             Notice::Changed(c) => eprintln!("gsend: {c}"),
             Notice::Unverified { key, why } => eprintln!(
                 "gsend: warning: the key of {key} is not verified, encrypting to it anyway: {why}"
@@ -346,22 +325,31 @@ async fn prepare(args: &Args, to: &[Location], servers: &[ServerAddr]) -> Result
     Ok(Secure { signer, decision })
 }
 
-async fn read_whole_body(to: &[Location], keywords: &[String]) -> Result<String, Failure> {
-    let interactive = io::stdin().is_terminal();
+/// What is sent: `-m`, the whole of standard input, or each of its lines.
+enum Body {
+    Given(String),
+    Reading(JoinHandle<io::Result<Vec<u8>>>),
+    Lines(mpsc::Receiver<io::Result<Line>>),
+}
+
+/// Starts reading the whole body on a thread, so that keys are looked up while a
+/// person types; on a terminal, shows the prompt first, at once.
+fn start_reading_body(to: &[Location], keywords: &[String], interactive: bool) -> Body {
     if interactive {
         let mut to: Vec<String> = to.iter().map(|l| l.to_string()).collect();
         to.extend(keywords.iter().map(|k| format!("/{k}")));
         eprintln!("To: {}", to.join(" "));
         eprintln!("(End your message with EOF or a solitary dot.)");
     }
-    tokio::task::spawn_blocking(move || read_body(&mut io::stdin().lock(), interactive))
-        .await
-        .map_err(|e| Failure {
-            code: 3,
-            error: anyhow!("reading standard input: {e}"),
-        })?
-        .context("reading standard input")
-        .map_err(|error| Failure { code: 3, error })
+    Body::Reading(tokio::task::spawn_blocking(move || {
+        read_body(&mut io::stdin().lock(), interactive)
+    }))
+}
+
+/// The body once read: it must be UTF-8 text.
+async fn whole_body(reading: JoinHandle<io::Result<Vec<u8>>>) -> Result<String, Failure> {
+    let bytes = reading.await.map_err(input_error)?.map_err(input_error)?;
+    input::text(bytes).map_err(refused)
 }
 
 async fn run(args: Args) -> Result<(), Failure> {
@@ -387,7 +375,7 @@ async fn run(args: Args) -> Result<(), Failure> {
     let servers = servers_from_env(args.server.as_deref())
         .context("bad server list")
         .map_err(usage)?;
-    let server_names = display_list(&servers);
+    let store = KeyStore::from_env().map_err(refused)?;
     let mut compose = Compose {
         body: None,
         sender: if args.anonymous {
@@ -405,31 +393,56 @@ async fn run(args: Args) -> Result<(), Failure> {
         // Lines can be MAX_LINE long: keep the worst case to tens of megabytes.
         config.queue_limit = LINES_QUEUE_LIMIT;
     }
-    // Connect while keys are looked up and the user types.
+    // Connect, and read what to send, while keys are looked up.
     let servers = config.servers.clone();
+    let progress = Arc::new(Progress::new(&servers, args.quiet));
     let (client, events) = Client::start(config);
-    let status = Arc::new(Mutex::new(Status::default()));
-    tokio::spawn(watch(events, status.clone()));
-    let secure = prepare(&args, &to, &servers).await?;
-
-    if args.lines {
-        send_lines(&client, &mut compose, &to, &secure).await?;
-    } else {
-        let body = match args.message {
-            Some(mut text) => {
-                if !text.ends_with('\n') {
-                    text.push('\n');
-                }
-                text
+    tokio::spawn({
+        let progress = progress.clone();
+        async move { progress.watch(events).await }
+    });
+    let signer = own_key(&args, &store, &progress)?;
+    let interactive = args.message.is_none() && !args.lines && io::stdin().is_terminal();
+    let body = match &args.message {
+        _ if args.lines => Body::Lines(spawn_line_reader()),
+        Some(text) => {
+            let mut text = text.clone();
+            if !text.ends_with('\n') {
+                text.push('\n');
             }
-            None => read_whole_body(&to, &keywords).await?,
-        };
-        compose.body = Some(body);
+            Body::Given(text)
+        }
+        None => start_reading_body(&to, &keywords, interactive),
+    };
+    // A message (not --lines) with no --timeout gives up soon when no server can
+    // be reached at all; not while a person is still typing it.
+    let fail_fast = args.timeout.is_none() && !args.lines;
+    let secure = progress
+        .unless_unreachable(
+            fail_fast && !interactive,
+            prepare(&args, &store, signer, &to, &servers, &progress),
+        )
+        .await
+        .map_err(undelivered)??;
+
+    let text = match body {
+        Body::Lines(lines) => {
+            send_lines(&client, &mut compose, &to, &secure, lines).await?;
+            None
+        }
+        Body::Given(text) => Some(text),
+        Body::Reading(reading) => Some(whole_body(reading).await?),
+    };
+    if let Some(text) = text {
+        compose.body = Some(text);
         client
             .publish(secure.message(&compose, &to)?)
             .map_err(publish_error)?;
     }
-    flush(&client, args.timeout, &server_names, &status).await?;
+    progress
+        .flush(&client, args.timeout.unwrap_or(DEFAULT_TIMEOUT), fail_fast)
+        .await
+        .map_err(undelivered)?;
     let _ = tokio::time::timeout(Duration::from_secs(2), client.close(false)).await;
     Ok(())
 }
@@ -439,9 +452,10 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
         }
     };
+    gale_client::logging::init("gsend");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -450,7 +464,7 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             eprintln!("gsend: cannot start: {e}");
-            return ExitCode::from(3);
+            return ExitCode::from(EXIT_REFUSED);
         }
     };
     let code = match runtime.block_on(run(args)) {

@@ -113,6 +113,8 @@ impl Default for Style {
 
 const BOLD: &str = "\x1b[1m";
 const GREEN: &str = "\x1b[32m";
+const YELLOW: &str = "\x1b[33m";
+const RED: &str = "\x1b[31m";
 const CYAN: &str = "\x1b[36m";
 const RESET: &str = "\x1b[0m";
 
@@ -245,6 +247,17 @@ pub fn header(d: &Delivery, style: &Style) -> String {
     h
 }
 
+/// The colour of the sender in the footer: green only for a verified signer (and
+/// for an anonymous message, which claims nobody), yellow for one that cannot be
+/// traced to an anchor, red for a forgery.
+fn sender_colour(v: &Verify) -> &'static str {
+    match v {
+        Verify::Verified { .. } | Verify::Anonymous => GREEN,
+        Verify::Unverified { .. } => YELLOW,
+        Verify::Forged { .. } => RED,
+    }
+}
+
 /// The right-aligned `-- sender (name) time --` footer.
 pub fn footer(d: &Delivery, style: &Style) -> String {
     let mut who = sender_label(d);
@@ -257,7 +270,7 @@ pub fn footer(d: &Delivery, style: &Style) -> String {
     format!(
         "{}-- {} {time} --",
         " ".repeat(pad),
-        style.paint(GREEN, &who)
+        style.paint(sender_colour(&d.verify), &who)
     )
 }
 
@@ -405,6 +418,31 @@ mod tests {
         assert_eq!(foot, "-- *anonymous* 1970-01-01 00:00:00 --");
         s.color = true;
         assert!(footer(&d, &s).contains("\x1b[32m*anonymous*\x1b[0m"));
+    }
+
+    #[test]
+    fn verified_and_unverified_footers_differ_in_colour() {
+        let name = gale_keys::KeyName::parse("egnor@ofb.net").unwrap();
+        let mut s = style(60);
+        s.color = true;
+        let colour = |v: Verify| {
+            let mut d = delivery(Fragments::new());
+            d.verify = v;
+            let f = footer(&d, &s);
+            let start = f.find('\x1b').expect("coloured");
+            f[start..].split('m').next().unwrap().to_string()
+        };
+        let verified = colour(Verify::Verified { from: name.clone() });
+        let unverified = colour(Verify::Unverified {
+            from: Some(name),
+            why: String::new(),
+        });
+        assert_ne!(verified, unverified);
+        let forged = colour(Verify::Forged {
+            claimed: None,
+            why: String::new(),
+        });
+        assert_ne!(forged, verified);
     }
 
     #[test]

@@ -30,6 +30,8 @@ const PER_FRAGMENT: [&str; 4] = ["GALE_TEXT_", "GALE_TIME_", "GALE_NUMBER_", "GA
 
 #[derive(Debug, Error)]
 pub enum HookError {
+    #[error("cannot run {program}: {why}")]
+    NotRunnable { program: PathBuf, why: &'static str },
     #[error("cannot run {program}: {source}")]
     Spawn {
         program: PathBuf,
@@ -151,6 +153,27 @@ pub fn hook_stdin(d: &Delivery) -> String {
         .to_string()
 }
 
+/// Finds `program` as it will be run: a path (with a `/`) as it is, a bare name on
+/// `PATH`; and checks that it is an executable file. gsub does this at startup,
+/// so that a mistyped program fails at once instead of losing every message.
+pub fn find_program(program: &Path) -> Result<PathBuf, HookError> {
+    which::which(program).map_err(|_| {
+        let why = if program.components().count() == 1 && !program.is_absolute() {
+            "not found on PATH (or not executable there)"
+        } else if !program.exists() {
+            "no such file"
+        } else if program.is_dir() {
+            "it is a directory"
+        } else {
+            "it is not executable (chmod +x it)"
+        };
+        HookError::NotRunnable {
+            program: program.to_path_buf(),
+            why,
+        }
+    })
+}
+
 /// Runs `program` (a path, run directly, not through a shell) for `d` and waits for
 /// it to exit. Per-fragment variables inherited from our own environment are
 /// removed, so a hook sees only this message's.
@@ -265,6 +288,14 @@ mod tests {
         );
         let missing = run_hook(&dir.join("nope"), &delivery()).await.unwrap_err();
         assert!(missing.to_string().starts_with("cannot run "));
+        assert_eq!(find_program(&script).unwrap(), script);
+        let why = |p: &Path| find_program(p).unwrap_err().to_string();
+        assert!(why(&dir.join("nope")).ends_with("no such file"));
+        assert!(why(&dir).ends_with("it is a directory"));
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(why(&script).contains("not executable"));
+        assert!(why(Path::new("no-such-gale-hook")).contains("not found on PATH"));
+        assert!(find_program(Path::new("sh")).is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 use clap::Parser;
-use gale_client::args::{domain_from_env, parse_locations, parse_subscriptions};
+use gale_client::args::{domain_from_env, parse_locations, parse_subscriptions, ArgError};
 use gale_client::compose::sender_from_env;
 use gale_client::presence;
-use gale_client::server::servers_from_env;
+use gale_client::server::{servers_from_env, ServerAddrError};
 use gale_client::{Client, ClientConfig, Delivery, Event};
 use gale_keys::{KeyName, KeyStore};
 use gale_proto::Location;
@@ -32,13 +32,15 @@ use gale_security::responder::OwnKeys;
 use crate::format::{
     format_delivery, Style, TimeFormat, COLUMNS_ENV, DEFAULT_TIME_FORMAT, TIME_FORMAT_ENV,
 };
-use crate::hook::run_hook;
+use crate::hook::{find_program, run_hook};
 use crate::json::to_json;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 const AGENT: &str = concat!("gsub/", env!("CARGO_PKG_VERSION"));
 const SUBSCRIBE_ENV: &str = "GALE_SUBSCRIBE";
+/// EX_USAGE (sysexits.h): a usage error, the same code in every Gale program.
+const EXIT_USAGE: u8 = 64;
 
 const AFTER_HELP: &str = "\
 Subscriptions are read in order and the latest matching entry wins: a '-' before a
@@ -48,16 +50,18 @@ gsub subscribes to $GALE_SUBSCRIBE (white-space separated).
 
 gsub stays in the foreground and never gives up: when the server goes away it
 reports it on standard error and reconnects. Status lines on standard error start
-with \"gsub: \"; message losses are always reported, even with -q.
+with \"gsub: \"; message losses are always reported, even with -q. The libraries'
+warnings are printed too (\"gsub: warning: ...\"); RUST_LOG=debug shows more.
 
 Output: by default for a person (wrapped to the terminal or $GALE_COLUMNS, times in
 $GALE_TIME_FORMAT, colour only on a terminal and not with $NO_COLOR). --json prints
 one object per line; fragment data values are lower-case hex, times RFC 3339.
--f PROGRAM runs PROGRAM (a path or a name on $PATH, run directly, not through a
-shell; write a script for arguments) once per message, one at a time, with the
-body on standard input and GALE_ID, GALE_TO, GALE_FROM, GALE_VERIFY,
-GALE_SENDER, GALE_KEYWORDS, GALE_TIME and GALE_TEXT_<NAME>, GALE_TIME_<NAME>,
-GALE_NUMBER_<NAME>, GALE_DATA_<NAME> for each fragment in its environment.
+-f PROGRAM runs PROGRAM instead of printing (a path or a name on $PATH, checked
+at startup; run directly, not through a shell: write a script for arguments) once
+per message, one at a time, with the body on standard input and GALE_ID, GALE_TO,
+GALE_FROM, GALE_VERIFY, GALE_SENDER, GALE_KEYWORDS, GALE_TIME and
+GALE_TEXT_<NAME>, GALE_TIME_<NAME>, GALE_NUMBER_<NAME>, GALE_DATA_<NAME> for each
+fragment in its environment.
 
 Security: each message shows how far its sender is known: verified (signed by a
 key whose chain reaches one of your trust anchors), unverified (signed, but the key
@@ -69,8 +73,11 @@ line, \"(not for you)\". Keys of unknown signers are asked for over Gale
 requests for it on _gale.query.<your id>, unless -a.
 
 Exit status:
-  0  normal end (SIGINT, SIGTERM, or the reader of standard output went away)
-  1  usage error, or standard output failed";
+  0   normal end (SIGINT, SIGTERM, or the reader of standard output went away)
+  1   error: -f PROGRAM cannot be run, standard output failed, or the client
+      stopped
+  64  usage error: an unknown option, a missing argument, or a value that does
+      not parse (a location, --id, the server list)";
 
 /// Receive Gale messages.
 #[derive(Parser, Debug)]
@@ -186,15 +193,16 @@ async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
         }
     }
     if locations.is_empty() {
-        return Err(anyhow!(
+        return Err(Usage(anyhow!(
             "no location given: name what to subscribe to (e.g. gsub pub.test@example.org), \
              or set GALE_SUBSCRIBE"
-        ));
+        ))
+        .into());
     }
     let subscriptions = parse_subscriptions(&locations, domain_from_env().as_deref())?;
     let servers = servers_from_env(args.server.as_deref()).context("bad server list")?;
     let output = match (&args.program, args.json) {
-        (Some(p), _) => Output::Hook(p.clone()),
+        (Some(p), _) => Output::Hook(find_program(p)?),
         (None, true) => Output::Json,
         (None, false) => Output::Human(human_style()),
     };
@@ -351,6 +359,16 @@ async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
     Ok(None)
 }
 
+/// An error in the command line found after clap: exit [`EXIT_USAGE`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+struct Usage(anyhow::Error);
+
+/// True if `e` is about the command line: a value that does not parse.
+fn is_usage(e: &anyhow::Error) -> bool {
+    e.is::<Usage>() || e.is::<ArgError>() || e.is::<ServerAddrError>()
+}
+
 /// Prints a changed key loudly.
 fn warn_changed(opening: &Opening) {
     if let Some(c) = &opening.changed {
@@ -398,9 +416,8 @@ fn presence_id(args: &Args) -> anyhow::Result<Location> {
     let domain = domain_from_env();
     let id = match &args.id {
         Some(id) => id.clone(),
-        None => presence::id_from_env(domain.as_deref()).ok_or_else(|| {
-            anyhow!("presence needs to know who you are: give --id you@example.org, or set GALE_ID")
-        })?,
+        None => presence::id_from_env(domain.as_deref())
+            .context("presence needs to know who you are (or give --id you@example.org)")?,
     };
     let loc = parse_locations(&[id.as_str()], domain.as_deref())?;
     Ok(loc.into_iter().next().expect("one location"))
@@ -411,9 +428,10 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
         }
     };
+    gale_client::logging::init("gsub");
     // One thread: gsub is a pipeline (socket -> client task -> display), and on a
     // multi-threaded runtime every message bounced between threads (16% of gsub's
     // CPU in context switches, measured with perf on 50,000 signed messages).
@@ -431,7 +449,7 @@ fn main() -> ExitCode {
         Ok(None) => ExitCode::SUCCESS,
         Ok(Some(e)) | Err(e) => {
             eprintln!("gsub: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(if is_usage(&e) { EXIT_USAGE } else { 1 })
         }
     }
 }

@@ -112,6 +112,11 @@ impl User {
 
     /// Runs gsend as this user.
     pub fn gsend(&self, server: &str, args: &[&str], stdin: &str) -> Output {
+        run_gsend(self.gsend_spawn(server, args), stdin.as_bytes())
+    }
+
+    /// Runs gsend as this user with any bytes, text or not, on standard input.
+    pub fn gsend_bytes(&self, server: &str, args: &[&str], stdin: &[u8]) -> Output {
         run_gsend(self.gsend_spawn(server, args), stdin)
     }
 
@@ -412,14 +417,14 @@ impl Drop for Gsub {
 
 /// Runs gsend to completion with `stdin` as input.
 pub fn gsend(server: &str, args: &[&str], stdin: &str) -> Output {
-    run_gsend(gsend_spawn(server, args), stdin)
+    run_gsend(gsend_spawn(server, args), stdin.as_bytes())
 }
 
-fn run_gsend(mut child: Child, stdin: &str) -> Output {
+fn run_gsend(mut child: Child, stdin: &[u8]) -> Output {
     let mut input = child.stdin.take().expect("piped");
-    let data = stdin.to_string();
+    let data = stdin.to_vec();
     let writer = std::thread::spawn(move || {
-        let _ = input.write_all(data.as_bytes());
+        let _ = input.write_all(&data);
     });
     let out = child.wait_with_output().expect("gsend output");
     writer.join().unwrap();

@@ -10,6 +10,8 @@ pub const DOMAIN_ENV: &str = "GALE_DOMAIN";
 
 #[derive(Debug, PartialEq, Eq, Error)]
 pub enum ArgError {
+    #[error("empty location (an unset shell variable?); a whole domain is written @{}", .0.as_deref().unwrap_or("example.org"))]
+    Empty(Option<String>),
     #[error("location {0:?} has no @domain and GALE_DOMAIN is not set: write it as {0}@example.org, or set GALE_DOMAIN")]
     NoDomain(String),
     #[error(transparent)]
@@ -26,7 +28,12 @@ pub fn domain_from_env() -> Option<String> {
         .filter(|d| !d.is_empty())
 }
 
+/// Refuses empty arguments, and locations without `@domain` when there is no
+/// default domain.
 fn check_domains<S: AsRef<str>>(args: &[S], domain: Option<&str>) -> Result<(), ArgError> {
+    if args.iter().any(|a| a.as_ref().trim().is_empty()) {
+        return Err(ArgError::Empty(domain.map(String::from)));
+    }
     if domain.is_none() {
         if let Some(a) = args
             .iter()
@@ -77,6 +84,28 @@ mod tests {
         assert_eq!(e, ArgError::NoDomain("pub.tv".into()));
         assert!(e.to_string().contains("set GALE_DOMAIN"));
         assert!(parse_locations(&["a..b@x.org"], None).is_err());
+    }
+
+    #[test]
+    fn a_whole_domain_only_when_written() {
+        let e = parse_locations(&["pub@x.org", ""], Some("ofb.net")).unwrap_err();
+        assert_eq!(e, ArgError::Empty(Some("ofb.net".into())));
+        assert!(e.to_string().contains("written @ofb.net"), "{e}");
+        assert!(matches!(
+            parse_locations(&[" "], None),
+            Err(ArgError::Empty(None))
+        ));
+        assert!(matches!(
+            parse_subscriptions(&["-", ""], Some("ofb.net")),
+            Err(ArgError::Empty(_))
+        ));
+        assert!(parse_locations(&["pub."], Some("ofb.net")).is_err());
+        assert_eq!(
+            parse_subscriptions(&["@ofb.net"], None).unwrap().entries[0]
+                .location
+                .as_str(),
+            "@ofb.net"
+        );
     }
 
     #[test]

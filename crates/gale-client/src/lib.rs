@@ -18,6 +18,8 @@
 //! - [`compose`]: [`Compose`], the fragments of a plain message (gsend), and
 //!   checks of `-t NAME=VALUE` and `/keyword` arguments.
 //! - [`presence`]: presence notices and the disconnection will (gsub `-p`).
+//! - [`logging`] (feature `logging`): the programs' stderr subscriber for the
+//!   libraries' `tracing` warnings.
 
 #![forbid(unsafe_code)]
 
@@ -28,6 +30,8 @@ pub mod config;
 mod conn;
 pub mod error;
 pub mod event;
+#[cfg(feature = "logging")]
+pub mod logging;
 pub mod presence;
 pub mod recent_ids;
 pub mod server;

@@ -40,25 +40,91 @@ pub fn notice(
     Ok(Message::new(vec![notice_location(who)?], payload))
 }
 
-/// Who this client is: `$GALE_ID` (completed with `domain` if it has no `@`),
-/// else `$USER@domain`.
-pub fn id_from_env(domain: Option<&str>) -> Option<String> {
-    let id = std::env::var(ID_ENV).ok().filter(|s| !s.trim().is_empty());
-    let id = id.or_else(|| {
-        std::env::var("USER")
+/// Why the user's id cannot be worked out. Each message names only what is
+/// missing: never a variable that is already set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnknownId {
+    /// The login name is known, but not the domain to put after it.
+    #[error("your login name is {login}, but GALE_DOMAIN is not set: set GALE_DOMAIN (e.g. example.org), or GALE_ID (e.g. {login}@example.org)")]
+    NoDomain { login: String },
+    /// An id without `@domain` (`what` is `GALE_ID` or `--id`), and no domain.
+    #[error("{what} {id:?} has no @domain and GALE_DOMAIN is not set: write {id}@example.org, or set GALE_DOMAIN")]
+    IdWithoutDomain { what: &'static str, id: String },
+    /// No `GALE_ID`, no `USER` or `LOGNAME`, and no name in the password database.
+    #[error("USER and LOGNAME are not set and the password database has no name for this user ({why}): set GALE_ID (e.g. you@example.org)")]
+    NoLogin { why: String },
+}
+
+/// The login name: `$USER`, else `$LOGNAME`, else the password database's name
+/// for this process's user (cron, systemd, containers and the like often set
+/// neither variable). `Err` says why the database had none.
+pub fn login_name() -> Result<String, String> {
+    let var = |k| {
+        std::env::var(k)
             .ok()
-            .or_else(|| std::env::var("LOGNAME").ok())
-    })?;
+            .filter(|v: &String| !v.trim().is_empty())
+    };
+    match var("USER").or_else(|| var("LOGNAME")) {
+        Some(name) => Ok(name),
+        None => whoami::username().map_err(|e| e.to_string()),
+    }
+}
+
+/// Who this client is: `$GALE_ID` (completed with `domain` if it has no `@`),
+/// else the [`login_name`] at `domain`.
+pub fn id_from_env(domain: Option<&str>) -> Result<String, UnknownId> {
+    let (id, explicit) = match std::env::var(ID_ENV).ok().filter(|s| !s.trim().is_empty()) {
+        Some(id) => (id, true),
+        None => (
+            login_name().map_err(|why| UnknownId::NoLogin { why })?,
+            false,
+        ),
+    };
+    complete_id(id, domain, explicit)
+}
+
+/// `id`, with `@domain` appended if it has none. `explicit`: it came from
+/// `GALE_ID` rather than the login name.
+fn complete_id(id: String, domain: Option<&str>, explicit: bool) -> Result<String, UnknownId> {
     if id.contains('@') {
-        Some(id)
-    } else {
-        domain.map(|d| format!("{id}@{d}"))
+        return Ok(id);
+    }
+    match domain {
+        Some(d) => Ok(format!("{id}@{d}")),
+        None if explicit => Err(UnknownId::IdWithoutDomain { what: ID_ENV, id }),
+        None => Err(UnknownId::NoDomain { login: id }),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_and_what_is_missing() {
+        let id = |s: &str, d, explicit| complete_id(s.into(), d, explicit);
+        assert_eq!(id("bob", Some("x.org"), false).unwrap(), "bob@x.org");
+        assert_eq!(id("bob@y.org", None, true).unwrap(), "bob@y.org");
+        let e = id("bob", None, false).unwrap_err();
+        assert!(e.to_string().contains("login name is bob"), "{e}");
+        let e = id("bob", None, true).unwrap_err().to_string();
+        assert!(e.contains("GALE_ID \"bob\" has no @domain"), "{e}");
+        // With GALE_DOMAIN set, the only thing to ask for is GALE_ID.
+        let e = UnknownId::NoLogin {
+            why: "no record".into(),
+        }
+        .to_string();
+        assert!(
+            e.contains("set GALE_ID") && !e.contains("GALE_DOMAIN"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_login_name_is_found_without_user_or_logname() {
+        // The database's answer for this process; the variables only override it.
+        assert!(!whoami::username().unwrap().is_empty());
+    }
 
     #[test]
     fn notice_goes_to_the_notice_location() {

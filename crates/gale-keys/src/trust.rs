@@ -213,9 +213,18 @@ impl KeyStore {
                 .filter(|k| ids.contains(&k.id()))
                 .collect();
             if copies.is_empty() {
+                // A domain's key is what a user installs as an anchor (README).
+                let install = if parent.local().is_none() {
+                    format!(
+                        "if you trust {parent}, install its key as a trust anchor: `gkey trust {}.gpub`, with the file from its owner",
+                        parent.file_stem()
+                    )
+                } else {
+                    format!("import it with `gkey import FILE`, with the file from the owner of {parent}")
+                };
                 break Trust::Unverified {
                     why: format!(
-                        "{} is signed by {parent} (key id {}), but that key is not known here; import it with `gkey import`",
+                        "{} is signed by {parent} (key id {}), but that key is not known here; {install}",
                         cur.name, ids[0]
                     ),
                 };

@@ -32,7 +32,9 @@ pub enum LocationError {
     MissingDomain(String),
     #[error("location {0:?} has more than one '@'")]
     MultipleAt(String),
-    #[error("location {0:?} has an empty segment (two dots in a row, or a dot at the start)")]
+    #[error(
+        "location {0:?} has an empty segment (two dots in a row, or a dot at the start or end)"
+    )]
     EmptySegment(String),
     #[error("location {0:?} has more than {max} segments", max = MAX_SEGMENTS)]
     TooManySegments(String),
@@ -150,8 +152,10 @@ fn check_shape(s: &str) -> Result<usize, LocationError> {
 }
 
 impl Location {
-    /// Parses a location leniently: surrounding white space is trimmed, a trailing dot
-    /// on the local part is dropped (as Gale did) and the domain is lower-cased.
+    /// Parses a location leniently: surrounding white space is trimmed, one trailing
+    /// dot on the domain is dropped (an absolute DNS name) and the domain is
+    /// lower-cased. A dot at either end of the local part is refused: `pub.@x.org`
+    /// is as likely a cut-off `pub.tv@x.org` as `pub@x.org` (Gale dropped it).
     pub fn parse(s: &str) -> Result<Location, LocationError> {
         let s = s.trim();
         let Some(at) = s.find('@') else {
@@ -161,8 +165,9 @@ impl Location {
                 LocationError::MissingDomain(s.to_string())
             });
         };
-        let local = s[..at].strip_suffix('.').unwrap_or(&s[..at]);
-        let domain = s[at + 1..].trim_end_matches('.').to_ascii_lowercase();
+        let local = &s[..at];
+        let domain = s[at + 1..].strip_suffix('.').unwrap_or(&s[at + 1..]);
+        let domain = domain.to_ascii_lowercase();
         let canon = format!("{local}@{domain}");
         let at = check_canonical(&canon)?;
         Ok(Location {
@@ -178,7 +183,12 @@ impl Location {
     }
 
     /// Parses `s`, appending `@default_domain` when it has no domain (Gale's rule).
+    /// An empty `s` is refused, not taken as the whole default domain: that is
+    /// written `@domain`, never by accident (an unset shell variable).
     pub fn parse_with_default(s: &str, default_domain: &str) -> Result<Location, LocationError> {
+        if s.trim().is_empty() {
+            return Err(LocationError::Empty);
+        }
         if s.contains('@') {
             Location::parse(s)
         } else {
@@ -286,7 +296,7 @@ mod tests {
         assert_eq!(l.local(), "pub.tv.buffy");
         assert_eq!(l.domain(), "ofb.net");
         assert_eq!(l.segments().collect::<Vec<_>>(), ["pub", "tv", "buffy"]);
-        assert_eq!(loc("egnor.@ofb.net").as_str(), "egnor@ofb.net");
+        assert_eq!(loc("egnor@ofb.net.").as_str(), "egnor@ofb.net");
         assert_eq!(loc("@ofb.net").segments().count(), 0);
     }
 
@@ -298,6 +308,8 @@ mod tests {
             ("a@b@c", "more than one '@'"),
             ("a..b@x.org", "empty segment"),
             (".a@x.org", "empty segment"),
+            ("a.@x.org", "a dot at the start or end"),
+            ("a@x.org..", "empty label"),
             ("a b@x.org", "contains ' '"),
             ("a:b@x.org", "contains ':'"),
             ("a@", "invalid domain: it is empty"),
@@ -374,5 +386,22 @@ mod tests {
         assert_eq!(l.as_str(), "egnor@ofb.net");
         let l = Location::parse_with_default("egnor@x.org", "ofb.net").unwrap();
         assert_eq!(l.as_str(), "egnor@x.org");
+        // The whole domain only when asked for: never from an empty argument.
+        for empty in ["", "  "] {
+            assert_eq!(
+                Location::parse_with_default(empty, "ofb.net"),
+                Err(LocationError::Empty)
+            );
+        }
+        assert_eq!(
+            Location::parse_with_default("@ofb.net", "x.org")
+                .unwrap()
+                .as_str(),
+            "@ofb.net"
+        );
+        assert!(matches!(
+            Location::parse_with_default("pub.", "ofb.net"),
+            Err(LocationError::EmptySegment(_))
+        ));
     }
 }

@@ -150,6 +150,9 @@ impl Discovery {
         let deadline = tokio::time::Instant::now() + self.timeout;
         // Answers signed by an ancestor whose key is being fetched.
         let mut held: Vec<Message> = Vec::new();
+        // Whether the queries went out at all: silence from a server never
+        // reached says nothing about a key.
+        let mut asked_anyone = false;
         while !done(&out) {
             let ev = match tokio::time::timeout_at(deadline, events.next()).await {
                 Ok(Some(ev)) => ev,
@@ -158,6 +161,7 @@ impl Discovery {
             let message = match ev {
                 // Queries go out once the server listens for their answers.
                 Event::Subscribed { .. } => {
+                    asked_anyone = true;
                     for q in queries.drain(..) {
                         let _ = client.publish(q);
                     }
@@ -215,7 +219,9 @@ impl Discovery {
                 missing.push(n);
             }
         }
-        self.note_missing(store, &missing);
+        if asked_anyone {
+            self.note_missing(store, &missing);
+        }
         let _ = tokio::time::timeout(Duration::from_millis(300), client.close(false)).await;
         out
     }

@@ -11,12 +11,12 @@ use gale_keys::{KeyName, KeyStore, KeyTemplate, NameError, SecretKey, StoreError
 use gale_proto::Timestamp;
 use thiserror::Error;
 
-use gale_client::presence::id_from_env;
+use gale_client::presence::{id_from_env, UnknownId};
 
 #[derive(Debug, Error)]
 pub enum IdentityError {
-    #[error("cannot tell who you are: set GALE_ID (e.g. you@example.org), or GALE_DOMAIN so that your login name can be used; or send anonymously with -a")]
-    Unknown,
+    #[error("cannot tell who you are: {0}")]
+    Unknown(#[from] UnknownId),
     #[error("your id {id:?} is not a usable key name")]
     BadName {
         id: String,
@@ -25,18 +25,27 @@ pub enum IdentityError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("the key file for {0} was made by another program and cannot be read; try again")]
+    Vanished(KeyName),
 }
 
-/// The user's key name: `explicit` (e.g. `--id`), else `$GALE_ID`, else
-/// `$USER@domain` (`$LOGNAME` if `$USER` is unset). An id without `@` gets `domain`.
+/// The user's key name: `explicit` (e.g. `--id`), else `$GALE_ID`, else the
+/// login name at `domain` (`$USER`, `$LOGNAME`, or the password database's). An
+/// id without `@` gets `domain`.
 pub fn key_name(explicit: Option<&str>, domain: Option<&str>) -> Result<KeyName, IdentityError> {
     let id = match explicit {
         Some(id) if id.contains('@') => id.to_string(),
         Some(id) => match domain {
             Some(d) => format!("{id}@{d}"),
-            None => return Err(IdentityError::Unknown),
+            None => {
+                return Err(UnknownId::IdWithoutDomain {
+                    what: "--id",
+                    id: id.to_string(),
+                }
+                .into())
+            }
         },
-        None => id_from_env(domain).ok_or(IdentityError::Unknown)?,
+        None => id_from_env(domain)?,
     };
     KeyName::parse(&id).map_err(|source| IdentityError::BadName { id, source })
 }
@@ -119,7 +128,7 @@ pub fn load_or_create(
         // Another gsend or gsub made it at the same moment: use theirs.
         Err(StoreError::SecretExists { .. }) => match store.secret(name)? {
             Some((key, _)) => Ok(Own { key, created: None }),
-            None => Err(IdentityError::Unknown),
+            None => Err(IdentityError::Vanished(name.clone())),
         },
         Err(e) => Err(e.into()),
     }
@@ -167,7 +176,7 @@ mod tests {
         assert_eq!(n.as_str(), "bob@x.org");
         assert!(matches!(
             key_name(Some("bob"), None),
-            Err(IdentityError::Unknown)
+            Err(IdentityError::Unknown(UnknownId::IdWithoutDomain { .. }))
         ));
     }
 }
