@@ -20,7 +20,7 @@ use gale_client::args::{domain_from_env, parse_locations, parse_subscriptions};
 use gale_client::compose::sender_from_env;
 use gale_client::presence;
 use gale_client::server::servers_from_env;
-use gale_client::{Client, ClientConfig, Delivery, Event};
+use gale_client::{Client, ClientConfig, Delivery, Event, Will};
 use gale_keys::{KeyName, KeyStore};
 use gale_proto::Location;
 use gale_security::discovery::{self, Discovery};
@@ -206,12 +206,12 @@ async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
     };
     let sender = sender_from_env();
     if let Some((who, _)) = &presence {
-        config.will = Some(presence::notice(
+        config.will = Some(Will::with_fresh_ids(presence::notice(
             who,
             presence::DISCONNECTED,
             sender.as_deref(),
             AGENT,
-        )?);
+        )?));
     }
     let store = KeyStore::from_env()?;
     let before = config.subscriptions.entries.len();

@@ -18,6 +18,7 @@
 //! - [`compose`]: [`Compose`], the fragments of a plain message (gsend), and
 //!   checks of `-t NAME=VALUE` and `/keyword` arguments.
 //! - [`presence`]: presence notices and the disconnection will (gsub `-p`).
+//! - [`will`]: [`Will`], which makes the will afresh (new id) for every connection.
 
 #![forbid(unsafe_code)]
 
@@ -32,6 +33,7 @@ pub mod presence;
 pub mod recent_ids;
 pub mod server;
 mod task;
+pub mod will;
 
 pub use client::Client;
 pub use compose::Compose;
@@ -41,3 +43,4 @@ pub use event::{Delivery, Event, Events, Unreadable, Verify};
 pub use gale_net::Backoff;
 pub use recent_ids::RecentIds;
 pub use server::ServerAddr;
+pub use will::Will;
