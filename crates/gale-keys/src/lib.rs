@@ -32,13 +32,13 @@
 //! let now = Timestamp::now();
 //! body.push("id.time", gale_proto::Value::Time(now));
 //! let id = MessageId::generate();
-//! let signed = sign(id, &to, &body, me);
+//! let signed = sign(id, &to, &body, me).ok()?;
 //! let payload = match store.recipients(&to[0], now).ok()? {
 //!     Recipients::Public => signed,
 //!     Recipients::Private(keys) => seal(id, &to, &signed, &keys.iter().collect::<Vec<_>>()).ok()?,
 //!     Recipients::NoKey => return None, // the caller's policy
 //! };
-//! let msg = Message { id, hops: 0, to, payload: payload.encode() };
+//! let msg = Message { id, hops: 0, to, payload: payload.encode().ok()? };
 //! # Some(()) }
 //! ```
 //!
