@@ -11,43 +11,6 @@ use gale_proto::{Location, Message};
 use gale_tests::*;
 use serde_json::Value;
 
-/// The owner of the domain key `example.org`, who signs the users' keys.
-struct Domain {
-    admin: User,
-    public: PathBuf,
-}
-
-fn domain() -> Domain {
-    let admin = User::new("admin@example.org");
-    admin.gkey_ok(&["gen", "example.org"], b"");
-    let public = admin.gale_dir().join("example.org.gpub");
-    std::fs::write(&public, admin.gkey_ok(&["export", "example.org"], b"")).unwrap();
-    Domain { admin, public }
-}
-
-impl Domain {
-    /// A user whose key the domain has signed.
-    fn member(&self, id: &str) -> User {
-        let u = User::new(id);
-        u.gkey_ok(&["gen", id], b"");
-        let public = u.gkey_ok(&["export", id], b"");
-        let signed = self.admin.gkey_ok(&["sign"], &public);
-        u.gkey_ok(&["import"], &signed);
-        u
-    }
-
-    /// Makes the domain key one of `u`'s trust anchors.
-    fn trusted_by(&self, u: &User) {
-        u.gkey_ok(&["trust", self.public.to_str().unwrap()], b"");
-    }
-}
-
-/// Gives `to` a copy of `from`'s public key (as if fetched earlier).
-fn introduce(from: &User, to: &User) {
-    let public = from.gkey_ok(&["export", &from.id], b"");
-    to.gkey_ok(&["import"], &public);
-}
-
 fn body(m: &Value) -> &str {
     m["body"].as_str().unwrap_or_default().trim_end()
 }
@@ -457,32 +420,6 @@ fn the_first_gsend_makes_a_0600_key() {
     // The second run uses it and says nothing about keys.
     let err = erin.send_ok(&g.server(), &["-m", "again", "pub.x@example.org"], "");
     assert!(!err.contains("created"), "{err}");
-}
-
-/// A running gdomain for example.org, killed on drop.
-struct Gdomain(std::process::Child);
-
-impl Drop for Gdomain {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn gdomain(admin: &User, server: &str) -> Gdomain {
-    let mut cmd = std::process::Command::new(bin("gdomain"));
-    let mut child = admin
-        .env(&mut cmd)
-        .args(["-s", server, "example.org"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start gdomain");
-    let stderr = Lines::spawn_reader(child.stderr.take().expect("piped"));
-    stderr.wait_for("gdomain: listening on");
-    std::mem::forget(stderr);
-    Gdomain(child)
 }
 
 #[test]
