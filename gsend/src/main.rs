@@ -39,9 +39,12 @@ Security: every message is signed with your key (GALE_ID, default
 $USER@$GALE_DOMAIN), which is made on first use in GALE_DIR (default ~/.gale).
 A location whose key has members (a person, a group) is private: the message is
 encrypted to every member, with the signature inside. Missing keys are asked for
-over Gale (--key-timeout); a location with no key at all is public and the message
-goes in clear, signed (gsend says so). A message to private and public locations at
-once is refused unless --allow-clear. -a sends anonymously: no signature, no name.
+over Gale (--key-timeout). A location with no key found is refused, never sent in
+clear by accident, unless it is public by rule (pub and everything below it) or
+--allow-clear is given; a domain declares other public areas with a key whose
+members include the world (gkey gen --public). A message to private and public
+locations at once is refused unless --allow-clear. -a sends anonymously: no
+signature, no name.
 
 Environment: GALE_SERVER (server list), GALE_DOMAIN (default domain), GALE_ID
 (who you are), GALE_DIR (your keys), GALE_NAME (your name, sent as
@@ -50,7 +53,9 @@ message.sender unless -a).
 Exit status:
   0  the server accepted every message
   1  usage error or bad input (bad location, bad -t, message too large), or
-     refused: private and public locations mixed, no key with --require-private
+     refused: no key found for a location that is not public (without
+     --allow-clear), private and public locations mixed, not private with
+     --require-private
   2  could not deliver to a server before the timeout
   3  I/O error reading standard input
 
@@ -102,8 +107,8 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 3.0)]
     key_timeout: f64,
 
-    /// Send to private and public locations at once, in clear (otherwise refused,
-    /// since the private locations' members would lose their privacy)
+    /// Send in clear where no key was found for a location that is not public,
+    /// and to private and public locations at once (both otherwise refused)
     #[arg(long)]
     allow_clear: bool,
 
@@ -288,22 +293,24 @@ async fn send_lines(
 /// user what they need to know on standard error.
 async fn prepare(args: &Args, to: &[Location], servers: &[ServerAddr]) -> Result<Secure, Failure> {
     let store = KeyStore::from_env().map_err(usage)?;
+    let timeout = Duration::try_from_secs_f64(args.key_timeout.max(0.0))
+        .unwrap_or(discovery::DEFAULT_TIMEOUT);
+    let discovery = Discovery::new(servers.to_vec(), AGENT, timeout);
     let signer = if args.anonymous {
         None
     } else {
         let name =
             identity::key_name(args.id.as_deref(), domain_from_env().as_deref()).map_err(usage)?;
-        let own = identity::load_or_create(&store, &name, sender_from_env())
-            .with_context(|| format!("cannot use or make your key for {name}"))
-            .map_err(usage)?;
+        let own =
+            identity::load_or_create_checked(&store, &name, sender_from_env(), Some(&discovery))
+                .await
+                .with_context(|| format!("cannot use or make your key for {name}"))
+                .map_err(usage)?;
         if let Some(note) = own.notice("gsend") {
             eprintln!("{note}");
         }
         Some(own.key)
     };
-    let timeout = Duration::try_from_secs_f64(args.key_timeout.max(0.0))
-        .unwrap_or(discovery::DEFAULT_TIMEOUT);
-    let discovery = Discovery::new(servers.to_vec(), AGENT, timeout);
     let (plan, mut notices) = outgoing::plan(&store, to, Some(&discovery))
         .await
         .map_err(usage)?;
@@ -335,9 +342,12 @@ async fn prepare(args: &Args, to: &[Location], servers: &[ServerAddr]) -> Result
     for n in notices {
         match n {
             Notice::NoKey(loc) => {
-                eprintln!("gsend: no key for {loc}: sending in clear, {how}")
+                eprintln!(
+                    "gsend: no key for {loc}: sending in clear, {how}, because of --allow-clear"
+                )
             }
             Notice::Changed(c) => eprintln!("gsend: {c}"),
+            Notice::OtherKey(w) => eprintln!("gsend: {w}"),
             Notice::Unverified { key, why } => eprintln!(
                 "gsend: warning: the key of {key} is not verified, encrypting to it anyway: {why}"
             ),

@@ -17,7 +17,8 @@
 //! - [`args`]: locations and subscriptions from arguments, with `$GALE_DOMAIN`.
 //! - [`compose`]: [`Compose`], the fragments of a plain message (gsend), and
 //!   checks of `-t NAME=VALUE` and `/keyword` arguments.
-//! - [`presence`]: presence notices and the disconnection will (gsub `-p`).
+//! - [`presence`]: presence notices and the disconnection will (gsub `-p`); they
+//!   are signed by `gale_security::presence`.
 //! - [`will`]: [`Will`], which makes the will afresh (new id) for every connection.
 
 #![forbid(unsafe_code)]
