@@ -105,6 +105,7 @@ async fn run(args: Args) -> Result<()> {
                     }
                     client.publish(m)?;
                 }
+                Reply::Unusable(why) => eprintln!("gdomain: {why}"),
                 Reply::Ignored(_) => {}
             },
             Event::Subscribed { server, .. } => eprintln!("gdomain: listening on {server}"),

@@ -201,11 +201,39 @@ fn gen(
     force: bool,
 ) -> Result<ExitCode> {
     let name = parse_name(name)?;
-    if !force && store.secret_path(&name).exists() {
+    let path = store.secret_path(&name);
+    if !force && path.exists() {
+        // Say whether the existing file is a usable key: "exists" alone would
+        // contradict a `gkey show` that cannot read it.
+        if let Err(e) = store.secret(&name) {
+            return Err(anyhow::Error::from(e).context(format!(
+                "a secret key file for {name} already exists at {}, but it cannot be used; \
+                 to replace it with a new key (and lose whatever it held for good) add --force",
+                path.display()
+            )));
+        }
         bail!(
             "a secret key for {name} already exists at {}; to replace it (and lose the old one for good) add --force",
-            store.secret_path(&name).display()
+            path.display()
         );
+    }
+    // A key of this name known here that is not ours: most likely the user's key
+    // from another machine, learned from the network.
+    let ours = store.secret(&name).ok().flatten().map(|(k, _)| k.id());
+    for (src, k) in store.find(&name)? {
+        if let (Source::Public(_, p), false) = (&src, Some(k.id()) == ours) {
+            eprintln!(
+                "gkey: warning: a key for {name} is already known here (id {}, {}). If it is your key from \
+                 another machine, copy that secret key here instead of making a new one (on the other machine: \
+                 gkey export {name} --secret --force > {}.gpri; install it as {} with mode 0600): with two keys, \
+                 your correspondents see a key change",
+                k.id(),
+                p.display(),
+                name.file_stem(),
+                path.display()
+            );
+            break;
+        }
     }
     for m in &members {
         gale_proto::Location::parse(m).with_context(|| format!("--member {m:?}"))?;
@@ -353,7 +381,7 @@ fn load(store: &KeyStore, what: &str) -> Result<Vec<(String, PublicKey)>> {
     let name = KeyName::parse(what)
         .map_err(|e| anyhow!("{what:?} is neither a key file nor a key name ({e})"))?;
     let mut out: Vec<(String, PublicKey)> = Vec::new();
-    for (src, k) in store.find(&name) {
+    for (src, k) in store.find(&name)? {
         if out
             .iter()
             .any(|(_, o)| o.body() == k.body() && o.signatures == k.signatures)
@@ -363,6 +391,7 @@ fn load(store: &KeyStore, what: &str) -> Result<Vec<(String, PublicKey)>> {
         let src = match src {
             Source::Secret(p) => format!("your secret key {}", p.display()),
             Source::Public(_, p) => p.display().to_string(),
+            Source::Memory => "(held in memory)".to_string(),
         };
         out.push((src, k));
     }

@@ -161,3 +161,49 @@ fn after_import_the_hint_is_to_trust_the_domain() {
     let said = text(&out.stdout);
     assert!(said.contains("gkey trust"), "as the README says: {said}");
 }
+
+#[test]
+fn damaged_or_misnamed_key_files_and_unreadable_dirs_are_named() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("user");
+    assert!(gkey(&dir, &["gen", "alice@x.org"], None).status.success());
+    let secret = dir.join("auth/private/alice@x.org.gpri");
+    let good = std::fs::read(&secret).unwrap();
+
+    // A damaged own key: said so, with the file; not "make it with gkey gen".
+    std::fs::write(&secret, &good[..good.len() / 2]).unwrap();
+    let out = gkey(&dir, &["show", "alice@x.org"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains(&secret.display().to_string()), "{err}");
+    assert!(err.contains("damaged"), "{err}");
+    assert!(!err.contains("gkey gen"), "{err}");
+    // gen agrees that the file is there, and that it cannot be used.
+    let out = gkey(&dir, &["gen", "alice@x.org"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("cannot be used"), "{err}");
+    assert!(err.contains("--force"), "{err}");
+
+    // alice's file holding bob's key.
+    let other = t.path().join("other");
+    assert!(gkey(&other, &["gen", "bob@x.org"], None).status.success());
+    std::fs::copy(other.join("auth/private/bob@x.org.gpri"), &secret).unwrap();
+    let out = gkey(&dir, &["show", "alice@x.org"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("holds the key of bob@x.org, not of alice@x.org"),
+        "{err}"
+    );
+
+    // GALE_DIR that is not a directory.
+    let file = t.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let out = gkey(&file, &["show", "alice@x.org"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("cannot read"), "{err}");
+    assert!(err.contains(&file.display().to_string()), "{err}");
+    assert!(!err.contains("gkey gen"), "{err}");
+}

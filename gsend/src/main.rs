@@ -46,9 +46,12 @@ Security: every message is signed with your key (GALE_ID, default
 $USER@$GALE_DOMAIN), which is made on first use in GALE_DIR (default ~/.gale).
 A location whose key has members (a person, a group) is private: the message is
 encrypted to every member, with the signature inside. Missing keys are asked for
-over Gale (--key-timeout); a location with no key at all is public and the message
-goes in clear, signed (gsend says so). A message to private and public locations at
-once is refused unless --allow-clear. -a sends anonymously: no signature, no name.
+over Gale (--key-timeout). A location with no key found is refused, never sent in
+clear by accident, unless it is public by rule (pub and everything below it) or
+--allow-clear is given; a domain declares other public areas with a key whose
+members include the world (gkey gen --public). A message to private and public
+locations at once is refused unless --allow-clear. -a sends anonymously: no
+signature, no name.
 
 Environment: GALE_SERVER (server list), GALE_DOMAIN (default domain), GALE_ID
 (who you are), GALE_DIR (your keys), GALE_NAME (your name, sent as
@@ -57,7 +60,8 @@ warnings by default; e.g. RUST_LOG=debug).
 
 Exit status:
   0   the server accepted every message
-  1   refused or bad input: private and public locations mixed, no key with
+  1   refused or bad input: no key found for a location that is not public
+      (without --allow-clear), private and public locations mixed, no key with
       --require-private, a body that is not UTF-8 text, message too large, who
       you are is not known
   2   could not deliver: no server could be reached (a message gives up after
@@ -120,8 +124,8 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 3.0)]
     key_timeout: f64,
 
-    /// Send to private and public locations at once, in clear (otherwise refused,
-    /// since the private locations' members would lose their privacy)
+    /// Send in clear where no key was found for a location that is not public,
+    /// and to private and public locations at once (both otherwise refused)
     #[arg(long)]
     allow_clear: bool,
 
@@ -244,10 +248,12 @@ async fn send_lines(
     Ok(())
 }
 
-/// The key to sign with (none when anonymous), made on first use.
-fn own_key(
+/// The key to sign with (none when anonymous), made on first use unless the
+/// name already answers over Gale (the key is then on another machine).
+async fn own_key(
     args: &Args,
     store: &KeyStore,
+    discovery: &Discovery,
     progress: &Progress,
 ) -> Result<Option<SecretKey>, Failure> {
     if args.anonymous {
@@ -262,7 +268,8 @@ fn own_key(
             _ => refused(e),
         },
     )?;
-    let own = identity::load_or_create(store, &name, sender_from_env())
+    let own = identity::load_or_create_checked(store, &name, sender_from_env(), Some(discovery))
+        .await
         .with_context(|| format!("cannot use or make your key for {name}"))
         .map_err(refused)?;
     if let Some(note) = own.notice("gsend") {
@@ -271,12 +278,11 @@ fn own_key(
     Ok(Some(own.key))
 }
 
-/// Works out who the message is encrypted to, telling the user what they need to
-/// know on standard error.
+/// Works out the signing key and who the message is encrypted to, telling the
+/// user what they need to know on standard error.
 async fn prepare(
     args: &Args,
     store: &KeyStore,
-    signer: Option<SecretKey>,
     to: &[Location],
     servers: &[ServerAddr],
     progress: &Progress,
@@ -284,11 +290,22 @@ async fn prepare(
     let timeout = Duration::try_from_secs_f64(args.key_timeout.max(0.0))
         .unwrap_or(discovery::DEFAULT_TIMEOUT);
     let discovery = Discovery::new(servers.to_vec(), AGENT, timeout);
+    let signer = own_key(args, store, &discovery, progress).await?;
     let (plan, mut notices) = outgoing::plan(store, to, Some(&discovery))
         .await
         .map_err(refused)?;
-    let decision =
-        outgoing::decide(&plan, args.allow_clear, args.require_private).map_err(refused)?;
+    let decision = match outgoing::decide(&plan, args.allow_clear, args.require_private) {
+        Ok(d) => d,
+        // Keys were looked for, but no server was reached to ask: that is a
+        // failure to deliver, not a key known to be missing.
+        Err(outgoing::PlanError::NoKey(names)) if !discovery.reached_any() => {
+            return Err(undelivered(anyhow!(
+                "could not look up the key of {names}: {}",
+                progress.unreached()
+            )));
+        }
+        Err(e) => return Err(refused(e)),
+    };
     match &decision {
         Decision::Encrypt(keys) => {
             notices.extend(outgoing::key_notices(store, keys, Timestamp::now()));
@@ -314,9 +331,11 @@ async fn prepare(
     };
     for n in notices {
         match n {
-            Notice::NoKey(loc) => progress
-                .note_when_connected(format!("gsend: no key for {loc}: sending in clear, {how}")),
+            Notice::NoKey(loc) => progress.note_when_connected(format!(
+                "gsend: no key for {loc}: sending in clear, {how}, because of --allow-clear"
+            )),
             Notice::Changed(c) => eprintln!("gsend: {c}"),
+            Notice::OtherKey(w) => eprintln!("gsend: {w}"),
             Notice::Unverified { key, why } => eprintln!(
                 "gsend: warning: the key of {key} is not verified, encrypting to it anyway: {why}"
             ),
@@ -401,7 +420,6 @@ async fn run(args: Args) -> Result<(), Failure> {
         let progress = progress.clone();
         async move { progress.watch(events).await }
     });
-    let signer = own_key(&args, &store, &progress)?;
     let interactive = args.message.is_none() && !args.lines && io::stdin().is_terminal();
     let body = match &args.message {
         _ if args.lines => Body::Lines(spawn_line_reader()),
@@ -420,7 +438,7 @@ async fn run(args: Args) -> Result<(), Failure> {
     let secure = progress
         .unless_unreachable(
             fail_fast && !interactive,
-            prepare(&args, &store, signer, &to, &servers, &progress),
+            prepare(&args, &store, &to, &servers, &progress),
         )
         .await
         .map_err(undelivered)??;

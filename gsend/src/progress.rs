@@ -155,6 +155,24 @@ impl Progress {
         }
     }
 
+    /// Why no server was reached so far: each server and its latest error.
+    pub fn unreached(&self) -> String {
+        let s = self.state.borrow();
+        let each: Vec<String> = self
+            .servers
+            .iter()
+            .map(|srv| match s.failures.get(srv) {
+                Some((_, why)) => format!("{srv} ({why})"),
+                None => format!("{srv} (no answer yet)"),
+            })
+            .collect();
+        format!(
+            "cannot reach any server: {}; is galed running there? Use -s or GALE_SERVER to \
+             choose a server, or --timeout SECS to keep trying that long",
+            each.join(", ")
+        )
+    }
+
     /// Resolves when no server can be reached: every one has failed since
     /// `since`, and [`FAIL_FAST`] has passed since gsend started. Never resolves
     /// while a server is connected.

@@ -1,6 +1,7 @@
 //! The human-readable display of messages, in the spirit of Gale's default gsub
 //! formatter: a rule, a `To:` header, the body wrapped to the terminal, and a
-//! right-aligned footer with sender and time. Presence notices take one line.
+//! right-aligned footer with sender and time. Presence notices take one line,
+//! marked when they are not signed by the person they announce.
 
 use std::fmt::Write as _;
 
@@ -213,6 +214,50 @@ pub fn forged_line(d: &Delivery) -> Option<String> {
     }
 }
 
+/// The loud line shown above the first message signed by a new key for a name
+/// that had another.
+fn key_changed_line(d: &Delivery) -> Option<String> {
+    let c = d.key_changed.as_ref()?;
+    let old: Vec<String> = c.old.iter().map(|i| i.to_string()).collect();
+    Some(format!(
+        "*** KEY CHANGED: {} now signs with key {} (it was {}); check it with them: gkey show {} ***",
+        sanitize(c.name.as_str()),
+        c.new,
+        old.join(", "),
+        sanitize(c.name.as_str())
+    ))
+}
+
+/// Who a presence notice is about, by its location (`_gale.notice.egnor@ofb.net`
+/// is about `egnor@ofb.net`).
+fn notice_subjects(d: &Delivery) -> Vec<String> {
+    d.message
+        .to
+        .iter()
+        .map(|l| match l.local().strip_prefix("_gale.notice.") {
+            Some(user) => format!("{user}@{}", l.domain()),
+            None => l.as_str().to_string(),
+        })
+        .collect()
+}
+
+/// A mark for a presence notice not signed by the person it announces: anyone
+/// can publish a notice, so only a signature tells who did.
+fn presence_mark(d: &Delivery, subjects: &[String]) -> Option<String> {
+    let by_subject = |n: &gale_keys::KeyName| subjects.iter().any(|s| s == n.as_str());
+    match &d.verify {
+        Verify::Verified { from } if by_subject(from) => None,
+        Verify::Verified { from } => Some(format!("[announced by {}]", sanitize(from.as_str()))),
+        Verify::Unverified { from: Some(n), .. } if by_subject(n) => Some("[*unverified*]".into()),
+        Verify::Unverified { from: Some(n), .. } => {
+            Some(format!("[*unverified* {}]", sanitize(n.as_str())))
+        }
+        Verify::Unverified { from: None, .. } => Some("[*unverified*]".into()),
+        Verify::Anonymous => Some("[*unsigned*]".into()),
+        Verify::Forged { .. } => Some("[*FORGED*]".into()),
+    }
+}
+
 /// One line for an encrypted message that cannot be shown, or `None`.
 fn unreadable_line(d: &Delivery, style: &Style) -> Option<String> {
     let locs: Vec<&str> = d.message.to.iter().map(|l| l.as_str()).collect();
@@ -276,15 +321,7 @@ pub fn footer(d: &Delivery, style: &Style) -> String {
 
 /// A presence notice on one line: `* <time> <presence> <who> (name)`.
 fn presence_line(d: &Delivery, f: &Fragments, presence: &str, style: &Style) -> String {
-    let who: Vec<String> = d
-        .message
-        .to
-        .iter()
-        .map(|l| match l.local().strip_prefix("_gale.notice.") {
-            Some(user) => format!("{user}@{}", l.domain()),
-            None => l.as_str().to_string(),
-        })
-        .collect();
+    let who = notice_subjects(d);
     let mut line = format!(
         "* {} {} {}",
         style.time.render(message_time(d)),
@@ -293,6 +330,10 @@ fn presence_line(d: &Delivery, f: &Fragments, presence: &str, style: &Style) -> 
     );
     if let Some(name) = f.text(names::MESSAGE_SENDER) {
         line.push_str(&format!(" ({})", sanitize(name)));
+    }
+    if let Some(mark) = presence_mark(d, &who) {
+        line.push(' ');
+        line.push_str(&style.paint(BOLD, &mark));
     }
     line
 }
@@ -312,7 +353,7 @@ pub fn format_delivery(d: &Delivery, style: &Style) -> String {
     out.push('\n');
     out.push_str(&header(d, style));
     out.push('\n');
-    if let Some(line) = forged_line(d) {
+    for line in forged_line(d).into_iter().chain(key_changed_line(d)) {
         out.push_str(&style.paint(BOLD, &line));
         out.push('\n');
     }
@@ -452,10 +493,24 @@ mod tests {
         f.push("id.time", Value::Time(Timestamp { secs: 0, nanos: 0 }));
         let mut d = delivery(f);
         d.message.to = vec![Location::parse("_gale.notice.egnor@ofb.net").unwrap()];
+        // Unsigned: anyone could have sent it.
         assert_eq!(
             format_delivery(&d, &style(40)),
+            "* 1970-01-01 00:00:00 in.present egnor@ofb.net [*unsigned*]\n"
+        );
+        let egnor = gale_keys::KeyName::parse("egnor@ofb.net").unwrap();
+        let mut signed = d.clone();
+        signed.verify = Verify::Verified {
+            from: egnor.clone(),
+        };
+        assert_eq!(
+            format_delivery(&signed, &style(40)),
             "* 1970-01-01 00:00:00 in.present egnor@ofb.net\n"
         );
+        signed.verify = Verify::Verified {
+            from: gale_keys::KeyName::parse("mallory@ofb.net").unwrap(),
+        };
+        assert!(format_delivery(&signed, &style(40)).contains("[announced by mallory@ofb.net]"));
         let sealed = Message {
             payload: Bytes::from_static(&[2, 1, 2]),
             ..d.message.clone()
@@ -465,6 +520,25 @@ mod tests {
         let text = format_delivery(&d, &style(40));
         assert!(text.contains("cannot open it yet"));
         assert!(text.contains("*unverified*"));
+    }
+
+    #[test]
+    fn a_key_change_is_loud() {
+        let mut f = Fragments::new();
+        f.push_text("message.body", "hi");
+        let mut d = delivery(f);
+        let name = gale_keys::KeyName::parse("alice@ofb.net").unwrap();
+        d.verify = Verify::Verified { from: name.clone() };
+        d.key_changed = Some(Box::new(gale_keys::KeyChanged {
+            name,
+            old: vec![gale_keys::KeyId([1; 8])],
+            new: gale_keys::KeyId([2; 8]),
+        }));
+        let text = format_delivery(&d, &style(40));
+        assert!(
+            text.contains("*** KEY CHANGED: alice@ofb.net now signs with key 0202020202020202 (it was 0101010101010101)"),
+            "{text}"
+        );
     }
 
     #[test]

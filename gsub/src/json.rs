@@ -1,9 +1,10 @@
 //! One JSON object per message, for scripts (`gsub --json`).
 //!
 //! Shape: `{"id", "to", "from", "verify", "encrypted", "time", "keywords", "body",
-//! "fragments"}`, plus `"claimed_from"` for a forged message and `"unreadable"`
+//! "fragments"}`, plus `"claimed_from"` for a forged message, `"unreadable"`
 //! (`not-for-you`, `tampered`, `malformed`) for an encrypted one that could not be
-//! opened. `verify` is `verified`, `unverified`, `anonymous` or `forged`; `from` is
+//! opened, and `"key_changed": true` (with `"key_was"`, the old key ids) on the
+//! first message signed by a new key for a name that had another. `verify` is `verified`, `unverified`, `anonymous` or `forged`; `from` is
 //! the signer when verified or unverified (only a claim when unverified), else
 //! null. Each fragment is `{"name", "type", "value"}`, where `type` is
 //! `text`, `data` (value in lower-case hex), `time` (RFC 3339, UTC), `number`,
@@ -31,6 +32,10 @@ struct JsonMessage<'a> {
     encrypted: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     unreadable: Option<&'static str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    key_changed: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    key_was: Vec<String>,
     time: Option<String>,
     keywords: Vec<&'a str>,
     body: Option<&'a str>,
@@ -79,6 +84,12 @@ pub fn to_json(d: &Delivery) -> String {
         claimed_from: d.verify.claimed_from().map(|n| n.as_str()),
         encrypted: d.encrypted,
         unreadable: d.unreadable.as_ref().map(|u| u.as_str()),
+        key_changed: d.key_changed.is_some(),
+        key_was: d
+            .key_changed
+            .iter()
+            .flat_map(|c| c.old.iter().map(|i| i.to_string()))
+            .collect(),
         time: f.and_then(|_| rfc3339(message_time(d))),
         keywords: f
             .map(|f| f.texts(names::MESSAGE_KEYWORD).collect())
@@ -143,16 +154,36 @@ mod tests {
         assert_eq!(got, want);
     }
 
-    #[test]
-    fn sealed_is_opaque() {
-        let m = Message {
+    /// A delivery to a@x.org with this payload.
+    fn delivery(payload: Bytes) -> Delivery {
+        Delivery::open(Message {
             id: MessageId([0; 16]),
             hops: 0,
             to: vec![Location::parse("a@x.org").unwrap()],
-            payload: Bytes::from_static(&[2, 9]),
-        };
-        let got: serde_json::Value =
-            serde_json::from_str(&to_json(&Delivery::open(m).unwrap())).unwrap();
+            payload,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_key_change_is_flagged() {
+        let mut d = delivery(Payload::Plain(Fragments::new()).encode().unwrap());
+        let plain: serde_json::Value = serde_json::from_str(&to_json(&d)).unwrap();
+        assert!(plain.get("key_changed").is_none(), "{plain}");
+        d.key_changed = Some(Box::new(gale_keys::KeyChanged {
+            name: gale_keys::KeyName::parse("a@x.org").unwrap(),
+            old: vec![gale_keys::KeyId([1; 8])],
+            new: gale_keys::KeyId([2; 8]),
+        }));
+        let got: serde_json::Value = serde_json::from_str(&to_json(&d)).unwrap();
+        assert_eq!(got["key_changed"], json!(true));
+        assert_eq!(got["key_was"], json!(["0101010101010101"]));
+    }
+
+    #[test]
+    fn sealed_is_opaque() {
+        let d = delivery(Bytes::from_static(&[2, 9]));
+        let got: serde_json::Value = serde_json::from_str(&to_json(&d)).unwrap();
         assert_eq!(got["encrypted"], json!(true));
         assert_eq!(got["verify"], json!("unverified"));
         assert_eq!(got["body"], json!(null));

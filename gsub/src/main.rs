@@ -8,6 +8,7 @@ mod format;
 mod hook;
 mod json;
 
+use std::collections::HashMap;
 use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,12 +22,13 @@ use gale_client::compose::sender_from_env;
 use gale_client::presence;
 use gale_client::server::{servers_from_env, ServerAddrError};
 use gale_client::{Client, ClientConfig, Delivery, Event};
-use gale_keys::{KeyName, KeyStore};
+use gale_keys::{KeyId, KeyName, KeyStore, SecretKey};
 use gale_proto::Location;
-use gale_security::discovery::{self, Discovery};
+use gale_security::discovery::{self, Discovery, Outcome};
 use gale_security::held::{HeldMessages, Hold};
 use gale_security::identity;
 use gale_security::incoming::{Opener, Opening};
+use gale_security::presence as signed_presence;
 use gale_security::responder::OwnKeys;
 
 use crate::format::{
@@ -66,7 +68,9 @@ fragment in its environment.
 Security: each message shows how far its sender is known: verified (signed by a
 key whose chain reaches one of your trust anchors), unverified (signed, but the key
 is unknown or cannot be traced to an anchor), anonymous (unsigned) or FORGED (the
-signature does not match: never trust the claimed sender). Messages encrypted to
+signature does not match, or it claims someone whose verified key you hold but is
+signed by another key: never trust the claimed sender). A new key for a name you
+knew is a loud warning, once (--json: \"key_changed\": true). Messages encrypted to
 you are decrypted with your keys in GALE_DIR; others' private messages show as one
 line, \"(not for you)\". Keys of unknown signers are asked for over Gale
 (--key-timeout). gsub makes your key on first use and answers other people's
@@ -208,33 +212,39 @@ async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
     };
     let mut config = ClientConfig::new(servers, AGENT);
     config.subscriptions = subscriptions;
-    let presence = match &args.presence {
-        Some(state) => Some((presence_id(&args)?, state.clone())),
-        None => None,
-    };
-    let sender = sender_from_env();
-    if let Some((who, _)) = &presence {
-        config.will = Some(presence::notice(
-            who,
-            presence::DISCONNECTED,
-            sender.as_deref(),
-            AGENT,
-        )?);
-    }
     let store = KeyStore::from_env()?;
-    let before = config.subscriptions.entries.len();
-    let mut ours = own_keys(&args, &store, &mut config);
-    let answering = config.subscriptions.entries.len() - before;
-    let opener = Arc::new(Opener::new(store));
     let timeout = Duration::try_from_secs_f64(args.key_timeout.max(0.0))
         .unwrap_or(discovery::DEFAULT_TIMEOUT);
     let discovery = (!timeout.is_zero())
         .then(|| Arc::new(Discovery::new(config.servers.clone(), AGENT, timeout)));
+    let before = config.subscriptions.entries.len();
+    let (mut ours, own_key) = own_keys(&args, &store, &mut config, discovery.as_deref()).await?;
+    let answering = config.subscriptions.entries.len() - before;
+    let sender = sender_from_env();
+    // Presence notices and the will are signed, like every message.
+    let presence = match (&args.presence, own_key) {
+        (Some(state), Some(key)) => Some((presence_id(&args)?, state.clone(), key)),
+        (Some(_), None) => {
+            return Err(anyhow!("presence notices are signed, and there is no key of yours to sign them with (see above)"))
+        }
+        (None, _) => None,
+    };
+    if let Some((who, _, key)) = &presence {
+        let will = signed_presence::will(who, sender.clone(), AGENT.into(), key.clone())?;
+        config.will = Some(will);
+    }
+    let opener = Arc::new(Opener::new(store)?);
     let mut held = HeldMessages::new();
-    let (found_tx, mut found_rx) = mpsc::unbounded_channel::<KeyName>();
+    let (found_tx, mut found_rx) = mpsc::unbounded_channel::<Lookup>();
     let (client, mut events) = Client::start(config);
-    if let Some((who, state)) = &presence {
-        client.publish(presence::notice(who, state, sender.as_deref(), AGENT)?)?;
+    if let Some((who, state, key)) = &presence {
+        client.publish(signed_presence::notice(
+            who,
+            state,
+            sender.as_deref(),
+            AGENT,
+            key,
+        )?)?;
     }
     let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
@@ -248,13 +258,15 @@ async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
         let ev = tokio::select! {
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
-            Some(name) = found_rx.recv() => {
+            Some((name, id, outcomes)) = found_rx.recv() => {
                 // A lookup ended: show what waited for it, verified if it can be now.
-                opener.forget(&name);
+                for w in opener.learned(&outcomes) {
+                    eprintln!("gsub: {w}");
+                }
                 let mut stop = false;
-                for d in held.finish(&name, Instant::now()) {
+                for d in held.finish(&name, id, Instant::now()) {
                     let opening = opener.open(d);
-                    warn_changed(&opening);
+                    warn(&opening);
                     match deliver(&output, &opening.delivery).await {
                         Ok(true) => {}
                         Ok(false) => stop = true,
@@ -280,21 +292,22 @@ async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
                     continue;
                 }
                 let opening = opener.open(d);
-                warn_changed(&opening);
-                if let (Some((name, _)), Some(disc), Some(sealed)) =
+                warn(&opening);
+                if let (Some((name, id)), Some(disc), Some(sealed)) =
                     (&opening.missing_key, &discovery, &opening.sealed)
                 {
-                    match held.hold(name, sealed, Instant::now()) {
+                    match held.hold(name, *id, sealed, Instant::now()) {
                         Hold::StartLookup => {
-                            let (disc, store, tx, name) = (
+                            let (disc, store, tx, name, id) = (
                                 disc.clone(),
                                 opener.store().clone(),
                                 found_tx.clone(),
                                 name.clone(),
+                                *id,
                             );
                             tokio::spawn(async move {
-                                disc.discover(&store, &[vec![name.clone()]]).await;
-                                let _ = tx.send(name);
+                                let outcomes = disc.discover_key(&store, &name, id).await;
+                                let _ = tx.send((name, id, outcomes));
                             });
                             continue;
                         }
@@ -349,9 +362,9 @@ async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
             }
         }
     }
-    if let Some((who, _)) = &presence {
+    if let Some((who, _, key)) = &presence {
         // A goodbye in place of the will.
-        if let Ok(m) = presence::notice(who, presence::QUIT, sender.as_deref(), AGENT) {
+        if let Ok(m) = signed_presence::notice(who, presence::QUIT, sender.as_deref(), AGENT, key) {
             let _ = client.publish(m);
         }
     }
@@ -369,10 +382,16 @@ fn is_usage(e: &anyhow::Error) -> bool {
     e.is::<Usage>() || e.is::<ArgError>() || e.is::<ServerAddrError>()
 }
 
-/// Prints a changed key loudly.
-fn warn_changed(opening: &Opening) {
+/// A signer's key lookup that ended: the key, and what was found.
+type Lookup = (KeyName, KeyId, HashMap<KeyName, Outcome>);
+
+/// Prints a changed key loudly, and any problem met opening the message.
+fn warn(opening: &Opening) {
     if let Some(c) = &opening.changed {
         eprintln!("gsub: {c}");
+    }
+    for w in &opening.warnings {
+        eprintln!("gsub: warning: {w}");
     }
 }
 
@@ -391,24 +410,38 @@ fn answer_query(client: &Client, store: &KeyStore, ours: &mut OwnKeys, d: &Deliv
 }
 
 /// Finds (or makes) the user's key, and unless stealthy subscribes to the queries
-/// for every key the user holds. Returns what answers those queries.
-fn own_keys(args: &Args, store: &KeyStore, config: &mut ClientConfig) -> OwnKeys {
+/// for every key the user holds. Returns what answers those queries, and the
+/// user's key if there is one.
+async fn own_keys(
+    args: &Args,
+    store: &KeyStore,
+    config: &mut ClientConfig,
+    discovery: Option<&Discovery>,
+) -> anyhow::Result<(OwnKeys, Option<SecretKey>)> {
+    let mut key = None;
     match identity::key_name(args.id.as_deref(), domain_from_env().as_deref()) {
-        Ok(name) => match identity::load_or_create(store, &name, sender_from_env()) {
-            Ok(own) => {
-                if let Some(note) = own.notice("gsub") {
-                    eprintln!("{note}");
+        Ok(name) => {
+            match identity::load_or_create_checked(store, &name, sender_from_env(), discovery).await
+            {
+                Ok(own) => {
+                    if let Some(note) = own.notice("gsub") {
+                        eprintln!("{note}");
+                    }
+                    key = Some(own.key);
                 }
+                Err(e) => eprintln!(
+                    "gsub: warning: cannot use or make your key for {name}: {:#}",
+                    anyhow::Error::from(e)
+                ),
             }
-            Err(e) => eprintln!("gsub: warning: cannot use or make your key for {name}: {e}"),
-        },
+        }
         Err(e) => eprintln!("gsub: warning: {e}; messages encrypted to you cannot be read"),
     }
-    let ours = OwnKeys::new(store.own_key_names());
+    let ours = OwnKeys::new(store.own_key_names()?);
     if !args.stealth {
         config.subscriptions.entries.extend(ours.subscriptions());
     }
-    ours
+    Ok((ours, key))
 }
 
 /// Who this gsub announces itself as.

@@ -7,6 +7,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod keys;
+
+pub use keys::{domain, gdomain, introduce, key_query, Domain, Gdomain};
 pub use rustix::process::Signal;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -390,6 +393,13 @@ impl Gsub {
             panic!("gsub ended; stderr:\n{}", self.stderr.dump());
         });
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad JSON {line:?}: {e}"))
+    }
+
+    /// True if the JSON message `m` has a fragment `name` with the value `value`.
+    pub fn has_fragment(m: &serde_json::Value, name: &str, value: &str) -> bool {
+        m["fragments"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|f| f["name"] == name && f["value"] == value))
     }
 
     /// The next message's body, without the final newline gsend gives a body.

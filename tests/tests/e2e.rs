@@ -61,7 +61,8 @@ fn prefix_and_exclusion_subscriptions() {
         ("pub@example.com", "6 other domain"),
         ("pub@example.org", "7 wanted"),
     ] {
-        send_ok(&s, &["-m", body, to], "");
+        // pubs@example.org is not under pub, and has no key.
+        send_ok(&s, &["--allow-clear", "-m", body, to], "");
     }
     let got: Vec<String> = (0..4).map(|_| sub.body()).collect();
     assert_eq!(
@@ -80,13 +81,22 @@ fn gsub_reconnects_after_galed_is_killed_and_restarted() {
     let mut g = Galed::start(&["--keepalive-ms", "1000"]);
     let s = g.server();
     let sub = Gsub::start(&s, &["news@example.org"]);
-    send_ok(&s, &["-m", "before", "news@example.org"], "");
+    // news@example.org has no key: in clear only with --allow-clear.
+    send_ok(
+        &s,
+        &["--allow-clear", "-m", "before", "news@example.org"],
+        "",
+    );
     assert_eq!(sub.body(), "before");
     g.kill9();
     sub.stderr.wait_for("lost");
     g.restart();
     sub.stderr.wait_for("gsub: subscribed");
-    send_ok(&s, &["-m", "after", "news@example.org"], "");
+    send_ok(
+        &s,
+        &["--allow-clear", "-m", "after", "news@example.org"],
+        "",
+    );
     assert_eq!(sub.body(), "after");
 }
 
@@ -100,6 +110,7 @@ fn gsend_during_an_outage_delivers_when_the_server_returns() {
         &[
             "--timeout",
             "60",
+            "--allow-clear",
             "-m",
             "queued while down",
             "late@example.org",
@@ -124,7 +135,14 @@ fn gsend_with_no_server_fails_clearly_after_its_timeout() {
     let addr = Galed::down().server();
     let out = gsend(
         &addr,
-        &["--timeout", "1", "-m", "nobody home", "x@example.org"],
+        &[
+            "--timeout",
+            "1",
+            "--allow-clear",
+            "-m",
+            "nobody home",
+            "x@example.org",
+        ],
         "",
     );
     assert_eq!(out.status.code(), Some(2), "{out:?}");
@@ -161,10 +179,18 @@ fn garbage_oversized_and_half_frames_leave_other_clients_receiving() {
     half.write_all(&[0x00, 0x00, 0x10, 0x00, 0x10, 1, 2, 3])
         .unwrap();
 
-    send_ok(&s, &["-m", "still here", "calm@example.org"], "");
+    send_ok(
+        &s,
+        &["--allow-clear", "-m", "still here", "calm@example.org"],
+        "",
+    );
     assert_eq!(sub.body(), "still here");
     drop((garbage, half));
-    send_ok(&s, &["-m", "and now", "calm@example.org"], "");
+    send_ok(
+        &s,
+        &["--allow-clear", "-m", "and now", "calm@example.org"],
+        "",
+    );
     assert_eq!(sub.body(), "and now");
     g.stderr.wait_for("handshake failed");
 }
@@ -183,8 +209,12 @@ fn a_stalled_subscriber_does_not_stall_others_and_is_told_its_loss() {
     let reader = std::thread::spawn(move || live.count(n + 1));
     let pad = "x".repeat(1000);
     let input: String = (0..n).map(|i| format!("{i} {pad}\n")).collect();
-    send_ok(&s, &["--lines", "flood@example.org"], &input);
-    send_ok(&s, &["-m", "end", "flood@example.org"], "");
+    send_ok(
+        &s,
+        &["--allow-clear", "--lines", "flood@example.org"],
+        &input,
+    );
+    send_ok(&s, &["--allow-clear", "-m", "end", "flood@example.org"], "");
     // The publisher finished, and the live subscriber got everything, while the
     // stalled one sat there.
     let (got, lost) = reader.join().unwrap();
@@ -322,7 +352,11 @@ fn gsend_lines_keeps_order() {
     let sub = Gsub::start(&s, &["log.syslog@example.org"]);
     let n = 2_000;
     let input: String = (0..n).map(|i| format!("line {i}\n")).collect();
-    send_ok(&s, &["--lines", "log.syslog@example.org"], &input);
+    send_ok(
+        &s,
+        &["--allow-clear", "--lines", "log.syslog@example.org"],
+        &input,
+    );
     for i in 0..n {
         assert_eq!(sub.body().trim_end(), format!("line {i}"));
     }

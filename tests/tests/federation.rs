@@ -91,7 +91,12 @@ fn a_message_nobody_beyond_wants_never_leaves_its_server() {
     for i in 0..20 {
         send_ok(
             &a.server(),
-            &["-m", &format!("local {i}"), "only.here@example.org"],
+            &[
+                "--allow-clear",
+                "-m",
+                &format!("local {i}"),
+                "only.here@example.org",
+            ],
             "",
         );
     }
@@ -100,7 +105,7 @@ fn a_message_nobody_beyond_wants_never_leaves_its_server() {
     }
     send_ok(
         &a.server(),
-        &["-m", "for b", "wanted.there@example.org"],
+        &["--allow-clear", "-m", "for b", "wanted.there@example.org"],
         "",
     );
     assert_eq!(remote.body(), "for b");

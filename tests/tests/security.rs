@@ -11,43 +11,6 @@ use gale_proto::{Location, Message};
 use gale_tests::*;
 use serde_json::Value;
 
-/// The owner of the domain key `example.org`, who signs the users' keys.
-struct Domain {
-    admin: User,
-    public: PathBuf,
-}
-
-fn domain() -> Domain {
-    let admin = User::new("admin@example.org");
-    admin.gkey_ok(&["gen", "example.org"], b"");
-    let public = admin.gale_dir().join("example.org.gpub");
-    std::fs::write(&public, admin.gkey_ok(&["export", "example.org"], b"")).unwrap();
-    Domain { admin, public }
-}
-
-impl Domain {
-    /// A user whose key the domain has signed.
-    fn member(&self, id: &str) -> User {
-        let u = User::new(id);
-        u.gkey_ok(&["gen", id], b"");
-        let public = u.gkey_ok(&["export", id], b"");
-        let signed = self.admin.gkey_ok(&["sign"], &public);
-        u.gkey_ok(&["import"], &signed);
-        u
-    }
-
-    /// Makes the domain key one of `u`'s trust anchors.
-    fn trusted_by(&self, u: &User) {
-        u.gkey_ok(&["trust", self.public.to_str().unwrap()], b"");
-    }
-}
-
-/// Gives `to` a copy of `from`'s public key (as if fetched earlier).
-fn introduce(from: &User, to: &User) {
-    let public = from.gkey_ok(&["export", &from.id], b"");
-    to.gkey_ok(&["import"], &public);
-}
-
 fn body(m: &Value) -> &str {
     m["body"].as_str().unwrap_or_default().trim_end()
 }
@@ -349,13 +312,16 @@ fn keys_are_found_from_their_owners_gsub() {
 }
 
 #[test]
-fn with_nobody_to_answer_gsend_says_so_and_does_not_hang() {
+fn with_nobody_to_answer_gsend_refuses_to_send_in_clear_and_does_not_hang() {
+    // Issue 9 item 1: a location with no key found is refused (exit 1, as gsend's
+    // other refusals), never sent in clear by accident; it used to go out in clear
+    // with a notice and exit 0.
     let g = Galed::start(&[]);
     let s = g.server();
     let alice = User::new("alice@example.org");
-    let watcher = alice.gsub(&s, &["nobody@example.org"]);
+    let watcher = alice.gsub(&s, &["nobody@example.org", "pub.open@example.org"]);
     let start = Instant::now();
-    let err = alice.send_ok(
+    let out = alice.gsend(
         &s,
         &[FAST, &["-m", "anyone?", "nobody@example.org"]].concat(),
         "",
@@ -364,6 +330,39 @@ fn with_nobody_to_answer_gsend_says_so_and_does_not_hang() {
         start.elapsed() < Duration::from_secs(15),
         "{:?}",
         start.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refusing to send in clear to nobody@example.org"),
+        "{err}"
+    );
+    for advice in ["gdomain", "gsub", "gkey import", "--allow-clear"] {
+        assert!(err.contains(advice), "says what to do ({advice}): {err}");
+    }
+    // Under pub, no key means public: sent in clear, without a fuss.
+    let err = alice.send_ok(
+        &s,
+        &[FAST, &["-m", "hello all", "pub.open@example.org"]].concat(),
+        "",
+    );
+    assert!(!err.contains("no key"), "{err}");
+    let m = watcher.message();
+    assert_eq!(
+        m["to"][0], "pub.open@example.org",
+        "nothing went to nobody: {m}"
+    );
+    assert_eq!(m["encrypted"], false);
+    assert_eq!(body(&m), "hello all");
+    // --allow-clear sends it in clear, and says so.
+    let err = alice.send_ok(
+        &s,
+        &[
+            FAST,
+            &["--allow-clear", "-m", "anyone?", "nobody@example.org"],
+        ]
+        .concat(),
+        "",
     );
     assert!(
         err.contains("no key for nobody@example.org: sending in clear, signed"),
@@ -459,32 +458,6 @@ fn the_first_gsend_makes_a_0600_key() {
     assert!(!err.contains("created"), "{err}");
 }
 
-/// A running gdomain for example.org, killed on drop.
-struct Gdomain(std::process::Child);
-
-impl Drop for Gdomain {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn gdomain(admin: &User, server: &str) -> Gdomain {
-    let mut cmd = std::process::Command::new(bin("gdomain"));
-    let mut child = admin
-        .env(&mut cmd)
-        .args(["-s", server, "example.org"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start gdomain");
-    let stderr = Lines::spawn_reader(child.stderr.take().expect("piped"));
-    stderr.wait_for("gdomain: listening on");
-    std::mem::forget(stderr);
-    Gdomain(child)
-}
-
 #[test]
 fn gdomain_answers_reach_a_sender_who_knows_no_keys() {
     let g = Galed::start(&[]);
@@ -515,11 +488,14 @@ fn gdomain_answers_reach_a_sender_who_knows_no_keys() {
     );
     assert!(cache.join("bob@example.org.gpub").exists());
 
-    // Someone who trusts example.org believes its signed "no such key" at once.
+    // Someone who trusts example.org believes its signed "no such key" at once
+    // (and, since item 1 of issue 9, refuses to send in clear rather than
+    // sending with a notice).
     let carol = User::new("carol@example.org");
     d.trusted_by(&carol);
+    carol.gkey_ok(&["gen", "carol@example.org"], b"");
     let start = Instant::now();
-    let err = carol.send_ok(
+    let out = carol.gsend(
         &s,
         &["--key-timeout", "20", "-m", "hello?", "nobody@example.org"],
         "",
@@ -529,5 +505,10 @@ fn gdomain_answers_reach_a_sender_who_knows_no_keys() {
         "{:?}",
         start.elapsed()
     );
-    assert!(err.contains("no key for nobody@example.org"), "{err}");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refusing to send in clear to nobody@example.org"),
+        "{err}"
+    );
 }

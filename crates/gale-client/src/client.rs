@@ -12,6 +12,7 @@ use crate::config::{ClientConfig, CONTROL_COMMANDS, EVENT_CAPACITY};
 use crate::error::ClientError;
 use crate::event::Events;
 use crate::task::Task;
+use crate::will::Will;
 
 /// A publish on its way: the permit is given back when the server confirms it.
 pub(crate) struct Outgoing {
@@ -24,7 +25,7 @@ pub(crate) enum Command {
     Publish(Outgoing),
     Flush(oneshot::Sender<()>),
     Subscribe(SubscriptionList),
-    SetWill(Option<Message>),
+    SetWill(Option<Will>),
     Close {
         clear_will: bool,
         done: oneshot::Sender<()>,
@@ -152,7 +153,7 @@ impl Client {
 
     /// Sets or clears the will, now and on every reconnect. Waits only for a free
     /// slot in the command channel, not for the server.
-    pub async fn set_will(&self, will: Option<Message>) -> Result<(), ClientError> {
+    pub async fn set_will(&self, will: Option<Will>) -> Result<(), ClientError> {
         self.command(Command::SetWill(will)).await
     }
 

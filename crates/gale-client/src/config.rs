@@ -2,10 +2,11 @@
 
 use std::time::Duration;
 
-use gale_proto::{Message, SubscriptionList};
+use gale_proto::SubscriptionList;
 
 use crate::recent_ids::DEFAULT_DEDUP_CAPACITY;
 use crate::server::ServerAddr;
+use crate::will::Will;
 use gale_net::Backoff;
 
 /// Most publishes held (queued or sent but not yet confirmed) by default.
@@ -31,8 +32,8 @@ pub struct ClientConfig {
     pub agent: String,
     /// Sent (as a replacement) on every connection.
     pub subscriptions: SubscriptionList,
-    /// Registered on every connection, with a fresh id each time.
-    pub will: Option<Message>,
+    /// Registered on every connection, made afresh (with a fresh id) each time.
+    pub will: Option<Will>,
     /// Most publishes held at once; beyond it `publish` fails with `QueueFull`.
     pub queue_limit: usize,
     pub backoff: Backoff,

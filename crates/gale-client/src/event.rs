@@ -5,7 +5,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::Stream;
-use gale_keys::KeyName;
+use gale_keys::{KeyChanged, KeyName};
 use gale_proto::fragment::kind;
 use gale_proto::{ErrorCode, Fragments, Message, MessageId, Payload};
 use tokio::sync::mpsc;
@@ -103,6 +103,9 @@ pub struct Delivery {
     /// Set when an encrypted message could not be opened (then `payload` is
     /// still sealed).
     pub unreadable: Option<Unreadable>,
+    /// Set on the first message signed by a new key for a name that had another:
+    /// show it loudly (`gsub --json`: `"key_changed": true`).
+    pub key_changed: Option<Box<KeyChanged>>,
 }
 
 impl Delivery {
@@ -125,6 +128,7 @@ impl Delivery {
             verify,
             encrypted,
             unreadable: None,
+            key_changed: None,
         })
     }
 

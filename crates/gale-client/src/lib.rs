@@ -17,7 +17,9 @@
 //! - [`args`]: locations and subscriptions from arguments, with `$GALE_DOMAIN`.
 //! - [`compose`]: [`Compose`], the fragments of a plain message (gsend), and
 //!   checks of `-t NAME=VALUE` and `/keyword` arguments.
-//! - [`presence`]: presence notices and the disconnection will (gsub `-p`).
+//! - [`presence`]: presence notices and the disconnection will (gsub `-p`); they
+//!   are signed by `gale_security::presence`.
+//! - [`will`]: [`Will`], which makes the will afresh (new id) for every connection.
 //! - [`logging`] (feature `logging`): the programs' stderr subscriber for the
 //!   libraries' `tracing` warnings.
 
@@ -36,6 +38,7 @@ pub mod presence;
 pub mod recent_ids;
 pub mod server;
 mod task;
+pub mod will;
 
 pub use client::Client;
 pub use compose::Compose;
@@ -45,3 +48,4 @@ pub use event::{Delivery, Event, Events, Unreadable, Verify};
 pub use gale_net::Backoff;
 pub use recent_ids::RecentIds;
 pub use server::ServerAddr;
+pub use will::Will;

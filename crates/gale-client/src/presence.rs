@@ -1,10 +1,12 @@
 //! Presence notices and the will that announces a client's disappearance, as in
 //! Gale: a notice on `_gale.notice.<who>` carrying `notice.presence`, and a will of
 //! the same shape saying `out.disconnected`, which the server publishes if the
-//! connection dies without a goodbye.
+//! connection dies without a goodbye. This module says where they go and what
+//! they hold; `gale_security::presence` signs them, like every other message, so
+//! that nobody can announce someone else.
 
 use gale_proto::fragment::names;
-use gale_proto::{Location, LocationError, Message, Payload, Timestamp, Value};
+use gale_proto::{Fragments, Location, LocationError, Timestamp, Value};
 
 /// Presence announced when none is given (Gale's default).
 pub const DEFAULT_PRESENCE: &str = "in.present";
@@ -20,24 +22,16 @@ pub fn notice_location(who: &Location) -> Result<Location, LocationError> {
     Location::parse(&format!("_gale.notice.{}@{}", who.local(), who.domain()))
 }
 
-/// A presence notice from `who` saying `presence`.
-pub fn notice(
-    who: &Location,
-    presence: &str,
-    sender: Option<&str>,
-    class: &str,
-) -> Result<Message, LocationError> {
-    let mut f = gale_proto::Fragments::new();
+/// The fragments of a presence notice saying `presence`, made now.
+pub fn notice_fragments(presence: &str, sender: Option<&str>, class: &str) -> Fragments {
+    let mut f = Fragments::new();
     f.push_text(names::NOTICE_PRESENCE, presence);
     if let Some(s) = sender {
         f.push_text(names::MESSAGE_SENDER, s);
     }
     f.push(names::ID_TIME, Value::Time(Timestamp::now()));
     f.push_text(names::ID_CLASS, class);
-    let payload = Payload::Plain(f)
-        .encode()
-        .expect("a notice has fixed fragment names");
-    Ok(Message::new(vec![notice_location(who)?], payload))
+    f
 }
 
 /// Why the user's id cannot be worked out. Each message names only what is
@@ -133,10 +127,7 @@ mod tests {
             notice_location(&who).unwrap().as_str(),
             "_gale.notice.egnor@ofb.net"
         );
-        let m = notice(&who, "in.present", Some("Dan"), "gsub/1").unwrap();
-        let Payload::Plain(f) = Payload::decode(&m.payload).unwrap() else {
-            panic!()
-        };
+        let f = notice_fragments("in.present", Some("Dan"), "gsub/1");
         assert_eq!(f.text(names::NOTICE_PRESENCE), Some("in.present"));
         assert_eq!(f.text(names::MESSAGE_SENDER), Some("Dan"));
     }

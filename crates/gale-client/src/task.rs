@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use gale_proto::limits::MAX_SUB_ENTRIES;
-use gale_proto::{Frame, Message, MessageId, SubscriptionList};
+use gale_proto::{Frame, SubscriptionList};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep, sleep_until, Instant};
 
@@ -23,6 +23,7 @@ use crate::conn::{describe_io, human, Conn, End};
 use crate::event::{Delivery, Event};
 use crate::recent_ids::RecentIds;
 use crate::server::{parse_server_list, DEFAULT_SERVER};
+use crate::will::Will;
 
 /// A connection that lasted this long was healthy: after losing it, reconnect at
 /// once. One that died sooner counts as a failure and waits for the back-off, so a
@@ -41,7 +42,7 @@ pub(crate) struct Task {
     cmds: mpsc::Receiver<Command>,
     events: mpsc::Sender<Event>,
     subs: SubscriptionList,
-    will: Option<Message>,
+    will: Option<Will>,
     /// Publishes not yet confirmed, in sequence order.
     pending: VecDeque<Pending>,
     next_seq: u64,
@@ -247,15 +248,17 @@ impl Task {
         }
     }
 
-    /// Everything the server must know on a new connection, in order:
-    /// subscriptions, will, then every unconfirmed publish.
+    /// Everything the server must know on a new connection, in order: will,
+    /// subscriptions, then every unconfirmed publish. The will goes first so that
+    /// the server's confirmation of the subscriptions ([`Event::Subscribed`]) also
+    /// means the will is in place.
     async fn replay(&mut self, conn: &mut Conn) -> Result<(), End> {
         self.sub_token = None;
-        if !self.subs.entries.is_empty() {
-            self.write_subs(conn).await?;
-        }
         if self.will.is_some() {
             self.write_will(conn).await?;
+        }
+        if !self.subs.entries.is_empty() {
+            self.write_subs(conn).await?;
         }
         self.drop_oversize(conn.max_frame);
         for p in &self.pending {
@@ -289,13 +292,11 @@ impl Task {
         Ok(())
     }
 
-    /// Each connection's will gets a fresh id: wills of different connections are
-    /// different events, and receivers would drop a repeated id as a duplicate.
+    /// Each connection's will is made afresh ([`Will::make`]): wills of different
+    /// connections are different events, and receivers would drop a repeated id
+    /// as a duplicate (and a signature covers the id, so it is made again too).
     async fn write_will(&mut self, conn: &mut Conn) -> Result<(), End> {
-        let will = self.will.as_mut().map(|w| {
-            w.id = MessageId::generate();
-            w.clone()
-        });
+        let will = self.will.as_ref().map(Will::make);
         conn.write(Frame::Will(will)).await
     }
 

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use gale_client::{Client, ClientConfig, Compose, Event, Events, ServerAddr};
+use gale_client::{Client, ClientConfig, Compose, Event, Events, ServerAddr, Will};
 use gale_proto::codec::FrameCodec;
 use gale_proto::{Frame, Location, Message, SubscriptionList, Welcome};
 use tokio::net::{TcpListener, TcpStream};
@@ -227,9 +227,43 @@ async fn publishes_queue_while_offline_and_queue_is_bounded() {
 }
 
 #[tokio::test]
+async fn the_will_is_made_afresh_for_every_connection_before_subscribing() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = ServerAddr {
+        host: "127.0.0.1".into(),
+        port,
+    };
+    let mut cfg = ClientConfig::new(vec![server], "test");
+    cfg.subscriptions = SubscriptionList::from_args(&["a"], "x.org").unwrap();
+    let made = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = made.clone();
+    cfg.will = Some(Will::new(move || {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        message("gone")
+    }));
+    let (_client, _events) = Client::start(cfg);
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let mut server = FakeConn::accept(&listener).await;
+        // The will comes first: confirming the subscription confirms it too.
+        match server.recv().await {
+            Frame::Will(Some(m)) => ids.push(m.id),
+            f => panic!("expected WILL, got {f:?}"),
+        }
+        assert!(matches!(server.recv().await, Frame::Subscribe { .. }));
+    }
+    assert_eq!(made.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_ne!(ids[0], ids[1], "a fresh will (and id) per connection");
+}
+
+#[tokio::test]
 async fn close_clears_the_will_and_waits_for_the_server() {
     let (listener, client, _events) = setup(&[]).await;
-    client.set_will(Some(message("gone"))).await.unwrap();
+    client
+        .set_will(Some(Will::with_fresh_ids(message("gone"))))
+        .await
+        .unwrap();
     let mut server = FakeConn::accept(&listener).await;
     assert!(matches!(server.recv().await, Frame::Will(Some(_))));
     let close = tokio::spawn({

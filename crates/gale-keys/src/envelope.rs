@@ -25,6 +25,14 @@
 //!
 //! No recipient names or key ids travel: a recipient finds its stanza by trying
 //! them. See `docs/security.md` for the key derivations.
+//!
+//! A signed payload's fragments may carry the signer's own public key
+//! ([`SIGNER_KEY`], with its signatures), as Gale bundled keys: [`open`] checks the
+//! signature against it when the lookup does not know the key, so a recipient
+//! need not ask for it over Gale in clear (which would tell the server who wrote
+//! to whom). Senders put it inside encrypted messages; it is covered by the
+//! signature like any fragment, and [`open`] takes it out of the fragments it
+//! returns.
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload as AeadPayload};
 use chacha20poly1305::ChaCha20Poly1305;
@@ -47,6 +55,9 @@ pub const MESSAGE_SIGNATURE_LABEL: &[u8] = b"gale/message-signature/v1\0";
 pub const MESSAGE_ENCRYPTION_LABEL: &[u8] = b"gale/message-encryption/v1\0";
 /// HKDF `info` for the per-recipient wrap key.
 pub const WRAP_INFO: &[u8] = b"gale/wrap/v1";
+/// Fragment (data) of a signed payload carrying the signer's public key, in the
+/// `.gpub` format with its signatures.
+pub const SIGNER_KEY: &str = "signer.key";
 /// Most recipients one encrypted message may have.
 pub const MAX_RECIPIENTS: usize = 4096;
 /// Size of one recipient stanza: a 32-byte content key plus a 16-byte tag.
@@ -104,8 +115,11 @@ pub struct Opened {
     pub encrypted: bool,
     /// Who claims to have signed it (name and key id), if anyone.
     pub signer: Option<(KeyName, KeyId)>,
-    /// The signer's key, when the lookup found it.
+    /// The signer's key, when the lookup found it or the message carried it.
     pub signer_key: Option<PublicKey>,
+    /// True if `signer_key` came from the message itself ([`SIGNER_KEY`]), not
+    /// from the lookup: the caller may want to keep it.
+    pub key_from_message: bool,
     pub signature: SigState,
 }
 
@@ -300,27 +314,51 @@ fn open_unencrypted(
             encrypted: false,
             signer: None,
             signer_key: None,
+            key_from_message: false,
             signature: SigState::None,
         }),
         Some(&kind::SIGNED) => {
             let s = SignedParts::parse(message, &payload[1..])?;
-            let key =
+            let mut fragments = s.fragments;
+            let carried = take_signer_key(&mut fragments, &s.signer, s.key_id);
+            let known =
                 lookup(&s.signer, s.key_id).filter(|k| k.name == s.signer && k.id() == s.key_id);
+            let key_from_message = known.is_none() && carried.is_some();
+            let key = known.or(carried);
             let signature = match &key {
                 None => SigState::UnknownKey,
                 Some(k) if k.signing.verify_strict(&s.signed, &s.sig).is_ok() => SigState::Valid,
                 Some(_) => SigState::Invalid,
             };
             Ok(Opened {
-                fragments: s.fragments,
+                fragments,
                 encrypted: false,
                 signer: Some((s.signer, s.key_id)),
                 signer_key: key,
+                key_from_message,
                 signature,
             })
         }
         Some(&k) => Err(EnvelopeError::UnknownKind(k)),
     }
+}
+
+/// Removes every [`SIGNER_KEY`] fragment from `fragments`; returns the key it
+/// carries if it decodes and is the signer's (name and id).
+fn take_signer_key(fragments: &mut Fragments, signer: &KeyName, id: KeyId) -> Option<PublicKey> {
+    let mut found = None;
+    fragments.0.retain(|f| {
+        if f.name != SIGNER_KEY {
+            return true;
+        }
+        if let (None, gale_proto::Value::Data(raw)) = (&found, &f.value) {
+            found = PublicKey::decode(raw)
+                .ok()
+                .filter(|k| &k.name == signer && k.id() == id);
+        }
+        false
+    });
+    found
 }
 
 fn decrypt(

@@ -13,7 +13,8 @@
 //!   (signed) and 2 (encrypted), and batch signature checking.
 //! - [`store`]: [`KeyStore`], the key files under `GALE_DIR` and `GALE_SYS_DIR`.
 //! - [`trust`]: [`KeyStore::verify`] (chains to anchors), [`KeyStore::note_seen`]
-//!   (changed keys), [`KeyStore::import`], [`KeyStore::resolve`] and
+//!   (changed keys), [`KeyStore::import`], [`KeyStore::learn`] (keys from the
+//!   network: a verified key is never displaced), [`KeyStore::resolve`] and
 //!   [`KeyStore::recipients`].
 //! - [`hex`]: hex text for ids and test vectors.
 //!
@@ -32,13 +33,13 @@
 //! let now = Timestamp::now();
 //! body.push("id.time", gale_proto::Value::Time(now));
 //! let id = MessageId::generate();
-//! let signed = sign(id, &to, &body, me);
+//! let signed = sign(id, &to, &body, me).ok()?;
 //! let payload = match store.recipients(&to[0], now).ok()? {
 //!     Recipients::Public => signed,
 //!     Recipients::Private(keys) => seal(id, &to, &signed, &keys.iter().collect::<Vec<_>>()).ok()?,
 //!     Recipients::NoKey => return None, // the caller's policy
 //! };
-//! let msg = Message { id, hops: 0, to, payload: payload.encode() };
+//! let msg = Message { id, hops: 0, to, payload: payload.encode().ok()? };
 //! # Some(()) }
 //! ```
 //!
@@ -47,10 +48,10 @@
 //! ```no_run
 //! # use gale_keys::*;
 //! # use gale_proto::{Message, Timestamp};
-//! # fn demo(store: &KeyStore, msg: &Message) -> Result<(), EnvelopeError> {
-//! let secrets = store.secrets();
+//! # fn demo(store: &KeyStore, msg: &Message) -> Result<(), Box<dyn std::error::Error>> {
+//! let secrets = store.secrets()?; // a damaged key file is an error, never skipped
 //! let mine: Vec<&SecretKey> = secrets.iter().collect();
-//! let opened = open(msg, &mine, &|name, id| store.lookup(name, id))?;
+//! let opened = open(msg, &mine, &|name, id| store.lookup(name, id).ok().flatten())?;
 //! if let (SigState::Valid, Some(key)) = (opened.signature, &opened.signer_key) {
 //!     let trust = store.verify(key, Timestamp::now()); // Verified, Unverified, ...
 //!     if let Ok(Some(changed)) = store.note_seen(&key.name, key.id()) {
@@ -73,4 +74,4 @@ pub use envelope::{open, seal, sign, EnvelopeError, Opened, SigState};
 pub use key::{Fingerprint, KeyError, KeyId, KeySignature, KeyTemplate, PublicKey, SecretKey};
 pub use name::{KeyName, NameError};
 pub use store::{Dir, KeyStore, Source, StoreError};
-pub use trust::{Chain, Imported, KeyChanged, Recipients, Trust, TrustError};
+pub use trust::{Chain, Imported, KeyChanged, Learned, Recipients, Trust, TrustError};

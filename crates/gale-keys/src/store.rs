@@ -27,6 +27,7 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use thiserror::Error;
 use zeroize::Zeroizing;
@@ -72,6 +73,9 @@ pub enum Source {
     Secret(PathBuf),
     /// A public key file in one of the directories.
     Public(Dir, PathBuf),
+    /// Learned from the network, but `auth/cache` could not be written: held in
+    /// memory for the life of this program only.
+    Memory,
 }
 
 /// Problems reading or writing key files.
@@ -95,11 +99,17 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
-    #[error("key file {path} is damaged or not a key")]
+    #[error("key file {path} is damaged or not a key; replace it with a good copy, or move it out of the way")]
     Key {
         path: PathBuf,
         #[source]
         source: KeyError,
+    },
+    #[error("key file {path} holds the key of {found}, not of {expected}: a key file must hold the key it is named after; move it away, or rename it to {found}'s file name if that is what it should be")]
+    WrongName {
+        path: PathBuf,
+        expected: KeyName,
+        found: KeyName,
     },
     #[error("no home directory (HOME is unset); set GALE_DIR to where your Gale keys should live")]
     NoHome,
@@ -110,6 +120,9 @@ pub enum StoreError {
 pub struct KeyStore {
     user: PathBuf,
     system: Option<PathBuf>,
+    /// Keys learned that could not be cached on disk (shared by clones), so that
+    /// a cache that cannot be written costs a warning, not the key.
+    memory: Arc<Mutex<Vec<PublicKey>>>,
 }
 
 impl KeyStore {
@@ -118,6 +131,7 @@ impl KeyStore {
         KeyStore {
             user: user.into(),
             system,
+            memory: Arc::default(),
         }
     }
 
@@ -195,7 +209,9 @@ impl KeyStore {
         }
     }
 
-    /// Our secret key for `name` (the user's first, then the system's).
+    /// Our secret key for `name` (the user's first, then the system's). A file
+    /// that cannot be read, is damaged, is readable by others or holds another
+    /// name's key is an error, never skipped.
     pub fn secret(&self, name: &KeyName) -> Result<Option<(SecretKey, PathBuf)>, StoreError> {
         for root in self.roots() {
             let path = secret_file(root, name);
@@ -212,17 +228,22 @@ impl KeyStore {
                 path: path.clone(),
                 source,
             })?;
+            check_name(&path, name, key.name())?;
             return Ok(Some((key, path)));
         }
         Ok(None)
     }
 
-    /// Every secret key the user holds (damaged files are skipped).
-    pub fn secrets(&self) -> Vec<SecretKey> {
-        self.own_key_names()
-            .into_iter()
-            .filter_map(|n| self.secret(&n).ok().flatten().map(|(k, _)| k))
-            .collect()
+    /// Every secret key the user holds; the first file that cannot be used is an
+    /// error.
+    pub fn secrets(&self) -> Result<Vec<SecretKey>, StoreError> {
+        let mut out = Vec::new();
+        for n in self.own_key_names()? {
+            if let Some((k, _)) = self.secret(&n)? {
+                out.push(k);
+            }
+        }
+        Ok(out)
     }
 
     /// Writes a public key file (0644), replacing any earlier one for that name.
@@ -245,11 +266,12 @@ impl KeyStore {
     }
 
     /// Every copy of a public key named `name`: our secret keys' public halves first,
-    /// then trusted, local and cache, the user's before the system's. Damaged files
-    /// are skipped.
-    pub fn find(&self, name: &KeyName) -> Vec<(Source, PublicKey)> {
+    /// then trusted, local and cache, the user's before the system's. A file that
+    /// cannot be read, is damaged or holds another name's key is an error: skipping
+    /// it could turn a private message into a clear one, or hide a key change.
+    pub fn find(&self, name: &KeyName) -> Result<Vec<(Source, PublicKey)>, StoreError> {
         let mut out = Vec::new();
-        if let Ok(Some((k, path))) = self.secret(name) {
+        if let Some((k, path)) = self.secret(name)? {
             out.push((Source::Secret(path), k.public().clone()));
         }
         for dir in [Dir::Trusted, Dir::Local, Dir::Cache] {
@@ -258,33 +280,80 @@ impl KeyStore {
                     continue;
                 }
                 let path = self.public_path(dir, name, system);
-                if let Ok(Some(buf)) = read_limited(&path) {
-                    if let Ok(k) = PublicKey::decode(&buf) {
-                        if &k.name == name {
-                            out.push((Source::Public(dir, path), k));
-                        }
+                let buf = match read_limited(&path) {
+                    Ok(Some(buf)) => buf,
+                    Ok(None) => continue,
+                    // A file where the cache directory goes holds no keys: the
+                    // cache is only a cache (writing to it fails, and says so).
+                    // Anywhere else this is an error, as above.
+                    Err(StoreError::Read { source, .. })
+                        if dir == Dir::Cache && source.kind() == io::ErrorKind::NotADirectory =>
+                    {
+                        continue
                     }
-                }
+                    Err(e) => return Err(e),
+                };
+                let k = PublicKey::decode(&buf).map_err(|source| StoreError::Key {
+                    path: path.clone(),
+                    source,
+                })?;
+                check_name(&path, name, &k.name)?;
+                out.push((Source::Public(dir, path), k));
             }
         }
-        out
+        let memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+        out.extend(
+            memory
+                .iter()
+                .filter(|k| &k.name == name)
+                .map(|k| (Source::Memory, k.clone())),
+        );
+        Ok(out)
+    }
+
+    /// Holds `key` in memory for the life of this store (and its clones), for a
+    /// key learned that could not be written to `auth/cache`.
+    pub fn remember(&self, key: &PublicKey) {
+        let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(k) = memory.iter_mut().find(|k| k.id() == key.id()) {
+            if key.signatures.len() > k.signatures.len() {
+                *k = key.clone();
+            }
+        } else {
+            memory.push(key.clone());
+        }
     }
 
     /// The public key named `name` with id `id`, from anywhere in the store; the
-    /// copy with the most signatures wins. Fits [`crate::envelope::open`]'s lookup.
-    pub fn lookup(&self, name: &KeyName, id: KeyId) -> Option<PublicKey> {
-        self.find(name)
+    /// copy with the most signatures wins.
+    pub fn lookup(&self, name: &KeyName, id: KeyId) -> Result<Option<PublicKey>, StoreError> {
+        Ok(self
+            .find(name)?
             .into_iter()
             .map(|(_, k)| k)
             .filter(|k| k.id() == id)
-            .max_by_key(|k| k.signatures.len())
+            .max_by_key(|k| k.signatures.len()))
     }
 
     /// The names of the user's secret key files, sorted (whether or not each file
-    /// can be read: see [`KeyStore::secrets`] for the keys themselves).
-    pub fn own_key_names(&self) -> Vec<KeyName> {
+    /// can be read: see [`KeyStore::secrets`] for the keys themselves). A private
+    /// directory that exists but cannot be listed is an error.
+    pub fn own_key_names(&self) -> Result<Vec<KeyName>, StoreError> {
         names_in(&self.private_dir(), SECRET_EXT)
     }
+}
+
+/// A key file must hold the key it is named after: `alice@x.org.gpri` holding
+/// bob's key would otherwise make alice sign as bob.
+fn check_name(path: &Path, expected: &KeyName, found: &KeyName) -> Result<(), StoreError> {
+    if found == expected {
+        return Ok(());
+    }
+    Err(StoreError::WrongName {
+        path: path.to_path_buf(),
+        expected: expected.clone(),
+        found: found.clone(),
+    })
 }
 
 /// The secret key file for `name` under the store root `root`.
@@ -293,19 +362,31 @@ fn secret_file(root: &Path, name: &KeyName) -> PathBuf {
         .join(format!("{}.{SECRET_EXT}", name.file_stem()))
 }
 
-/// The names of every key file with extension `ext` in `dir`, sorted.
-fn names_in(dir: &Path, ext: &str) -> Vec<KeyName> {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Vec::new();
+/// The names of every key file with extension `ext` in `dir`, sorted (none if
+/// `dir` does not exist). Files whose names are not key names are not keys.
+fn names_in(dir: &Path, ext: &str) -> Result<Vec<KeyName>, StoreError> {
+    let err = |source| StoreError::Read {
+        path: dir.to_path_buf(),
+        source,
     };
-    let mut names: Vec<KeyName> = entries
-        .filter_map(|e| {
-            let name = e.ok()?.file_name().into_string().ok()?;
-            KeyName::from_file_stem(name.strip_suffix(&format!(".{ext}"))?)
-        })
-        .collect();
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(err(e)),
+    };
+    let mut names = Vec::new();
+    for e in entries {
+        let name = e.map_err(err)?.file_name();
+        let Some(stem) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(&format!(".{ext}")))
+        else {
+            continue;
+        };
+        names.extend(KeyName::from_file_stem(stem));
+    }
     names.sort();
-    names
+    Ok(names)
 }
 
 fn make_dir(dir: &Path, mode: u32) -> Result<(), StoreError> {

@@ -112,6 +112,17 @@ pub struct Imported {
     pub changed: Option<KeyChanged>,
 }
 
+/// What [`KeyStore::learn`] did with a key learned from the network or from a
+/// message.
+#[derive(Debug, Clone)]
+pub enum Learned {
+    /// Stored in `auth/cache` (or merged into our own secret key file).
+    Stored(Imported),
+    /// Not stored: the name has a verified key, `kept`, and the key offered does
+    /// not verify. Warn: someone may be answering for, or signing as, that name.
+    Refused { kept: KeyId },
+}
+
 /// Who a message to a location goes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recipients {
@@ -152,14 +163,17 @@ impl KeyStore {
     /// True if `key` is an anchor: a file in `auth/trusted` with the same contents
     /// (not merely the same key material, so nobody can reuse an anchor's key with
     /// other members or another redirect).
-    pub fn is_anchor(&self, key: &PublicKey) -> bool {
+    pub fn is_anchor(&self, key: &PublicKey) -> Result<bool, StoreError> {
         let body = key.body();
-        self.find(&key.name)
+        Ok(self
+            .find(&key.name)?
             .iter()
-            .any(|(src, k)| matches!(src, Source::Public(Dir::Trusted, _)) && k.body() == body)
+            .any(|(src, k)| matches!(src, Source::Public(Dir::Trusted, _)) && k.body() == body))
     }
 
-    /// How far `key` can be trusted at time `now`.
+    /// How far `key` can be trusted at time `now`. A key file on the chain that
+    /// cannot be used (damaged, unreadable, another name's key) leaves the key
+    /// [`Trust::Unverified`], with the file and the problem in `why`.
     pub fn verify(&self, key: &PublicKey, now: Timestamp) -> Trust {
         self.verify_chain(key, now).trust
     }
@@ -179,10 +193,14 @@ impl KeyStore {
                     which: cur.name.clone(),
                 };
             }
-            if self.is_anchor(cur) {
-                break Trust::Verified {
-                    anchor: cur.name.clone(),
-                };
+            match self.is_anchor(cur) {
+                Ok(true) => {
+                    break Trust::Verified {
+                        anchor: cur.name.clone(),
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => break unusable(e),
             }
             let Some(parent) = cur.name.parent() else {
                 break Trust::Unverified {
@@ -206,12 +224,14 @@ impl KeyStore {
                     ),
                 };
             }
-            let copies: Vec<PublicKey> = self
-                .find(&parent)
-                .into_iter()
-                .map(|(_, k)| k)
-                .filter(|k| ids.contains(&k.id()))
-                .collect();
+            let copies: Vec<PublicKey> = match self.find(&parent) {
+                Ok(found) => found
+                    .into_iter()
+                    .map(|(_, k)| k)
+                    .filter(|k| ids.contains(&k.id()))
+                    .collect(),
+                Err(e) => break unusable(e),
+            };
             if copies.is_empty() {
                 // A domain's key is what a user installs as an anchor (README).
                 let install = if parent.local().is_none() {
@@ -286,13 +306,54 @@ impl KeyStore {
         })
     }
 
-    /// The key that controls `loc`, if any is usable (see the module rules).
-    pub fn resolve(&self, loc: &Location, now: Timestamp) -> Option<PublicKey> {
+    /// Stores a key learned from the network or carried by a message in
+    /// `auth/cache`, unless that would put a key that does not verify beside a
+    /// verified key of the same name (a verified key is never displaced by an
+    /// unverified one). Reports a changed key as [`KeyStore::import`] does.
+    pub fn learn(&self, key: &PublicKey, now: Timestamp) -> Result<Learned, StoreError> {
+        if !self.verify(key, now).is_verified() {
+            for (_, k) in self.find(&key.name)? {
+                if k.id() != key.id() && self.verify(&k, now).is_verified() {
+                    return Ok(Learned::Refused { kept: k.id() });
+                }
+            }
+        }
+        match self.import(key, Dir::Cache) {
+            Ok(done) => Ok(Learned::Stored(done)),
+            Err(e) => {
+                // The cache cannot be written: the key is still used, this time.
+                self.remember(key);
+                Err(e)
+            }
+        }
+    }
+
+    /// The ids of the verified keys of `name` other than `id`: a message that
+    /// claims `name` but is signed by `id` is then a key mismatch, not merely
+    /// unverified.
+    pub fn verified_ids_besides(
+        &self,
+        name: &KeyName,
+        id: KeyId,
+        now: Timestamp,
+    ) -> Result<Vec<KeyId>, StoreError> {
+        let mut out = Vec::new();
+        for (_, k) in self.find(name)? {
+            if k.id() != id && !out.contains(&k.id()) && self.verify(&k, now).is_verified() {
+                out.push(k.id());
+            }
+        }
+        Ok(out)
+    }
+
+    /// The key that controls `loc`, if any is usable (see the module rules). A key
+    /// file that cannot be used is an error, not a missing key.
+    pub fn resolve(&self, loc: &Location, now: Timestamp) -> Result<Option<PublicKey>, StoreError> {
         let mut unverified = None;
         for name in KeyName::candidates(loc) {
-            for (_, k) in self.find(&name) {
+            for (_, k) in self.find(&name)? {
                 match self.verify(&k, now) {
-                    Trust::Verified { .. } => return Some(k),
+                    Trust::Verified { .. } => return Ok(Some(k)),
                     Trust::Unverified { .. } => {
                         unverified.get_or_insert(k);
                     }
@@ -300,7 +361,7 @@ impl KeyStore {
                 }
             }
         }
-        unverified
+        Ok(unverified)
     }
 
     /// Who a message to `loc` must be encrypted to: members expanded recursively
@@ -309,7 +370,7 @@ impl KeyStore {
     /// This is per location: a caller sending to several must refuse to mix public and
     /// private ones rather than send the private ones in clear.
     pub fn recipients(&self, loc: &Location, now: Timestamp) -> Result<Recipients, TrustError> {
-        let Some(key) = self.resolve(loc, now) else {
+        let Some(key) = self.resolve(loc, now)? else {
             return Ok(Recipients::NoKey);
         };
         let mut out = Vec::new();
@@ -344,7 +405,7 @@ impl KeyStore {
         if let Some(r) = &key.redirect {
             let target = redirect_target(loc, &key.name, r).map_err(|e| bad(r, e))?;
             let next = self
-                .resolve(&target, now)
+                .resolve(&target, now)?
                 .ok_or_else(|| TrustError::MissingMember {
                     group: key.name.clone(),
                     member: r.clone(),
@@ -369,7 +430,7 @@ impl KeyStore {
             }
             let mloc = Location::parse(m).map_err(|e| bad(m, e))?;
             let mk = self
-                .resolve(&mloc, now)
+                .resolve(&mloc, now)?
                 .ok_or_else(|| TrustError::MissingMember {
                     group: key.name.clone(),
                     member: m.clone(),
@@ -380,6 +441,15 @@ impl KeyStore {
         }
         Ok(false)
     }
+}
+
+/// The trust of a key whose chain runs into a key file that cannot be used.
+fn unusable(e: StoreError) -> Trust {
+    let mut why = e.to_string();
+    if let Some(source) = std::error::Error::source(&e) {
+        why.push_str(&format!(" ({source})"));
+    }
+    Trust::Unverified { why }
 }
 
 /// Where a redirect sends `loc`: the redirect itself, or for a wildcard key

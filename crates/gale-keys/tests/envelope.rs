@@ -3,10 +3,10 @@
 mod common;
 
 use common::*;
-use gale_keys::envelope::{open, seal, sign, SignedParts};
+use gale_keys::envelope::{open, seal, sign, SignedParts, SIGNER_KEY};
 use gale_keys::{EnvelopeError, SecretKey, SigState};
 use gale_proto::fragment::kind;
-use gale_proto::{MessageId, Payload};
+use gale_proto::{MessageId, Payload, Value};
 
 fn id(n: u8) -> MessageId {
     MessageId([n; 16])
@@ -45,6 +45,47 @@ fn signer_unknown_or_other_key() {
     // A lookup that answers with a different key for the name is not believed.
     let o = open(&m, &[], &|_, _| Some(impostor.public().clone())).unwrap();
     assert_eq!(o.signature, SigState::UnknownKey);
+}
+
+#[test]
+fn a_signer_key_carried_in_the_message_checks_the_signature() {
+    let alice = key("alice@ofb.net", 1);
+    let bob = key("bob@ofb.net", 4);
+    let to = [loc("bob@ofb.net")];
+    let mut f = body("hi");
+    f.push(SIGNER_KEY, Value::Data(alice.public().encode().into()));
+    let inner = sign(id(1), &to, &f, &alice).unwrap();
+    let m = message(
+        id(1),
+        &to,
+        &seal(id(1), &to, &inner, &[bob.public()]).unwrap(),
+    );
+    // Bob knows nothing of alice: her key travelled inside the encryption.
+    let o = open(&m, &[&bob], &lookup_in(vec![])).unwrap();
+    assert_eq!(o.signature, SigState::Valid);
+    assert!(o.key_from_message);
+    assert_eq!(o.signer_key.unwrap().id(), alice.id());
+    assert!(
+        o.fragments.get(SIGNER_KEY).is_none(),
+        "taken out of the fragments"
+    );
+    assert_eq!(o.fragments.text("message.body"), Some("hi"));
+    // A key the lookup knows wins, and is not reported as carried.
+    let o = open(&m, &[&bob], &lookup_in(vec![alice.public().clone()])).unwrap();
+    assert_eq!(o.signature, SigState::Valid);
+    assert!(!o.key_from_message);
+
+    // Another key under alice's name, carried by mallory's message: the signature
+    // checks against it only if it is the key named in the signature (then it is
+    // mallory's own "alice" key, which trust must judge); a carried key for a
+    // different id is ignored.
+    let impostor = key("alice@ofb.net", 2);
+    let mut f = body("hi");
+    f.push(SIGNER_KEY, Value::Data(impostor.public().encode().into()));
+    let m = message(id(2), &to, &sign(id(2), &to, &f, &alice).unwrap());
+    let o = open(&m, &[], &lookup_in(vec![])).unwrap();
+    assert_eq!(o.signature, SigState::UnknownKey);
+    assert!(!o.key_from_message);
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use common::*;
 use gale_keys::envelope::{open, seal, sign};
-use gale_keys::{Dir, KeyTemplate, Recipients, SigState, StoreError, Trust};
+use gale_keys::{Dir, KeyTemplate, Learned, Recipients, SigState, StoreError, Trust};
 use gale_proto::{MessageId, Timestamp};
 
 const NOW: Timestamp = Timestamp {
@@ -65,12 +65,66 @@ fn readable_secret_files_are_refused() {
 }
 
 #[test]
+fn damaged_or_misnamed_key_files_are_errors_naming_the_file() {
+    let (_t, store) = temp_store();
+    let bob = key("bob@ofb.net", 2);
+    let path = store.write_public(Dir::Local, bob.public(), false).unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.truncate(bytes.len() / 2);
+    std::fs::write(&path, &bytes).unwrap();
+    // Damaged: an error naming the file, not "no key" (which would send in clear).
+    let err = store.find(&name("bob@ofb.net")).unwrap_err();
+    assert!(matches!(err, StoreError::Key { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
+    assert!(err.to_string().contains("damaged"), "{err}");
+    assert!(store.resolve(&loc("bob@ofb.net"), NOW).is_err());
+    assert!(store.recipients(&loc("bob@ofb.net"), NOW).is_err());
+
+    // alice's secret key file holding bob's key: never used as alice's key.
+    let alice_file = store.secret_path(&name("alice@ofb.net"));
+    let bob_secret = store.write_secret(&bob, false).unwrap();
+    std::fs::rename(&bob_secret, &alice_file).unwrap();
+    let err = store.secret(&name("alice@ofb.net")).unwrap_err();
+    assert!(matches!(err, StoreError::WrongName { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("holds the key of bob@ofb.net, not of alice@ofb.net"),
+        "{text}"
+    );
+    assert!(text.contains(&alice_file.display().to_string()), "{text}");
+    assert!(store.secrets().is_err());
+
+    // A public file named for carol holding bob's key.
+    let carol_file = store.public_path(Dir::Cache, &name("carol@ofb.net"), false);
+    std::fs::create_dir_all(carol_file.parent().unwrap()).unwrap();
+    std::fs::write(&carol_file, bob.public().encode()).unwrap();
+    let err = store.find(&name("carol@ofb.net")).unwrap_err();
+    assert!(matches!(err, StoreError::WrongName { .. }), "{err:?}");
+}
+
+#[test]
+fn an_unusable_key_directory_is_an_error() {
+    // GALE_DIR is a file: nothing under it can be read, and that is not "no key".
+    let t = tempfile::tempdir().unwrap();
+    let file = t.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let store = gale_keys::KeyStore::new(&file, None);
+    let err = store.find(&name("egnor@ofb.net")).unwrap_err();
+    assert!(matches!(err, StoreError::Read { .. }), "{err:?}");
+    assert!(store.own_key_names().is_err());
+    assert!(store.secret(&name("egnor@ofb.net")).is_err());
+}
+
+#[test]
 fn wildcard_names_are_escaped_on_disk() {
     let (_t, store) = temp_store();
     let k = key("pub.*@ofb.net", 1);
     let p = store.write_public(Dir::Local, k.public(), false).unwrap();
     assert!(p.ends_with("auth/local/pub.%2A@ofb.net.gpub"), "{p:?}");
-    assert_eq!(store.find(&name("pub.*@ofb.net")).len(), 1);
+    assert_eq!(store.find(&name("pub.*@ofb.net")).unwrap().len(), 1);
 }
 
 /// `net` is trusted; `ofb.net` is signed by `net`; `egnor@ofb.net` by `ofb.net`.
@@ -190,6 +244,42 @@ fn key_changes_are_reported() {
 }
 
 #[test]
+fn a_verified_key_is_never_displaced_by_an_unverified_one() {
+    let (_t, store, [_net, ofb, egnor]) = chain_store();
+    let good = signed(&egnor, &ofb);
+    let n = name("egnor@ofb.net");
+    assert!(matches!(
+        store.learn(&good, NOW).unwrap(),
+        Learned::Stored(_)
+    ));
+    let stranger = key("egnor@ofb.net", 9);
+    match store.learn(stranger.public(), NOW).unwrap() {
+        Learned::Refused { kept } => assert_eq!(kept, good.id()),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        store.lookup(&n, good.id()).unwrap().unwrap().id(),
+        good.id()
+    );
+    assert!(store.lookup(&n, stranger.id()).unwrap().is_none());
+    // The stranger's key is a mismatch for the name; the verified key is not.
+    assert_eq!(
+        store.verified_ids_besides(&n, stranger.id(), NOW).unwrap(),
+        [good.id()]
+    );
+    assert!(store
+        .verified_ids_besides(&n, good.id(), NOW)
+        .unwrap()
+        .is_empty());
+    // A verified new key does replace it, and is reported as a change.
+    let renewed = signed(&key("egnor@ofb.net", 10), &ofb);
+    match store.learn(&renewed, NOW).unwrap() {
+        Learned::Stored(done) => assert!(done.changed.is_some()),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn resolve_prefers_the_most_general_verified_wildcard() {
     let (_t, store, [_net, ofb, _]) = chain_store();
     let exact = key("pub.tv@ofb.net", 4);
@@ -198,7 +288,7 @@ fn resolve_prefers_the_most_general_verified_wildcard() {
         .write_public(Dir::Cache, exact.public(), false)
         .unwrap(); // unsigned
     let l = loc("pub.tv@ofb.net");
-    assert_eq!(store.resolve(&l, NOW).unwrap().id(), exact.id());
+    assert_eq!(store.resolve(&l, NOW).unwrap().unwrap().id(), exact.id());
     // pub.*@ofb.net's parent is pub@ofb.net; sign that one with ofb.net.
     let pub_key = key("pub@ofb.net", 6);
     store
@@ -207,8 +297,11 @@ fn resolve_prefers_the_most_general_verified_wildcard() {
     store
         .write_public(Dir::Cache, &signed(&pubw, &pub_key), false)
         .unwrap();
-    assert_eq!(store.resolve(&l, NOW).unwrap().id(), pubw.id());
-    assert!(store.resolve(&loc("nobody@else.org"), NOW).is_none());
+    assert_eq!(store.resolve(&l, NOW).unwrap().unwrap().id(), pubw.id());
+    assert!(store
+        .resolve(&loc("nobody@else.org"), NOW)
+        .unwrap()
+        .is_none());
 }
 
 #[test]
@@ -251,7 +344,7 @@ fn group_recipients_expand_members() {
     )
     .unwrap();
     let m = message(id, &to, &sealed);
-    let look = |n: &gale_keys::KeyName, i| store.lookup(n, i);
+    let look = |n: &gale_keys::KeyName, i| store.lookup(n, i).unwrap();
     for who in [&alice, &bob] {
         let o = open(&m, &[who], &look).unwrap();
         assert_eq!((o.encrypted, o.signature), (true, SigState::Valid));

@@ -4,10 +4,16 @@
 //! `$USER@$GALE_DOMAIN`) the first time they need one. The new key is signed at once
 //! if the user holds the parent's secret key (an administrator making their own key);
 //! otherwise it is unsigned, and the notice says how to have it signed.
+//!
+//! Before making one, [`load_or_create_checked`] asks over Gale whether the name
+//! already has a key: if it answers, the user most likely has their key on
+//! another machine, and a second key would show their correspondents a key change
+//! or leave them with the wrong key. Then no key is made, and the error says how
+//! to copy the existing one.
 
 use std::path::PathBuf;
 
-use gale_keys::{KeyName, KeyStore, KeyTemplate, NameError, SecretKey, StoreError};
+use gale_keys::{KeyId, KeyName, KeyStore, KeyTemplate, NameError, SecretKey, StoreError, Trust};
 use gale_proto::Timestamp;
 use thiserror::Error;
 
@@ -27,6 +33,13 @@ pub enum IdentityError {
     Store(#[from] StoreError),
     #[error("the key file for {0} was made by another program and cannot be read; try again")]
     Vanished(KeyName),
+    #[error("{name} already has a key over Gale (id {id}, {trust}), but not in this key directory, so no new key was made: you most likely have it on another machine, and a second key would show your correspondents a key change (or leave them with the wrong one). Copy your key here instead: on the other machine run `gkey export {name} --secret --force > {stem}.gpri`, then install that file here as {path} (mode 0600). If that key is lost, make a new one on purpose with `gkey gen {name}`, and tell your correspondents", stem = name.file_stem(), path = path.display())]
+    AnswersElsewhere {
+        name: KeyName,
+        id: KeyId,
+        trust: Trust,
+        path: PathBuf,
+    },
 }
 
 /// The user's key name: `explicit` (e.g. `--id`), else `$GALE_ID`, else the
@@ -87,6 +100,31 @@ impl Own {
             ),
         })
     }
+}
+
+/// [`load_or_create`], but before making a key, asks over Gale (with
+/// `discovery`, if given) whether `name` already answers with one: then no key
+/// is made, and the error says how to copy it ([`IdentityError::AnswersElsewhere`]).
+pub async fn load_or_create_checked(
+    store: &KeyStore,
+    name: &KeyName,
+    owner: Option<String>,
+    discovery: Option<&crate::discovery::Discovery>,
+) -> Result<Own, IdentityError> {
+    if let Some((key, _)) = store.secret(name)? {
+        return Ok(Own { key, created: None });
+    }
+    if let Some(d) = discovery {
+        if let Some((key, trust)) = d.probe(store, name).await {
+            return Err(IdentityError::AnswersElsewhere {
+                name: name.clone(),
+                id: key.id(),
+                trust,
+                path: store.secret_path(name),
+            });
+        }
+    }
+    load_or_create(store, name, owner)
 }
 
 /// The user's secret key for `name`, made (0600, never replacing an existing

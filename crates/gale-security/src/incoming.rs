@@ -1,24 +1,38 @@
 //! Opening received messages: decrypting with the user's secret keys, checking
 //! signatures, and deciding how far the sender is known ([`Verify`]).
 //!
-//! Rules: a valid signature by a key whose chain reaches a trust anchor is
-//! *verified*; a valid signature by any other usable key, or a signature by a key
-//! not known here, is *unverified* (with the claimed signer); a signature that does
-//! not verify, a signer key that is expired or badly signed, or an encrypted
-//! message that was altered is *forged*; a plain payload is *anonymous*. An
-//! encrypted message to nobody we hold a key for is [`Unreadable::NotForYou`].
+//! Rules (docs/security.md §12.5):
+//! - a valid signature by a key whose chain reaches a trust anchor is *verified*;
+//! - a valid signature by any other usable key, or a signature by a key not known
+//!   here, is *unverified* (with the claimed signer), unless the claimed signer
+//!   has a verified key here and the message is signed by another key: that is a
+//!   key mismatch, shown as *forged*;
+//! - a signature that does not verify, a signer key that is expired or badly
+//!   signed, or an encrypted message that was altered is *forged*;
+//! - a plain payload is *anonymous*; an encrypted message to nobody we hold a key
+//!   for is [`Unreadable::NotForYou`].
+//!
+//! A message may carry its signer's key (gsend puts it inside encrypted
+//! messages): the signature is then checked without asking for the key over Gale
+//! in clear, which would tell the server who wrote to whom, and the key is kept
+//! as one learned from the network ([`KeyStore::learn`]). A key change for a
+//! known name is reported once, with the first message signed by the new key
+//! ([`Opening::changed`], [`Delivery::key_changed`]), however it was learned.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use gale_keys::{
-    open, EnvelopeError, KeyChanged, KeyId, KeyName, KeyStore, PublicKey, SecretKey, SigState,
-    Trust,
+    open, EnvelopeError, KeyChanged, KeyId, KeyName, KeyStore, Learned, PublicKey, SecretKey,
+    SigState, StoreError, Trust,
 };
 use gale_proto::{Payload, Timestamp};
 
 use gale_client::{Delivery, Unreadable, Verify};
+
+use crate::discovery::Outcome;
 
 /// How long a key's trust, once worked out, is reused before the key files are
 /// read again (Gale re-read its key directories every 10 s).
@@ -63,6 +77,14 @@ impl<V: Clone> KeyCache<V> {
     }
 }
 
+/// A store error as one line: the error and its cause.
+fn describe(e: &StoreError) -> String {
+    match std::error::Error::source(e) {
+        Some(source) => format!("{e} ({source})"),
+        None => e.to_string(),
+    }
+}
+
 /// The result of opening one delivery.
 #[derive(Debug)]
 pub struct Opening {
@@ -74,8 +96,11 @@ pub struct Opening {
     /// is known.
     pub sealed: Option<Delivery>,
     /// The signer's key differs from the one seen before for that name: warn
-    /// loudly.
+    /// loudly (also in `delivery.key_changed`).
     pub changed: Option<KeyChanged>,
+    /// Problems to tell the user, one line each: a key file that cannot be used,
+    /// a key that cannot be stored.
+    pub warnings: Vec<String>,
 }
 
 /// Opens deliveries with the user's keys; cheap to share between tasks.
@@ -84,22 +109,30 @@ pub struct Opener {
     store: KeyStore,
     secrets: Vec<SecretKey>,
     trust: KeyCache<Trust>,
-    /// Keys looked up in the store (or found missing).
-    keys: KeyCache<Option<PublicKey>>,
+    /// Keys looked up in the store (or found missing, or unusable).
+    keys: KeyCache<Result<Option<PublicKey>, String>>,
+    /// The verified keys of a name other than a given id.
+    verified: KeyCache<Result<Vec<KeyId>, String>>,
     seen: Mutex<HashSet<(KeyName, KeyId)>>,
+    /// Key changes recorded while learning a key (by discovery, or from a
+    /// message), to be reported with the first message signed by the new key.
+    changes: Mutex<HashMap<(KeyName, KeyId), KeyChanged>>,
 }
 
 impl Opener {
-    /// An opener with every secret key the user holds.
-    pub fn new(store: KeyStore) -> Opener {
-        let secrets = store.secrets();
-        Opener {
+    /// An opener with every secret key the user holds; a secret key file that
+    /// cannot be used is an error.
+    pub fn new(store: KeyStore) -> Result<Opener, StoreError> {
+        let secrets = store.secrets()?;
+        Ok(Opener {
             store,
             secrets,
             trust: KeyCache::new(),
             keys: KeyCache::new(),
+            verified: KeyCache::new(),
             seen: Mutex::new(HashSet::new()),
-        }
+            changes: Mutex::new(HashMap::new()),
+        })
     }
 
     pub fn store(&self) -> &KeyStore {
@@ -110,13 +143,42 @@ impl Opener {
     pub fn forget(&self, name: &KeyName) {
         self.trust.forget(name);
         self.keys.forget(name);
+        self.verified.forget(name);
+    }
+
+    /// Takes in what a key discovery found: forgets what was worked out about
+    /// those names, and keeps each key change to report with the first message
+    /// signed by the new key. Returns the warnings to show now (keys offered and
+    /// not used).
+    pub fn learned(&self, outcomes: &HashMap<KeyName, Outcome>) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for (name, outcome) in outcomes {
+            self.forget(name);
+            if let Outcome::Found {
+                changed: Some(c), ..
+            } = outcome
+            {
+                self.pending_change(c.clone());
+            }
+            warnings.extend(outcome.warning(name));
+        }
+        warnings
+    }
+
+    fn pending_change(&self, c: KeyChanged) {
+        self.changes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((c.name.clone(), c.new), c);
     }
 
     /// The store's key `name` with id `id`, remembered for [`TRUST_CACHE_TTL`]:
     /// reading the key files for every message would cost more than checking its
     /// signature.
-    fn lookup(&self, name: &KeyName, id: KeyId) -> Option<PublicKey> {
-        self.keys.get_or(name, id, || self.store.lookup(name, id))
+    fn lookup(&self, name: &KeyName, id: KeyId) -> Result<Option<PublicKey>, String> {
+        self.keys.get_or(name, id, || {
+            self.store.lookup(name, id).map_err(|e| describe(&e))
+        })
     }
 
     fn trust_of(&self, key: &PublicKey, now: Timestamp) -> Trust {
@@ -124,17 +186,79 @@ impl Opener {
             .get_or(&key.name, key.id(), || self.store.verify(key, now))
     }
 
-    fn note_seen(&self, key: &PublicKey) -> Option<KeyChanged> {
+    /// The change to report for a valid signature by `key`, once.
+    fn note_seen(&self, key: &PublicKey, warnings: &mut Vec<String>) -> Option<KeyChanged> {
         let k = (key.name.clone(), key.id());
         if !self
             .seen
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(k)
+            .insert(k.clone())
         {
             return None;
         }
-        self.store.note_seen(&key.name, key.id()).ok().flatten()
+        let recorded = self
+            .store
+            .note_seen(&key.name, key.id())
+            .unwrap_or_else(|e| {
+                warnings.push(describe(&e));
+                None
+            });
+        let pending = self
+            .changes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&k);
+        recorded.or(pending)
+    }
+
+    /// If `name` has a verified key here other than `id`, the verdict for a
+    /// message that claims `name` but is signed by `id`: forged, a key mismatch.
+    fn mismatch(
+        &self,
+        name: &KeyName,
+        id: KeyId,
+        now: Timestamp,
+        warnings: &mut Vec<String>,
+    ) -> Option<Verify> {
+        let others = self.verified.get_or(name, id, || {
+            self.store
+                .verified_ids_besides(name, id, now)
+                .map_err(|e| describe(&e))
+        });
+        let verified = match others {
+            Ok(ids) => *ids.first()?,
+            Err(e) => {
+                warnings.push(e);
+                return None;
+            }
+        };
+        Some(Verify::Forged {
+            claimed: Some(name.clone()),
+            why: format!(
+                "signed with key {id}, not with {name}'s verified key {verified}: someone else is \
+                 using the name (or {name} made a new key that is not signed yet)"
+            ),
+        })
+    }
+
+    /// Keeps a key that came with a message, as one learned from the network.
+    fn keep_carried(&self, key: &PublicKey, now: Timestamp, warnings: &mut Vec<String>) {
+        match self.store.learn(key, now) {
+            Ok(Learned::Stored(done)) => {
+                self.forget(&key.name);
+                if let Some(c) = done.changed {
+                    self.pending_change(c);
+                }
+            }
+            // A mismatch: the verdict says so.
+            Ok(Learned::Refused { .. }) => {}
+            Err(e) => warnings.push(format!(
+                "cannot keep the key of {} that came with a message: {}",
+                key.name,
+                describe(&e)
+            )),
+        }
     }
 
     /// Opens `d` if it is signed or encrypted (a plain one is returned as it is).
@@ -144,13 +268,20 @@ impl Opener {
             missing_key: None,
             sealed: None,
             changed: None,
+            warnings: Vec::new(),
         };
         if !opening.delivery.is_sealed() {
             return opening;
         }
         let mut d = opening.delivery.clone();
         let mine: Vec<&SecretKey> = self.secrets.iter().collect();
-        let lookup = |n: &KeyName, id| self.lookup(n, id);
+        let unusable = RefCell::new(None);
+        let lookup = |n: &KeyName, id| {
+            self.lookup(n, id).unwrap_or_else(|e| {
+                unusable.replace(Some(e));
+                None
+            })
+        };
         let opened = match open(&d.message, &mine, &lookup) {
             Ok(o) => o,
             Err(e) => {
@@ -186,6 +317,7 @@ impl Opener {
         d.encrypted = opened.encrypted;
         d.payload = Payload::Plain(opened.fragments);
         let now = Timestamp::now();
+        let warnings = &mut opening.warnings;
         d.verify = match (opened.signature, opened.signer, opened.signer_key) {
             (SigState::None, _, _) => Verify::Anonymous,
             (SigState::Invalid, claimed, _) => Verify::Forged {
@@ -194,20 +326,44 @@ impl Opener {
                     "the signature does not verify: the message was altered, re-addressed or forged"
                         .into(),
             },
-            (SigState::UnknownKey, Some((name, id)), _) => {
-                opening.missing_key = Some((name.clone(), id));
-                Verify::Unverified {
-                    why: format!("the key of {name} (id {id}) is not known here"),
-                    from: Some(name),
-                }
-            }
-            (SigState::Valid, Some((name, _)), Some(key)) => {
-                opening.changed = self.note_seen(&key);
-                match self.trust_of(&key, now) {
-                    Trust::Verified { .. } => Verify::Verified { from: name },
-                    Trust::Unverified { why } => Verify::Unverified {
+            (SigState::UnknownKey, Some((name, id)), _) => match unusable.take() {
+                Some(problem) => {
+                    warnings.push(problem.clone());
+                    Verify::Unverified {
+                        why: format!("cannot check the signature: {problem}"),
                         from: Some(name),
-                        why,
+                    }
+                }
+                None => {
+                    opening.missing_key = Some((name.clone(), id));
+                    self.mismatch(&name, id, now, warnings)
+                        .unwrap_or_else(|| Verify::Unverified {
+                            why: format!("the key of {name} (id {id}) is not known here"),
+                            from: Some(name),
+                        })
+                }
+            },
+            (SigState::Valid, Some((name, id)), Some(key)) => {
+                let trust = self.trust_of(&key, now);
+                if opened.key_from_message
+                    && matches!(trust, Trust::Verified { .. } | Trust::Unverified { .. })
+                {
+                    self.keep_carried(&key, now, warnings);
+                }
+                match trust {
+                    Trust::Verified { .. } => {
+                        opening.changed = self.note_seen(&key, warnings);
+                        Verify::Verified { from: name }
+                    }
+                    Trust::Unverified { why } => match self.mismatch(&name, id, now, warnings) {
+                        Some(forged) => forged,
+                        None => {
+                            opening.changed = self.note_seen(&key, warnings);
+                            Verify::Unverified {
+                                from: Some(name),
+                                why,
+                            }
+                        }
                     },
                     t @ (Trust::Expired { .. } | Trust::BadSignature { .. }) => Verify::Forged {
                         claimed: Some(name),
@@ -220,10 +376,167 @@ impl Opener {
                 why: "the signature could not be checked".into(),
             },
         };
+        d.key_changed = opening.changed.clone().map(Box::new);
         let arrived = std::mem::replace(&mut opening.delivery, d);
         if opening.missing_key.is_some() {
             opening.sealed = Some(arrived);
         }
         opening
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gale_keys::Dir;
+    use gale_proto::{Fragments, Location};
+
+    fn name(s: &str) -> KeyName {
+        KeyName::parse(s).unwrap()
+    }
+
+    /// A store that trusts `x.org`, and alice's key signed by it (in the cache).
+    fn trusting_store() -> (tempfile::TempDir, KeyStore, SecretKey) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KeyStore::new(dir.path(), None);
+        let domain = crate::test_key("x.org");
+        store
+            .write_public(Dir::Trusted, domain.public(), false)
+            .unwrap();
+        let mut alice = crate::test_key("alice@x.org");
+        let mut public = alice.public().clone();
+        domain.sign_key(&mut public).unwrap();
+        alice.merge_signatures(&public).unwrap();
+        store.write_public(Dir::Cache, &public, false).unwrap();
+        (dir, store, alice)
+    }
+
+    fn signed_by(key: &SecretKey, body: &str) -> Delivery {
+        let mut f = Fragments::new();
+        f.push_text("message.body", body);
+        let to = vec![Location::parse("pub.x@x.org").unwrap()];
+        Delivery::open(crate::outgoing::signed(to, &f, key)).unwrap()
+    }
+
+    fn forged_claiming_alice(o: &Opening) -> bool {
+        matches!(&o.delivery.verify,
+            Verify::Forged { claimed: Some(n), .. } if n.as_str() == "alice@x.org")
+    }
+
+    #[test]
+    fn another_key_claiming_a_verified_name_is_forged_not_unverified() {
+        let (_d, store, alice) = trusting_store();
+        let opener = Opener::new(store.clone()).unwrap();
+        let o = opener.open(signed_by(&alice, "real"));
+        assert!(
+            matches!(o.delivery.verify, Verify::Verified { .. }),
+            "{:?}",
+            o.delivery.verify
+        );
+
+        // A self-made key named alice, unknown here: forged, though it is still
+        // looked up (alice may have a new key, signed).
+        let impostor = crate::test_key("alice@x.org");
+        let o = opener.open(signed_by(&impostor, "fake"));
+        assert!(forged_claiming_alice(&o), "{:?}", o.delivery.verify);
+        assert_eq!(o.missing_key, Some((name("alice@x.org"), impostor.id())));
+
+        // alice's real message with one byte of the key id flipped.
+        let d = signed_by(&alice, "altered");
+        let mut p = d.message.payload.to_vec();
+        p[1 + 2 + "alice@x.org".len()] ^= 1;
+        let mut m = d.message;
+        m.payload = p.into();
+        let o = opener.open(Delivery::open(m).unwrap());
+        assert!(forged_claiming_alice(&o), "{:?}", o.delivery.verify);
+
+        // The impostor's key in the store beside alice's verified one: forged,
+        // and never recorded as a key alice had.
+        let path = store.public_path(Dir::Local, &name("alice@x.org"), false);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, impostor.public().encode()).unwrap();
+        let opener = Opener::new(store.clone()).unwrap();
+        let o = opener.open(signed_by(&impostor, "fake"));
+        assert!(forged_claiming_alice(&o), "{:?}", o.delivery.verify);
+        assert!(o.changed.is_none());
+        let seen = store.seen_ids(&name("alice@x.org")).unwrap();
+        assert!(!seen.contains(&impostor.id()), "{seen:?}");
+    }
+
+    #[test]
+    fn a_key_change_learned_by_discovery_is_reported_with_the_first_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KeyStore::new(dir.path(), None);
+        let (old, new) = (
+            crate::test_key("alice@x.org"),
+            crate::test_key("alice@x.org"),
+        );
+        store.write_public(Dir::Cache, old.public(), false).unwrap();
+        let opener = Opener::new(store.clone()).unwrap();
+        assert!(opener.open(signed_by(&old, "old key")).changed.is_none());
+        // A discovery stores alice's new key, recording the change.
+        let done = store.import(new.public(), Dir::Cache).unwrap();
+        let outcomes = HashMap::from([(
+            name("alice@x.org"),
+            Outcome::Found {
+                key: Box::new(new.public().clone()),
+                trust: Trust::Unverified {
+                    why: "unsigned".into(),
+                },
+                changed: done.changed,
+                others: Vec::new(),
+            },
+        )]);
+        assert!(opener.learned(&outcomes).is_empty());
+        let o = opener.open(signed_by(&new, "new key"));
+        let c = o.changed.clone().expect("reported");
+        assert_eq!((c.old.clone(), c.new), (vec![old.id()], new.id()));
+        assert_eq!(o.delivery.key_changed, Some(Box::new(c)));
+        // Once.
+        assert!(opener.open(signed_by(&new, "again")).changed.is_none());
+    }
+
+    #[test]
+    fn a_key_carried_by_an_encrypted_message_needs_no_lookup_and_is_kept() {
+        let (_d, store, _alice) = trusting_store();
+        let bob = crate::test_key("bob@x.org");
+        store.write_secret(&bob, false).unwrap();
+        let carol = crate::test_key("carol@x.org");
+        let mut f = Fragments::new();
+        f.push_text("message.body", "hi");
+        let to = vec![Location::parse("bob@x.org").unwrap()];
+        let enc = crate::outgoing::Decision::Encrypt(vec![bob.public().clone()]);
+        let m = crate::outgoing::build(to, &f, Some(&carol), &enc).unwrap();
+        let opener = Opener::new(store.clone()).unwrap();
+        let o = opener.open(Delivery::open(m).unwrap());
+        assert!(o.missing_key.is_none(), "nothing to ask for over Gale");
+        assert!(
+            matches!(&o.delivery.verify, Verify::Unverified { from: Some(n), .. } if n.as_str() == "carol@x.org"),
+            "{:?}",
+            o.delivery.verify
+        );
+        let f = o.delivery.fragments().unwrap();
+        assert!(f.get(gale_keys::envelope::SIGNER_KEY).is_none());
+        assert!(
+            store.lookup(carol.name(), carol.id()).unwrap().is_some(),
+            "kept"
+        );
+    }
+
+    #[test]
+    fn a_damaged_key_file_of_the_signer_is_reported() {
+        let (_d, store, alice) = trusting_store();
+        let path = store.public_path(Dir::Cache, &name("alice@x.org"), false);
+        std::fs::write(&path, b"GALEKEY\x01garbage").unwrap();
+        let opener = Opener::new(store).unwrap();
+        let o = opener.open(signed_by(&alice, "hi"));
+        assert!(o.missing_key.is_none(), "not looked up over a damaged file");
+        assert_eq!(o.warnings.len(), 1, "{:?}", o.warnings);
+        assert!(
+            o.warnings[0].contains(&path.display().to_string()),
+            "{:?}",
+            o.warnings
+        );
+        assert!(matches!(o.delivery.verify, Verify::Unverified { .. }));
     }
 }

@@ -4,14 +4,18 @@
 //! and trust rules) and `gale-client` (the connection). Servers never need it.
 //!
 //! Module map:
-//! - [`identity`]: who the user is, and their key, made on first use.
-//! - [`outgoing`]: which locations are private, the no-mixing rule, signing and
-//!   sealing outgoing messages (gsend).
+//! - [`identity`]: who the user is, and their key, made on first use (unless the
+//!   name already answers over Gale with a key: then it is to be copied).
+//! - [`outgoing`]: which locations are private, the rule that no location is sent
+//!   in clear by accident, the no-mixing rule, signing and sealing outgoing
+//!   messages (gsend).
 //! - [`incoming`]: [`incoming::Opener`], decrypting and verifying received
-//!   messages (gsub).
+//!   messages, key mismatches and key changes (gsub).
 //! - [`discovery`]: key discovery over Gale (`_gale.query.*` / `_gale.key.*`): the
-//!   wire format and the rule for believing an answer (`discovery/wire.rs`), and
+//!   wire format and the rule for believing an answer (`discovery/wire.rs`),
+//!   choosing among several answers (`discovery/offers.rs`), and
 //!   [`discovery::Discovery`], which runs lookups and caches what they find.
+//! - [`presence`]: signed presence notices and wills (gsub `-p`).
 //! - [`held`]: [`held::HeldMessages`], messages held while their signer's key is
 //!   looked up (gsub).
 //! - [`responder`]: answering key queries: [`responder::Responder`] for a domain
@@ -24,6 +28,7 @@ pub mod held;
 pub mod identity;
 pub mod incoming;
 pub mod outgoing;
+pub mod presence;
 pub mod responder;
 
 /// A fresh key for `name`, as the unit tests make them.

@@ -4,19 +4,25 @@
 //! Rules (docs/security.md §12.4):
 //! - a location whose controlling key has members (or is a person's key) is
 //!   *private*: the message is encrypted to every recipient key, with the
-//!   signature inside;
-//! - a location whose key makes the world a member is *public*; so is a location
-//!   with no key at all after discovery (Gale refused to send; we send in clear and
-//!   say so), and the reserved `_gale.*` control locations (silently);
+//!   signature, and the signer's public key, inside;
+//! - a location whose key makes the world a member is *public* (a domain declares
+//!   a public area that way, e.g. `gkey gen 'news.*@example.org' --public`); so
+//!   are the reserved `_gale.*` control locations, and, when no key is found for
+//!   them, locations under `pub` ([`public_by_rule`]);
+//! - any other location with no key found after discovery is refused, never sent
+//!   in clear by accident: a message to a person whose key nobody answered for
+//!   would otherwise go out readable by all. `--allow-clear` sends it in clear;
 //! - a message to private and public locations at once is refused unless the user
 //!   asks for it to go in clear to all (`--allow-clear`): original Gale silently
 //!   sent such messages in clear.
 
+use bytes::Bytes;
+use gale_keys::envelope::SIGNER_KEY;
 use gale_keys::{
     seal, sign, EnvelopeError, KeyChanged, KeyName, KeyStore, PublicKey, Recipients, SecretKey,
     Trust, TrustError,
 };
-use gale_proto::{Fragments, Location, Message, MessageId, Payload, Timestamp};
+use gale_proto::{Fragments, Location, Message, MessageId, Payload, Timestamp, Value};
 use thiserror::Error;
 
 use crate::discovery::{Discovery, Outcome};
@@ -28,7 +34,8 @@ pub enum Class {
     Control,
     /// Its key makes it public.
     Public,
-    /// No key found for it: sent in clear, and the user is told.
+    /// No key found for it: public if it is under `pub` ([`public_by_rule`]),
+    /// otherwise refused unless the user allows sending in clear.
     NoKey,
     /// Encrypted to these keys.
     Private(Vec<PublicKey>),
@@ -56,12 +63,27 @@ pub enum PlanError {
         "refusing to send: {0} is not private (no key encrypts it) and --require-private was given"
     )]
     NotPrivate(String),
+    #[error("refusing to send in clear to {0}: no key was found for it, so the message cannot be encrypted, and it is not public (only pub.* locations and areas their domain declares public go in clear). To send privately, make the key findable: start gdomain for the domain, ask its owner to run gsub (which answers for their key), or get the key and run `gkey import FILE`; to send in clear anyway, add --allow-clear")]
+    NoKey(String),
     #[error("cannot work out who {location} is encrypted to")]
     Trust {
         location: Location,
         #[source]
         source: TrustError,
     },
+}
+
+/// True for locations that are public when no key says otherwise: `pub` and
+/// everything below it, in any domain (Gale's convention for public topics).
+pub fn public_by_rule(loc: &Location) -> bool {
+    let local = loc.local();
+    local == "pub" || local.starts_with("pub.")
+}
+
+/// True for a location with no key that is not public by rule: sending to it
+/// in clear needs the user's say-so.
+fn keyless_private(loc: &Location, class: &Class) -> bool {
+    *class == Class::NoKey && !public_by_rule(loc)
 }
 
 /// The class of one location, from the keys in `store`.
@@ -102,6 +124,14 @@ pub fn decide(
     if require_private && !public.is_empty() {
         return Err(PlanError::NotPrivate(names(&public)));
     }
+    let keyless: Vec<&Location> = plan
+        .iter()
+        .filter(|(l, c)| keyless_private(l, c))
+        .map(|(l, _)| l)
+        .collect();
+    if !keyless.is_empty() && !allow_clear {
+        return Err(PlanError::NoKey(names(&keyless)));
+    }
     if private.is_empty() {
         return Ok(Decision::Clear);
     }
@@ -134,8 +164,12 @@ pub enum Notice {
     Unverified { key: KeyName, why: String },
     /// A recipient key changed: warn loudly.
     Changed(KeyChanged),
-    /// Discovery found nothing for this location (sent in clear).
+    /// Discovery found nothing for this location, which is not public by rule
+    /// (sent in clear only with `--allow-clear`).
     NoKey(Location),
+    /// Discovery was offered a key it did not use (see
+    /// [`crate::discovery::Outcome::warning`]): warn loudly.
+    OtherKey(String),
 }
 
 /// Classifies every location, discovering missing keys (and missing group
@@ -182,14 +216,17 @@ pub async fn plan(
                 return Err(PlanError::Trust { location, source });
             }
             for (loc, c) in &result {
-                if *c == Class::NoKey {
+                if keyless_private(loc, c) {
                     notices.push(Notice::NoKey(loc.clone()));
                 }
             }
             return Ok((result, notices));
         };
         tried.extend(groups.iter().flatten().cloned());
-        for (_, outcome) in disc.discover(store, &groups).await {
+        for (name, outcome) in disc.discover(store, &groups).await {
+            if let Some(w) = outcome.warning(&name) {
+                notices.push(Notice::OtherKey(w));
+            }
             if let Outcome::Found {
                 changed: Some(c), ..
             } = outcome
@@ -221,7 +258,10 @@ pub fn key_notices(store: &KeyStore, keys: &[PublicKey], now: Timestamp) -> Vec<
 }
 
 /// The message: `fragments` (with `id.time` already in them) signed by `signer`
-/// (plain if `None`: anonymous), then sealed if the decision says so.
+/// (plain if `None`: anonymous), then sealed if the decision says so. A sealed,
+/// signed message carries the signer's public key inside ([`SIGNER_KEY`]), so a
+/// recipient who does not know it need not ask for it in clear: that query would
+/// tell the server (and anyone listening) who wrote to whom.
 pub fn build(
     to: Vec<Location>,
     fragments: &Fragments,
@@ -229,9 +269,14 @@ pub fn build(
     decision: &Decision,
 ) -> Result<Message, EnvelopeError> {
     let id = MessageId::generate();
-    let inner = match signer {
-        Some(k) => sign(id, &to, fragments, k)?,
-        None => Payload::Plain(fragments.clone()),
+    let inner = match (signer, decision) {
+        (Some(k), Decision::Encrypt(_)) => {
+            let mut with_key = fragments.clone();
+            with_key.push(SIGNER_KEY, Value::Data(Bytes::from(k.public().encode())));
+            sign(id, &to, &with_key, k)?
+        }
+        (Some(k), Decision::Clear) => sign(id, &to, fragments, k)?,
+        (None, _) => Payload::Plain(fragments.clone()),
     };
     let payload = match decision {
         Decision::Clear => inner,
@@ -295,6 +340,75 @@ mod tests {
             (loc("_gale.notice.a@x.org"), Class::Control),
         ];
         assert_eq!(decide(&public, false, false).unwrap(), Decision::Clear);
+    }
+
+    #[test]
+    fn no_key_is_refused_unless_public_by_rule_or_allowed() {
+        let keyless = vec![(loc("dave@x.org"), Class::NoKey)];
+        let e = decide(&keyless, false, false).unwrap_err();
+        assert!(matches!(e, PlanError::NoKey(_)), "{e:?}");
+        let text = e.to_string();
+        for what in [
+            "dave@x.org",
+            "gdomain",
+            "gsub",
+            "gkey import",
+            "--allow-clear",
+        ] {
+            assert!(text.contains(what), "{what}: {text}");
+        }
+        assert_eq!(decide(&keyless, true, false).unwrap(), Decision::Clear);
+        for public in ["pub@x.org", "pub.tv.buffy@x.org"] {
+            let p = vec![(loc(public), Class::NoKey)];
+            assert_eq!(
+                decide(&p, false, false).unwrap(),
+                Decision::Clear,
+                "{public}"
+            );
+        }
+        // Not under pub by whole segments.
+        assert!(decide(&[(loc("pubs@x.org"), Class::NoKey)], false, false).is_err());
+        // With a key that makes it public, any location is public.
+        assert_eq!(
+            decide(&[(loc("news.tv@x.org"), Class::Public)], false, false).unwrap(),
+            Decision::Clear
+        );
+    }
+
+    #[test]
+    fn a_domain_declares_a_public_area_with_a_public_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KeyStore::new(dir.path(), None);
+        let mut t = gale_keys::KeyTemplate::new(
+            KeyName::parse("news.*@x.org").unwrap(),
+            Timestamp { secs: 1, nanos: 0 },
+        );
+        t.members = vec![String::new()];
+        t.encryption = false;
+        let k = SecretKey::generate(t, &mut rand_core::OsRng);
+        store
+            .write_public(gale_keys::Dir::Local, k.public(), false)
+            .unwrap();
+        let c = classify(&store, &loc("news.tv@x.org"), Timestamp::now()).unwrap();
+        assert_eq!(c, Class::Public);
+    }
+
+    #[test]
+    fn a_sealed_message_carries_its_signers_key_inside() {
+        let alice = crate::test_key("alice@x.org");
+        let bob = crate::test_key("bob@x.org");
+        let mut f = Fragments::new();
+        f.push_text("message.body", "hi");
+        let to = vec![loc("bob@x.org")];
+        let enc = Decision::Encrypt(vec![bob.public().clone()]);
+        let m = build(to.clone(), &f, Some(&alice), &enc).unwrap();
+        let o = gale_keys::open(&m, &[&bob], &|_, _| None).unwrap();
+        assert_eq!(o.signature, gale_keys::SigState::Valid);
+        assert!(o.key_from_message);
+        // In clear the key is not added: the signer's name is visible anyway.
+        let m = build(to, &f, Some(&alice), &Decision::Clear).unwrap();
+        let o = gale_keys::open(&m, &[], &|_, _| None).unwrap();
+        assert_eq!(o.signature, gale_keys::SigState::UnknownKey);
     }
 
     #[test]

@@ -39,6 +39,10 @@ pub enum Reply {
     NotFound(Message, KeyName),
     /// Not a query for this domain (or not a query at all).
     Ignored(String),
+    /// A query for this domain that cannot be answered because a key file of
+    /// the name cannot be used (the file and the problem): neither the key nor
+    /// "no such key" is sent, since the key may well exist. Tell the operator.
+    Unusable(String),
 }
 
 /// See the module documentation.
@@ -82,12 +86,16 @@ impl Responder {
         if name.domain() != self.domain.domain() {
             return Reply::Ignored(format!("{name} is not in {}", self.domain));
         }
-        let found = self
-            .store
-            .find(&name)
-            .into_iter()
-            .map(|(_, k)| k)
-            .filter(|k| k.name == name);
+        let found = match self.store.find(&name) {
+            Ok(found) => found.into_iter().map(|(_, k)| k),
+            Err(e) => {
+                let mut why = format!("cannot answer for {name}: {e}");
+                if let Some(source) = std::error::Error::source(&e) {
+                    why.push_str(&format!(" ({source})"));
+                }
+                return Reply::Unusable(why);
+            }
+        };
         // A key whose chain verifies beats one that does not; never serve one that
         // is expired or badly signed.
         let mut best: Option<(bool, PublicKey)> = None;
@@ -276,7 +284,7 @@ mod tests {
         let store = KeyStore::new(dir.path().to_path_buf(), None);
         let alice = key("alice@example.org", 7);
         store.write_secret(&alice, false).unwrap();
-        let mut own = OwnKeys::new(store.own_key_names());
+        let mut own = OwnKeys::new(store.own_key_names().unwrap());
         assert_eq!(own.names(), [alice.name().clone()]);
         let subs: Vec<String> = own.subscriptions().iter().map(|e| e.to_string()).collect();
         assert_eq!(subs, ["_gale.query.alice@example.org"]);

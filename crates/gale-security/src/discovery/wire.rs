@@ -2,6 +2,8 @@
 //! functions, tested without a network (the module rules are in
 //! [`super`]'s documentation and docs/security.md §12).
 
+use std::cell::RefCell;
+
 use bytes::Bytes;
 use gale_keys::{open, KeyName, KeyStore, PublicKey, SecretKey, SigState, Trust};
 use gale_proto::fragment::names;
@@ -112,11 +114,21 @@ pub fn check_answer(
     if !m.to.contains(&loc) {
         return None;
     }
-    let lookup = |n: &KeyName, id| store.lookup(n, id);
+    // A signer's key file that cannot be used rejects the answer, with the reason.
+    let unusable = RefCell::new(None);
+    let lookup = |n: &KeyName, id| {
+        store.lookup(n, id).unwrap_or_else(|e| {
+            unusable.replace(Some(e.to_string()));
+            None
+        })
+    };
     let first = match open(m, &[], &lookup) {
         Ok(o) => o,
         Err(e) => return Some(Answer::Rejected(format!("unreadable answer: {e}"))),
     };
+    if let Some(e) = unusable.take() {
+        return Some(Answer::Rejected(format!("cannot check the answer: {e}")));
+    }
     if first.fragments.text(names::QUESTION_KEY) != Some(asked.as_str()) {
         return None;
     }
@@ -165,9 +177,13 @@ pub fn check_answer(
         let with = |n: &KeyName, id| {
             (n == &key.name && id == key.id())
                 .then(|| key.clone())
-                .or_else(|| store.lookup(n, id))
+                .or_else(|| lookup(n, id))
         };
         match open(m, &[], &with) {
+            Ok(_) if unusable.borrow().is_some() => {
+                let e = unusable.take().unwrap_or_default();
+                return Some(Answer::Rejected(format!("cannot check the answer: {e}")));
+            }
             Ok(o) => o.signature,
             Err(e) => return Some(Answer::Rejected(format!("unreadable answer: {e}"))),
         }
