@@ -88,11 +88,15 @@ pub enum ErrorCode {
 impl ErrorCode {
     /// Whether the refusal may go away by itself, so that a client should
     /// reconnect (with back-off, trying other servers) rather than stop: a server
-    /// shutting down or busy. Every other code says the request itself cannot be
-    /// served (a version, a malformed or oversized frame, too many
-    /// subscriptions), and asking again would be refused again.
+    /// shutting down or busy, or a connection too slow to finish a frame in time
+    /// (the network's fault as often as the client's). Every other code says the
+    /// request itself cannot be served (a version, a malformed or oversized
+    /// frame, too many subscriptions), and asking again would be refused again.
     pub fn is_transient(self) -> bool {
-        matches!(self, ErrorCode::ShuttingDown | ErrorCode::Busy)
+        matches!(
+            self,
+            ErrorCode::ShuttingDown | ErrorCode::Busy | ErrorCode::Timeout
+        )
     }
 
     pub fn to_u16(self) -> u16 {
@@ -535,6 +539,14 @@ impl Frame {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_refusals_that_may_pass_are_transient() {
+        for n in 0..=12u16 {
+            let code = ErrorCode::from_u16(n);
+            assert_eq!(code.is_transient(), matches!(n, 7..=9), "code {n}");
+        }
+    }
     use crate::id::MessageId;
     use proptest::prelude::*;
 
