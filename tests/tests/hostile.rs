@@ -287,6 +287,52 @@ fn half_frames_left_hanging_are_cut_off_at_their_deadline() {
 }
 
 #[test]
+fn a_frame_trickled_a_byte_at_a_time_is_cut_off_at_its_deadline() {
+    // The slow loris: a frame of 100 kB whose bytes come one every 100 ms, so
+    // that the connection is never silent (a 1 s keepalive never finds it
+    // idle). The deadline runs from the frame's start (5 s plus 1 s per
+    // 64 KiB), not from its last byte.
+    let g = Galed::start(&["--keepalive-ms", "1000"]);
+    const LEN: u32 = 100_000;
+    let deadline = Duration::from_secs(5) + Duration::from_millis((4 + LEN as u64) * 1000 / 65_536);
+    let (mut w, f) = Wire::hello(g.addr, DEADLINE);
+    assert!(matches!(f, Frame::Welcome(_)), "{f:?}");
+    let started = Instant::now();
+    let mut head = LEN.to_be_bytes().to_vec();
+    head.push(0x10); // PUBLISH
+    w.send(&head);
+    let bound = deadline + Duration::from_secs(10);
+    let (code, text) = loop {
+        // Until galed closes the connection: a write fails, or an ERROR is here.
+        if w.s.write_all(&[0]).is_err() {
+            break w.refused(DEADLINE);
+        }
+        match w.poll_frame() {
+            Ok(Some(Frame::Error { code, text })) => break (code, text),
+            Ok(_) => {}
+            Err(e) => panic!("trickled frame: {e}"),
+        }
+        assert!(
+            started.elapsed() < bound,
+            "a trickled frame still open after {:?} (deadline {deadline:?})",
+            started.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let took = started.elapsed();
+    eprintln!(
+        "trickled frame: ERROR {} after {took:?} (deadline {deadline:?}): {text}",
+        code.to_u16()
+    );
+    assert_eq!(code, ErrorCode::Timeout, "{text}");
+    assert!(
+        took >= deadline,
+        "closed after {took:?}, before the deadline {deadline:?}"
+    );
+    served(&g, "after-trickle");
+}
+
+#[test]
 fn big_frames_past_the_memory_budget_are_refused_at_once() {
     // A budget of 16 MiB (the least allowed) covers 16 frames of about 1 MiB
     // being read; a 17th is refused with ERROR 9 as soon as its length is
