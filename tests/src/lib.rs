@@ -254,15 +254,21 @@ impl Galed {
     }
 
     pub fn start_on(listen: &str, args: &[&str]) -> Galed {
-        let mut child = Command::new(bin("galed"))
-            .args(["--listen", listen])
+        Self::start_with(listen, args, |_| {})
+    }
+
+    /// Starts galed on `listen` with `args`, after `setup` has had its say on
+    /// the command (limits for the process, say).
+    pub fn start_with(listen: &str, args: &[&str], setup: impl FnOnce(&mut Command)) -> Galed {
+        let mut cmd = Command::new(bin("galed"));
+        cmd.args(["--listen", listen])
             .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start galed");
+            .stderr(Stdio::piped());
+        setup(&mut cmd);
+        let mut child = cmd.spawn().expect("start galed");
         let stderr = Lines::spawn(child.stderr.take().expect("piped"));
         let line = stderr.wait_for("galed: listening on ");
         let addr = line.rsplit(' ').next().unwrap().parse().expect("address");
@@ -272,6 +278,11 @@ impl Galed {
             stderr,
             args: args.iter().map(|s| s.to_string()).collect(),
         }
+    }
+
+    /// galed's resident memory (VmRSS), in bytes.
+    pub fn rss(&self) -> u64 {
+        rss(self.child.id())
     }
 
     /// The server list to give clients.
@@ -316,6 +327,18 @@ impl Drop for Galed {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The resident memory (VmRSS) of process `pid`, in bytes.
+pub fn rss(pid: u32) -> u64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("a process's /proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .expect("VmRSS in /proc/<pid>/status")
 }
 
 /// A running gsub, killed on drop.
@@ -487,16 +510,21 @@ impl Galed {
 
     /// The server's status report (`galed --status`).
     pub fn status(&self) -> serde_json::Value {
+        self.try_status()
+            .unwrap_or_else(|e| panic!("galed --status: {e}"))
+    }
+
+    /// The server's status report, or what `galed --status` said instead (when
+    /// galed refused the connection, say).
+    pub fn try_status(&self) -> Result<serde_json::Value, String> {
         let out = Command::new(bin("galed"))
             .args(["--status", &self.addr.to_string()])
             .output()
             .expect("galed --status");
-        assert!(
-            out.status.success(),
-            "galed --status: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("status JSON")
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(serde_json::from_slice(&out.stdout).expect("status JSON"))
     }
 
     /// The status entry of the link to `peer`, if that link is up.

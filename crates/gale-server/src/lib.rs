@@ -36,11 +36,8 @@ pub mod seen_ids;
 pub mod session;
 pub mod status;
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-
-use gale_proto::frame::{ErrorCode, Frame};
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -48,6 +45,11 @@ use tokio_util::task::TaskTracker;
 
 pub use config::Config;
 pub use router::Router;
+
+/// How long the accept loop pauses after a failed accept: doubling from the least
+/// to the most while accepts keep failing.
+const ACCEPT_PAUSE_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_PAUSE_MAX: Duration = Duration::from_secs(1);
 
 /// How long shutdown waits for connections to flush and close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -95,8 +97,9 @@ async fn accept_loop(
     tracker: TaskTracker,
 ) {
     // One descriptor held in reserve: when accepting fails for lack of
-    // descriptors, it is given up for a moment so that the client waiting in the
-    // backlog can be told (ERROR 9) instead of left hanging until its timeout.
+    // descriptors, it is given up for a moment for each client waiting in the
+    // backlog, so that they are told (ERROR 9) instead of left hanging until
+    // their timeouts.
     let mut spare = std::fs::File::open("/dev/null").ok();
     let mut pause = Duration::ZERO;
     loop {
@@ -119,24 +122,11 @@ async fn accept_loop(
                     n == rustix::io::Errno::MFILE.raw_os_error()
                         || n == rustix::io::Errno::NFILE.raw_os_error()
                 });
-                if out_of_fds {
-                    drop(spare.take());
-                    if let Ok((s, _)) = listener.accept().await {
-                        router
-                            .stats
-                            .refused_connections
-                            .fetch_add(1, Ordering::Relaxed);
-                        let bye = Frame::Error {
-                            code: ErrorCode::Busy,
-                            text: "server is out of file descriptors; try again later or \
-                                   another server"
-                                .into(),
-                        };
-                        let _ = s.try_write(&bye.to_bytes());
-                    }
-                    spare = std::fs::File::open("/dev/null").ok();
-                }
-                router.refusals.note(|n| {
+                // Every client waiting is told at once, not one per back-off step
+                // (which left a queue of them hanging for seconds).
+                let all_told =
+                    out_of_fds && host::refuse_waiting(&listener, &mut spare, &router).await;
+                router.accept_failures.note(|n| {
                     tracing::warn!(
                         "accepting connections failed {n} times: {e}{}",
                         if out_of_fds {
@@ -147,8 +137,14 @@ async fn accept_loop(
                         }
                     )
                 });
-                // Back off instead of spinning: 10 ms doubling to 1 s.
-                pause = (pause * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                // Back off instead of spinning: 10 ms doubling to 1 s; only the
+                // least when every client waiting was told (the next accept waits
+                // for a new one, so there is no spinning to fear).
+                pause = if all_told {
+                    ACCEPT_PAUSE_MIN
+                } else {
+                    (pause * 2).clamp(ACCEPT_PAUSE_MIN, ACCEPT_PAUSE_MAX)
+                };
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(pause) => {}

@@ -113,8 +113,11 @@ pub struct Router {
     pub stats: ServerStats,
     /// What the server's work may hold in memory (see [`crate::memory`]).
     pub memory: Arc<MemoryBudget>,
-    /// Refused connections and failed accepts, logged at most every 10 s.
+    /// Refused connections, logged at most every 10 s.
     pub refusals: crate::logs::Every,
+    /// Failed accepts (out of descriptors), likewise, apart: a refusal logged
+    /// just before must not hide them.
+    pub accept_failures: crate::logs::Every,
     /// Refused subscriptions (server limit, memory), likewise.
     pub sub_refusals: crate::logs::Every,
     pub started: Instant,
@@ -141,6 +144,7 @@ impl Router {
             stats: ServerStats::default(),
             memory,
             refusals: crate::logs::Every::new(std::time::Duration::from_secs(10)),
+            accept_failures: crate::logs::Every::new(std::time::Duration::from_secs(10)),
             sub_refusals: crate::logs::Every::new(std::time::Duration::from_secs(10)),
             started: Instant::now(),
             fed: Mutex::new(Federation::default()),
