@@ -223,7 +223,9 @@ pub enum Frame {
     Status(String),
     /// Server link only, optional: the most INTEREST entries the sender holds for
     /// this link. A peer that announces it also understands INTEREST's `all`.
-    LinkLimits { max_interest: u32 },
+    LinkLimits {
+        max_interest: u32,
+    },
     Error {
         code: ErrorCode,
         text: String,
@@ -492,9 +494,7 @@ impl Frame {
                 let entries = get_entries(&mut r)?;
                 let all = flags & 2 == 2;
                 if all && !entries.is_empty() {
-                    return Err(FrameError::Malformed(
-                        "INTEREST `all` with entries".into(),
-                    ));
+                    return Err(FrameError::Malformed("INTEREST `all` with entries".into()));
                 }
                 Frame::Interest {
                     reset: flags & 1 == 1,
