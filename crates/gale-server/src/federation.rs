@@ -567,8 +567,21 @@ mod tests {
             r.map(|i| SubEntry::include(Location::parse(&format!("a{i}@x.org")).unwrap()))
                 .collect()
         };
+        assert_eq!(to_a.queued().len(), 1, "only LINK_LIMITS until A is heard");
         let ch = b.remote_interest(1, true, false, &entries(0..8));
         assert_eq!((ch.added.len(), ch.flooded), (8, None));
+        // A announced no limits: its first INTEREST starts ours (the default).
+        let q = to_a.queued();
+        assert_eq!(q.len(), 2);
+        assert!(matches!(
+            Frame::decode(&mut BytesMut::from(&q[1][..]), MIN_MAX_FRAME),
+            Ok(Some(Frame::Interest {
+                reset: true,
+                all: false,
+                ..
+            }))
+        ));
+        assert_eq!(b.views()[0].0.interest_limit, 65_536);
         // Three more: over the limit. The trie drops what it held; the link is
         // flooded, and C is told this server wants everything.
         let ch = b.remote_interest(1, false, false, &entries(8..11));
