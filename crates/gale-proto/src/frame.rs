@@ -37,6 +37,8 @@ pub enum FrameType {
     StatusRequest = 0x60,
     Status = 0x61,
     Error = 0x7F,
+    /// Optional (an older peer skips it): the limits a server keeps on a link.
+    LinkLimits = 0x80,
 }
 
 impl FrameType {
@@ -58,6 +60,7 @@ impl FrameType {
             0x60 => StatusRequest,
             0x61 => Status,
             0x7F => Error,
+            0x80 => LinkLimits,
             _ => return None,
         })
     }
@@ -206,9 +209,12 @@ pub enum Frame {
     /// Messages the server dropped for this connection since the last LOSSAGE.
     Lossage(u64),
     /// Server link only: changes to the locations the sender wants (`+` adds, `-`
-    /// withdraws); with `reset`, the entries replace everything sent before.
+    /// withdraws); with `reset`, the entries replace everything sent before. With
+    /// `all` (only with `reset` and no entries) the sender wants every message;
+    /// it is sent only to a peer that announced LINK_LIMITS.
     Interest {
         reset: bool,
+        all: bool,
         entries: Vec<SubEntry>,
     },
     /// Server link only: messages the sender dropped on this link (its queue to the
@@ -219,6 +225,11 @@ pub enum Frame {
     StatusRequest,
     /// The server's status report, as JSON text.
     Status(String),
+    /// Server link only, optional: the most INTEREST entries the sender holds for
+    /// this link. A peer that announces it also understands INTEREST's `all`.
+    LinkLimits {
+        max_interest: u32,
+    },
     Error {
         code: ErrorCode,
         text: String,
@@ -312,6 +323,7 @@ impl Frame {
             Frame::StatusRequest => FrameType::StatusRequest,
             Frame::Status(_) => FrameType::Status,
             Frame::Error { .. } => FrameType::Error,
+            Frame::LinkLimits { .. } => FrameType::LinkLimits,
         }
     }
 
@@ -354,10 +366,19 @@ impl Frame {
                 put_entries(out, entries)?;
             }
             Frame::Unsubscribe { entries } => put_entries(out, entries)?,
-            Frame::Interest { reset, entries } => {
-                out.put_u8(u8::from(*reset));
+            Frame::Interest {
+                reset,
+                all,
+                entries,
+            } => {
+                // `all` replaces everything (so implies `reset`) and lists nothing.
+                if *all {
+                    check("entries in an INTEREST with `all`", entries.len(), 0)?;
+                }
+                out.put_u8(u8::from(*reset || *all) | (u8::from(*all) << 1));
                 put_entries(out, entries)?;
             }
+            Frame::LinkLimits { max_interest } => out.put_u32(*max_interest),
             Frame::LinkLossage(entries) => {
                 check(
                     "entries in one LINK_LOSSAGE",
@@ -468,14 +489,21 @@ impl Frame {
             },
             FrameType::Interest => {
                 let flags = r.u8()?;
-                if flags & !1 != 0 {
+                // Bit 1 (`all`) only with bit 0 (`reset`).
+                if flags & !3 != 0 || flags == 2 {
                     return Err(FrameError::Malformed(format!(
                         "INTEREST flags {flags:#04x}"
                     )));
                 }
+                let entries = get_entries(&mut r)?;
+                let all = flags & 2 == 2;
+                if all && !entries.is_empty() {
+                    return Err(FrameError::Malformed("INTEREST `all` with entries".into()));
+                }
                 Frame::Interest {
                     reset: flags & 1 == 1,
-                    entries: get_entries(&mut r)?,
+                    all,
+                    entries,
                 }
             }
             FrameType::LinkLossage => {
@@ -502,6 +530,9 @@ impl Frame {
                 }
                 Frame::LinkLossage(entries)
             }
+            FrameType::LinkLimits => Frame::LinkLimits {
+                max_interest: r.u32()?,
+            },
             FrameType::StatusRequest => Frame::StatusRequest,
             FrameType::Status => {
                 let text = std::str::from_utf8(r.rest())
@@ -649,12 +680,31 @@ mod tests {
         assert!(Frame::decode(&mut BytesMut::from(&many_locs[..]), 1 << 20).is_err());
         let interest = Frame::Interest {
             reset: false,
+            all: false,
             entries: vec![SubEntry::exclude(Location::parse("a@x.org").unwrap())],
         };
         assert_eq!(
             enc(&interest),
             [&[0, 0, 0, 14, 0x50, 0, 0, 1, b'-', 0, 7][..], b"a@x.org"].concat()
         );
+        let all = Frame::Interest {
+            reset: true,
+            all: true,
+            entries: vec![],
+        };
+        assert_eq!(enc(&all), [0, 0, 0, 4, 0x50, 3, 0, 0]);
+        round_trip(all);
+        // `all` without `reset`, or with entries: malformed.
+        for bad in [
+            &[0u8, 0, 0, 4, 0x50, 2, 0, 0][..],
+            &[&[0u8, 0, 0, 14, 0x50, 3, 0, 1, b'+', 0, 7][..], b"a@x.org"].concat(),
+        ] {
+            assert!(Frame::decode(&mut BytesMut::from(bad), 1 << 20).is_err());
+        }
+        let limits = Frame::LinkLimits { max_interest: 100 };
+        assert_eq!(enc(&limits), [0, 0, 0, 5, 0x80, 0, 0, 0, 100]);
+        round_trip(limits);
+        assert!(FrameType::is_optional(FrameType::LinkLimits as u8));
         assert_eq!(enc(&Frame::StatusRequest), [0, 0, 0, 1, 0x60]);
         assert_eq!(
             enc(&Frame::Status("{}".into())),

@@ -34,3 +34,6 @@ pub const MAX_HOPS: u8 = 16;
 pub const MAX_SHORT_TEXT: usize = 1024;
 /// Deepest nesting of fragment lists.
 pub const MAX_FRAGMENT_DEPTH: usize = 8;
+/// INTEREST entries a server holds for one link unless configured otherwise, and
+/// what a sender assumes of a peer that announced no LINK_LIMITS.
+pub const DEFAULT_MAX_LINK_INTEREST: u32 = 65_536;

@@ -45,6 +45,11 @@ pub struct Config {
     /// Subscription entries held in all, clients' and links' together; past it
     /// new subscriptions are refused (ERROR 9).
     pub max_subscriptions: usize,
+    /// Locations held for one server link (its INTEREST). A peer is told this
+    /// when the link comes up and sends coarser locations to keep within it; one
+    /// that sends more anyway (an older or broken server) is forwarded every
+    /// message instead, which loses none.
+    pub max_link_interest: usize,
     /// Bytes galed's work may hold (queues, read buffers of big frames,
     /// subscription tables); past it new work is refused. Default: half the
     /// machine's (or its cgroup's) memory.
@@ -65,6 +70,7 @@ impl Default for Config {
             links: Vec::new(),
             dedup_cache: 65_536,
             max_subscriptions: 4_000_000,
+            max_link_interest: gale_proto::limits::DEFAULT_MAX_LINK_INTEREST as usize,
             memory_limit: None,
         }
     }
@@ -155,11 +161,12 @@ impl Config {
                 why: "must hold at least one frame of max_frame bytes".into(),
             });
         }
-        let positive: [(&'static str, u64); 6] = [
+        let positive: [(&'static str, u64); 7] = [
             ("client_queue_frames", self.client_queue_frames as u64),
             ("max_connections", self.max_connections as u64),
             ("dedup_cache", self.dedup_cache as u64),
             ("max_subscriptions", self.max_subscriptions as u64),
+            ("max_link_interest", self.max_link_interest as u64),
             ("handshake_timeout_ms", self.handshake_timeout_ms),
             ("memory_limit", self.memory_limit.map_or(1, |m| m as u64)),
         ];
@@ -232,6 +239,7 @@ mod tests {
             "max_connections",
             "client_queue_frames",
             "max_subscriptions",
+            "max_link_interest",
             "dedup_cache",
         ] {
             std::fs::write(&bad, format!("{zero} = 0\n")).unwrap();

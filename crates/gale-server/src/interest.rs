@@ -24,7 +24,7 @@ pub struct Delta {
 
 /// Sort key that keeps a location's descendants contiguous after it:
 /// `domain \0 local`, and descendants of `a.b` start with `domain \0 a.b.`.
-fn key(loc: &Location) -> String {
+pub(crate) fn key(loc: &Location) -> String {
     format!("{}\0{}", loc.domain(), loc.local())
 }
 
@@ -37,7 +37,7 @@ fn descendants_prefix(loc: &Location) -> String {
 }
 
 /// The proper ancestors of `loc`, nearest first, ending with the domain itself.
-fn ancestors(loc: &Location) -> impl Iterator<Item = String> + '_ {
+pub(crate) fn ancestors(loc: &Location) -> impl Iterator<Item = String> + '_ {
     let local = loc.local();
     let cuts: Vec<usize> = local.match_indices('.').map(|(i, _)| i).rev().collect();
     let domain = loc.domain();

@@ -12,6 +12,8 @@
 //!   the read loop (keepalive, flushing, holding), closing, INTEREST framing.
 //! - [`connection`]: one client connection: frame dispatch, subscriptions, will.
 //! - [`interest`]: aggregating and diffing the interest advertised over one link.
+//! - [`coarse`]: keeping that within the limit the peer announced (coarser
+//!   entries, or everything).
 //! - [`federation`]: the live links and split-horizon interest propagation.
 //! - [`link`]: dialling links (alternates, back-off) and serving them.
 //! - [`seen_ids`]: the recent-message-id cache that stops duplicates and cycles.
@@ -21,6 +23,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod coarse;
 pub mod config;
 pub mod connection;
 pub mod federation;

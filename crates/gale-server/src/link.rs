@@ -344,13 +344,18 @@ impl LinkReader<'_> {
                 self.stats.lost_upstream.fetch_add(n, Ordering::Relaxed);
                 self.router.route_loss(&entries, self.id, routing);
             }
-            Frame::Interest { reset, entries } => {
+            Frame::Interest {
+                reset,
+                all,
+                entries,
+            } => {
                 self.stats
                     .interest_updates_in
                     .fetch_add(1, Ordering::Relaxed);
                 self.router
-                    .link_interest(self.id, self.outbox, reset, &entries);
+                    .link_interest(self.id, self.outbox, reset, all, &entries);
             }
+            Frame::LinkLimits { max_interest } => self.router.link_limits(self.id, max_interest),
             Frame::Ping(t) => self.outbox.push_control(Frame::Pong(t).to_bytes()),
             Frame::Pong(_) => {}
             Frame::Lossage(n) => tracing::warn!(

@@ -105,6 +105,9 @@ pub enum ConnectRefused {
 pub struct Router {
     pub config: Config,
     index: RwLock<SubscriptionTrie<Arc<Outbox>>>,
+    /// Links sent every message (see [`crate::federation`]); changed only under
+    /// the trie's write lock, so that route caches see the change.
+    flooded: RwLock<Vec<(u64, Arc<Outbox>)>>,
     /// Bumped whenever the trie changes; a reader's cached routes are good while
     /// it stays the same.
     generation: AtomicU64,
@@ -133,11 +136,13 @@ pub struct Router {
 impl Router {
     pub fn new(config: Config) -> Router {
         let federated = !config.links.is_empty();
+        let fed = Federation::new(config.max_link_interest);
         let seen = SeenIds::new(config.dedup_cache);
         let memory = Arc::new(MemoryBudget::new(config.memory_budget()));
         Router {
             config,
             index: RwLock::new(SubscriptionTrie::new()),
+            flooded: RwLock::new(Vec::new()),
             generation: AtomicU64::new(0),
             conns: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
@@ -147,7 +152,7 @@ impl Router {
             accept_failures: crate::logs::Every::new(std::time::Duration::from_secs(10)),
             sub_refusals: crate::logs::Every::new(std::time::Duration::from_secs(10)),
             started: Instant::now(),
-            fed: Mutex::new(Federation::default()),
+            fed: Mutex::new(fed),
             seen: Mutex::new(seen),
             federated: AtomicBool::new(federated),
             cycle_warned: Mutex::new(HashMap::new()),
@@ -360,21 +365,40 @@ impl Router {
         self.fed.lock().link_up(&self.config.name, link)
     }
 
+    /// Applies a link's LINK_LIMITS (see [`Federation::link_limits`]).
+    pub fn link_limits(&self, id: u64, max_interest: u32) {
+        self.fed.lock().link_limits(id, max_interest);
+    }
+
     /// Applies a link's INTEREST: updates the trie and tells the other links.
-    pub fn link_interest(&self, id: u64, outbox: &Arc<Outbox>, reset: bool, entries: &[SubEntry]) {
+    pub fn link_interest(
+        &self,
+        id: u64,
+        outbox: &Arc<Outbox>,
+        reset: bool,
+        all: bool,
+        entries: &[SubEntry],
+    ) {
         let mut fed = self.fed.lock();
-        let (added, removed) = fed.remote_interest(id, reset, entries);
+        let ch = fed.remote_interest(id, reset, all, entries);
         let mut idx = self.index_write();
-        for l in &removed {
+        for l in &ch.removed {
             idx.remove(l, id, 0);
         }
-        for l in &added {
+        for l in &ch.added {
             idx.insert(l, id, 0, true, outbox.clone());
         }
-        // A link's interest is never refused (the far side would lose messages
-        // without knowing); it is counted.
-        self.memory.take(added.len() * SUBSCRIPTION_COST);
-        self.memory.give(removed.len() * SUBSCRIPTION_COST);
+        match ch.flooded {
+            Some(true) => self.flooded.write().push((id, outbox.clone())),
+            Some(false) => self.flooded.write().retain(|(o, _)| *o != id),
+            None => {}
+        }
+        drop(idx);
+        // A link's interest is not refused (the far side would lose messages
+        // without knowing): past `max_link_interest` the link is sent everything
+        // instead, which holds nothing. What it holds is counted.
+        self.memory.take(ch.added.len() * SUBSCRIPTION_COST);
+        self.memory.give(ch.removed.len() * SUBSCRIPTION_COST);
     }
 
     /// Forgets a link and withdraws its interest everywhere.
@@ -385,6 +409,7 @@ impl Router {
         for l in &gone {
             idx.remove(l, id, 0);
         }
+        self.flooded.write().retain(|(o, _)| *o != id);
         self.memory.give(gone.len() * SUBSCRIPTION_COST);
     }
 
@@ -405,6 +430,12 @@ impl Router {
             let idx = self.index.read();
             let generation = self.generation.load(Ordering::SeqCst);
             let mut targets = ctx.reuse_targets();
+            // A flooded link has no entries in the trie: it is added once here.
+            for (owner, ob) in self.flooded.read().iter() {
+                if *owner != sender {
+                    targets.push(ob.clone());
+                }
+            }
             if view.count == 1 {
                 let loc = view.locations().next().expect("count is 1");
                 idx.for_each_accepting(loc, |e| {
@@ -465,6 +496,11 @@ impl Router {
             }
             let idx = self.index.read();
             let mut seen: HashSet<u64> = HashSet::new();
+            for (owner, ob) in self.flooded.read().iter() {
+                if *owner != source && seen.insert(*owner) {
+                    tell(ob);
+                }
+            }
             for loc in &e.locations {
                 idx.for_each_accepting(loc.as_str(), |x| {
                     if x.owner != source && seen.insert(x.owner) {

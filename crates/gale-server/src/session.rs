@@ -105,6 +105,7 @@ pub fn interest_frames(reset: bool, entries: Vec<SubEntry>, max_frame: u32) -> V
     let mut emit = |chunk: Vec<SubEntry>, first: &mut bool| {
         let f = Frame::Interest {
             reset: reset && *first,
+            all: false,
             entries: chunk,
         };
         *first = false;
@@ -427,7 +428,7 @@ mod tests {
             .map(|f| {
                 assert!(f.len() - 4 <= max_frame as usize, "{} bytes", f.len());
                 match Frame::decode(&mut BytesMut::from(&f[..]), max_frame) {
-                    Ok(Some(Frame::Interest { reset, entries })) => (reset, entries),
+                    Ok(Some(Frame::Interest { reset, entries, .. })) => (reset, entries),
                     other => panic!("{other:?}"),
                 }
             })

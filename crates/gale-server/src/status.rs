@@ -65,6 +65,17 @@ pub struct LinkStatus {
     /// Locations the peer wants from us, and those we told it we want.
     pub interest_received: usize,
     pub interest_advertised: usize,
+    /// True if the peer is sent every message: it asked (INTEREST `all`), or
+    /// sent more than `max_link_interest` (then `interest_received` is 0).
+    #[serde(default)]
+    pub flooded: bool,
+    /// Most locations the peer holds for us (its LINK_LIMITS), and how what we
+    /// advertise keeps to it: "exact", "depth N" (locations cut to N
+    /// segments), "all", or "waiting" (for the peer's limits).
+    #[serde(default)]
+    pub interest_limit: usize,
+    #[serde(default)]
+    pub interest_mode: String,
     /// INTEREST frames received.
     pub interest_updates_in: u64,
     /// Frames and bytes queued for the peer and not yet written.
@@ -128,6 +139,9 @@ impl Status {
                     max_frame: v.max_frame,
                     interest_received: v.interest_received,
                     interest_advertised: v.interest_advertised,
+                    flooded: v.flooded,
+                    interest_limit: v.interest_limit,
+                    interest_mode: v.interest_mode,
                     interest_updates_in: st.interest_updates_in.load(Ordering::Relaxed),
                     queued_frames,
                     queued_bytes,
@@ -231,14 +245,17 @@ impl Status {
         for l in &self.links {
             let _ = writeln!(
                 out,
-                "  link {} {} ({}) up {}s: interest {} in/{} out, {} messages in, {} frames \
-                 out, queued {} frames/{} bytes, dropped {}, lost upstream {}",
+                "  link {} {} ({}) up {}s: interest {}{} in/{} out ({}, limit {}), {} messages \
+                 in, {} frames out, queued {} frames/{} bytes, dropped {}, lost upstream {}",
                 l.id,
                 l.peer,
                 l.addr,
                 l.up_secs,
                 l.interest_received,
+                if l.flooded { " (sent everything)" } else { "" },
                 l.interest_advertised,
+                l.interest_mode,
+                l.interest_limit,
                 l.messages_in,
                 l.frames_out,
                 l.queued_frames,
