@@ -157,6 +157,13 @@ impl Client {
         self.command(Command::SetWill(will)).await
     }
 
+    /// True once the connection task has ended: after [`crate::Event::Refused`],
+    /// or a [`Client::close`]. Every command then fails with
+    /// [`ClientError::Closed`].
+    pub fn is_stopped(&self) -> bool {
+        self.tx.is_closed()
+    }
+
     /// Publishes held but not yet confirmed by the server.
     pub fn held(&self) -> usize {
         self.limit - self.permits.available_permits()
