@@ -262,7 +262,7 @@ fn a_refused_handshake_ends_gsend_and_gsub_with_the_servers_reason() {
 }
 
 #[test]
-fn a_refused_subscription_list_ends_gsub_instead_of_reconnecting() {
+fn a_refused_subscription_list_ends_gsub_and_gdomain_instead_of_reconnecting() {
     // What galed does with a list over its limit: ERROR 6 after the handshake.
     let fake = FakeServer::start(Answer::RefuseSubscribe(
         ErrorCode::LimitExceeded,
@@ -276,6 +276,28 @@ fn a_refused_subscription_list_ends_gsub_instead_of_reconnecting() {
         "{err}"
     );
     assert_eq!(fake.connections(), 1, "no reconnecting");
+
+    // gdomain too: it would otherwise serve nobody, reconnecting forever.
+    let d = domain();
+    let mut cmd = Command::new(bin("gdomain"));
+    let child = d
+        .admin
+        .env(&mut cmd)
+        .args(["-s", &fake.server(), "example.org"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start gdomain");
+    let out = finish(child, "gdomain");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("{} refused this gdomain", fake.server()))
+            && err.contains("subscription list too long"),
+        "{err}"
+    );
+    assert_eq!(fake.connections(), 2, "gdomain connected once");
 }
 
 #[test]
