@@ -28,7 +28,7 @@ warnings go to standard error (\"gdomain: warning: ...\"); RUST_LOG=debug shows 
 Exit status:
   0   stopped by SIGINT or SIGTERM
   1   error: no secret key for the domain, the key store cannot be read, or
-      the server refused gdomain for good (every server, if several are given)
+      a server refused gdomain for good
   64  usage error: an unknown option, no domain given, or a value that does not
       parse (the domain, the server list)";
 

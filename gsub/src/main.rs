@@ -84,8 +84,8 @@ retried, with back-off, like a server that is down.
 
 Exit status:
   0   normal end (SIGINT, SIGTERM, or the reader of standard output went away)
-  1   error: -f PROGRAM cannot be run, standard output failed, or the server
-      refused this gsub for good (every server, if several are given)
+  1   error: -f PROGRAM cannot be run, standard output failed, or a server
+      refused this gsub for good
   64  usage error: an unknown option, a missing argument, a value that does not
       parse (a location, --id, the server list), or more than 65,536
       subscriptions (the most a server takes on one connection)";
