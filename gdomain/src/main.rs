@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use clap::Parser;
 use gale_client::server::servers_from_env;
-use gale_client::{Client, ClientConfig, Event};
+use gale_client::{describe_error, Client, ClientConfig, Event};
 use gale_keys::{KeyName, KeyStore};
 use gale_proto::Timestamp;
 use gale_security::responder::{Reply, Responder};
@@ -20,12 +20,15 @@ GALE_SYS_DIR): put users' signed public keys there with `gkey import`. It needs 
 domain's secret key (`gkey gen DOMAIN`) to sign its answers, including the signed
 \"no such key\" answers that let clients stop waiting.
 
-It reconnects by itself when the server goes away, as gsub does. The libraries'
+It reconnects by itself when the server goes away or is busy, as gsub does; a
+server that refuses it for good (an ERROR that asking again cannot change, such as
+a protocol version it does not speak) ends it with status 1 and the reason. The libraries'
 warnings go to standard error (\"gdomain: warning: ...\"); RUST_LOG=debug shows more.
 
 Exit status:
   0   stopped by SIGINT or SIGTERM
-  1   error: no secret key for the domain, or the key store cannot be read
+  1   error: no secret key for the domain, the key store cannot be read, or
+      a server refused gdomain for good
   64  usage error: an unknown option, no domain given, or a value that does not
       parse (the domain, the server list)";
 
@@ -90,7 +93,9 @@ async fn run(args: Args) -> Result<()> {
             _ = term.recv() => break,
             ev = events.next() => ev,
         };
-        let Some(ev) = ev else { break };
+        let Some(ev) = ev else {
+            return Err(anyhow!("the client stopped unexpectedly"));
+        };
         match ev {
             Event::Message(d) => match responder.answer(&d.message, Timestamp::now()) {
                 Reply::Key(m, key) => {
@@ -115,8 +120,12 @@ async fn run(args: Args) -> Result<()> {
             Event::ConnectFailed { server, error } => {
                 eprintln!("gdomain: cannot connect to {server}: {error}")
             }
-            Event::ServerError { code, text } => {
-                eprintln!("gdomain: server error ({code:?}): {text}")
+            Event::Refused { server, code, text } => {
+                return Err(anyhow!(
+                    "{server} refused this gdomain: {} (not retrying: the same request \
+                     would be refused again)",
+                    describe_error(code, &text)
+                ));
             }
             Event::Lossage(n) => eprintln!("gdomain: lost {n} queries (too slow)"),
             _ => {}

@@ -6,7 +6,9 @@
 //! a line of `--lines` is sent with the bad bytes replaced ([`Line::mended`]).
 
 use std::fmt;
-use std::io::{self, BufRead};
+use std::io::{self, BufRead, Read};
+
+use gale_proto::limits::DEFAULT_MAX_FRAME;
 
 use tokio::sync::mpsc;
 
@@ -46,9 +48,37 @@ pub fn text(body: Vec<u8>) -> Result<String, NotText> {
     })
 }
 
-/// Reads a body until EOF; when `dot_ends` (a person typing), a line holding only
-/// "." also ends it and is not part of the body.
-pub fn read_body(input: &mut impl BufRead, dot_ends: bool) -> io::Result<Vec<u8>> {
+/// Most bytes a body may have: a message is one frame, and no frame is larger
+/// (the signature, names and times take some of it, so a body just under this
+/// can still be refused as a message too large, after it is built).
+pub const MAX_BODY: usize = DEFAULT_MAX_FRAME as usize;
+
+/// A body larger than [`MAX_BODY`]: reading stopped there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TooLong {
+    pub max: usize,
+}
+
+impl fmt::Display for TooLong {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "standard input is longer than {} bytes ({} KiB), the most one message can \
+             carry: send it in parts (split it, or --lines for text)",
+            self.max,
+            self.max / 1024
+        )
+    }
+}
+
+impl std::error::Error for TooLong {}
+
+/// Reads a body until EOF, but never more than `max` + 1 bytes (enough to know
+/// it is too long, whatever the input: see [`check_len`]); when `dot_ends` (a
+/// person typing), a line holding only "." also ends it and is not part of the
+/// body.
+pub fn read_body(input: &mut impl BufRead, dot_ends: bool, max: usize) -> io::Result<Vec<u8>> {
+    let mut input = input.take(max as u64 + 1);
     let mut body = Vec::new();
     if !dot_ends {
         input.read_to_end(&mut body)?;
@@ -68,6 +98,15 @@ pub fn read_body(input: &mut impl BufRead, dot_ends: bool) -> io::Result<Vec<u8>
         body.extend_from_slice(&line);
     }
     Ok(body)
+}
+
+/// A body read by [`read_body`] with this `max`, unless it is longer.
+pub fn check_len(body: Vec<u8>, max: usize) -> Result<Vec<u8>, TooLong> {
+    if body.len() > max {
+        Err(TooLong { max })
+    } else {
+        Ok(body)
+    }
 }
 
 /// How many bytes the UTF-8 character begun at the end of `buf` still lacks.
@@ -213,11 +252,27 @@ mod tests {
     #[test]
     fn body_until_eof_or_dot() {
         let mut pipe = &b"a\n.\nb\n"[..];
-        assert_eq!(read_body(&mut pipe, false).unwrap(), b"a\n.\nb\n");
+        assert_eq!(read_body(&mut pipe, false, 100).unwrap(), b"a\n.\nb\n");
         let mut tty = &b"a\r\n.\r\nb\n"[..];
-        assert_eq!(read_body(&mut tty, true).unwrap(), b"a\r\n");
+        assert_eq!(read_body(&mut tty, true, 100).unwrap(), b"a\r\n");
         let mut tty = &b"a\n.."[..];
-        assert_eq!(read_body(&mut tty, true).unwrap(), b"a\n..");
+        assert_eq!(read_body(&mut tty, true, 100).unwrap(), b"a\n..");
+    }
+
+    /// Input that never ends: reading stops one byte past the limit, in either
+    /// mode (a terminal's line has no end either).
+    #[test]
+    fn a_body_is_read_only_up_to_its_limit() {
+        for dot_ends in [false, true] {
+            let mut endless = io::BufReader::new(io::repeat(b'x'));
+            let body = read_body(&mut endless, dot_ends, 1000).unwrap();
+            assert_eq!(body.len(), 1001, "dot_ends {dot_ends}");
+            let e = check_len(body, 1000).unwrap_err();
+            assert!(e.to_string().contains("longer than 1000 bytes"), "{e}");
+        }
+        let mut exact = &[b'x'; 1000][..];
+        let body = read_body(&mut exact, false, 1000).unwrap();
+        assert_eq!(check_len(body, 1000).unwrap().len(), 1000);
     }
 
     #[test]

@@ -25,7 +25,7 @@ use gale_security::outgoing::{self, Decision, Notice};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::input::{read_body, spawn_line_reader, Line};
+use crate::input::{read_body, spawn_line_reader, Line, MAX_BODY};
 use crate::progress::Progress;
 
 const AGENT: &str = concat!("gsend/", env!("CARGO_PKG_VERSION"));
@@ -58,14 +58,25 @@ Environment: GALE_SERVER (server list), GALE_DOMAIN (default domain), GALE_ID
 message.sender unless -a), RUST_LOG (the libraries' messages on standard error:
 warnings by default; e.g. RUST_LOG=debug).
 
+Limits: a body is at most 1,048,576 bytes (1 MiB; signing and names take a
+little of that): gsend stops reading standard input there and refuses the
+message, whatever the size of the input. With --lines, a line longer than 64 KiB
+is sent in pieces. Every network wait is bounded: a connection or a handshake
+that takes more than 5 s fails that attempt (then the next server, or again
+with back-off), key lookups end after --key-timeout.
+
 Exit status:
   0   the server accepted every message
   1   refused or bad input: no key found for a location that is not public
       (without --allow-clear), private and public locations mixed, no key with
-      --require-private, a body that is not UTF-8 text, message too large, who
-      you are is not known
-  2   could not deliver: no server could be reached (a message gives up after
-      about 5 s unless --timeout is given), or none confirmed before --timeout
+      --require-private, a body that is not UTF-8 text, a body or message too
+      large, who you are is not known; or a server refused gsend for good (an
+      ERROR that asking again cannot change, e.g. a protocol version it does
+      not speak: sending again will not help)
+  2   could not deliver: no server could be reached, or every one was busy or
+      did not answer the handshake (a message gives up after about 5 s unless
+      --timeout is given), or none confirmed before --timeout: worth trying
+      again later
   3   I/O error reading standard input
   64  usage error: an unknown option, a missing argument, or a value that does
       not parse (a location, -t, a keyword, --id, the server list)
@@ -361,13 +372,14 @@ fn start_reading_body(to: &[Location], keywords: &[String], interactive: bool) -
         eprintln!("(End your message with EOF or a solitary dot.)");
     }
     Body::Reading(tokio::task::spawn_blocking(move || {
-        read_body(&mut io::stdin().lock(), interactive)
+        read_body(&mut io::stdin().lock(), interactive, MAX_BODY)
     }))
 }
 
-/// The body once read: it must be UTF-8 text.
-async fn whole_body(reading: JoinHandle<io::Result<Vec<u8>>>) -> Result<String, Failure> {
-    let bytes = reading.await.map_err(input_error)?.map_err(input_error)?;
+/// The body once read: it must fit in a message, and be UTF-8 text.
+fn body_text(read: Result<io::Result<Vec<u8>>, tokio::task::JoinError>) -> Result<String, Failure> {
+    let bytes = read.map_err(input_error)?.map_err(input_error)?;
+    let bytes = input::check_len(bytes, MAX_BODY).map_err(refused)?;
     input::text(bytes).map_err(refused)
 }
 
@@ -395,14 +407,14 @@ async fn run(args: Args) -> Result<(), Failure> {
         .context("bad server list")
         .map_err(usage)?;
     let store = KeyStore::from_env().map_err(refused)?;
-    let mut compose = Compose {
+    let compose = Compose {
         body: None,
         sender: if args.anonymous {
             None
         } else {
             sender_from_env()
         },
-        keywords: keywords.clone(),
+        keywords,
         extra,
         class: Some(AGENT.to_string()),
     };
@@ -416,10 +428,35 @@ async fn run(args: Args) -> Result<(), Failure> {
     let servers = config.servers.clone();
     let progress = Arc::new(Progress::new(&servers, args.quiet));
     let (client, events) = Client::start(config);
-    tokio::spawn({
+    let watching = tokio::spawn({
         let progress = progress.clone();
         async move { progress.watch(events).await }
     });
+    let result = send(&args, &store, &to, &servers, compose, &client, &progress).await;
+    match result {
+        // A server refused for good, which stopped the client: whatever failed
+        // then, that is why. Its event is the last, so the watcher ends at once.
+        Err(_) if client.is_stopped() => {
+            let _ = tokio::time::timeout(Duration::from_secs(1), watching).await;
+            match progress.refusal() {
+                Some(why) => Err(refused(anyhow!(why))),
+                None => result,
+            }
+        }
+        r => r,
+    }
+}
+
+/// Reads what to send, works out keys, publishes, and waits for the server.
+async fn send(
+    args: &Args,
+    store: &KeyStore,
+    to: &[Location],
+    servers: &[ServerAddr],
+    mut compose: Compose,
+    client: &Client,
+    progress: &Progress,
+) -> Result<(), Failure> {
     let interactive = args.message.is_none() && !args.lines && io::stdin().is_terminal();
     let body = match &args.message {
         _ if args.lines => Body::Lines(spawn_line_reader()),
@@ -430,35 +467,44 @@ async fn run(args: Args) -> Result<(), Failure> {
             }
             Body::Given(text)
         }
-        None => start_reading_body(&to, &keywords, interactive),
+        None => start_reading_body(to, &compose.keywords, interactive),
     };
     // A message (not --lines) with no --timeout gives up soon when no server can
     // be reached at all; not while a person is still typing it.
     let fail_fast = args.timeout.is_none() && !args.lines;
-    let secure = progress
-        .unless_unreachable(
-            fail_fast && !interactive,
-            prepare(&args, &store, &to, &servers, &progress),
-        )
-        .await
-        .map_err(undelivered)??;
-
+    let prepared = progress.unless_unreachable(
+        fail_fast && !interactive,
+        prepare(args, store, to, servers, progress),
+    );
+    tokio::pin!(prepared);
     let text = match body {
         Body::Lines(lines) => {
-            send_lines(&client, &mut compose, &to, &secure, lines).await?;
+            let secure = prepared.await.map_err(undelivered)??;
+            send_lines(client, &mut compose, to, &secure, lines).await?;
             None
         }
-        Body::Given(text) => Some(text),
-        Body::Reading(reading) => Some(whole_body(reading).await?),
+        Body::Given(text) => Some((prepared.await.map_err(undelivered)??, text)),
+        // Whichever ends first: a body that cannot be sent (too long, not text)
+        // is refused at once, without waiting for keys to be looked up.
+        Body::Reading(mut reading) => tokio::select! {
+            read = &mut reading => {
+                let text = body_text(read)?;
+                Some((prepared.await.map_err(undelivered)??, text))
+            }
+            secure = &mut prepared => {
+                let secure = secure.map_err(undelivered)??;
+                Some((secure, body_text(reading.await)?))
+            }
+        },
     };
-    if let Some(text) = text {
+    if let Some((secure, text)) = text {
         compose.body = Some(text);
         client
-            .publish(secure.message(&compose, &to)?)
+            .publish(secure.message(&compose, to)?)
             .map_err(publish_error)?;
     }
     progress
-        .flush(&client, args.timeout.unwrap_or(DEFAULT_TIMEOUT), fail_fast)
+        .flush(client, args.timeout.unwrap_or(DEFAULT_TIMEOUT), fail_fast)
         .await
         .map_err(undelivered)?;
     let _ = tokio::time::timeout(Duration::from_secs(2), client.close(false)).await;

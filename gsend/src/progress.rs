@@ -11,7 +11,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use anyhow::anyhow;
-use gale_client::{Client, Event, Events, ServerAddr};
+use gale_client::{describe_error, Client, Event, Events, ServerAddr};
 use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant};
 
@@ -30,6 +30,10 @@ struct State {
     problem: Option<String>,
     /// Notes printed once a server is reached.
     waiting: Vec<String>,
+    /// A server whose TCP connection is open, whose handshake is not answered yet.
+    handshaking: Option<String>,
+    /// Why the client stopped: a server refused it for good.
+    refused: Option<String>,
 }
 
 /// The connection's state as gsend reports it; shared by the task that reads the
@@ -107,9 +111,15 @@ impl Progress {
         let mut printed = HashSet::new();
         while let Some(ev) = events.next().await {
             let (line, note, lost) = match ev {
+                Event::Handshaking { server } => {
+                    self.state
+                        .send_modify(|s| s.handshaking = Some(server.to_string()));
+                    continue;
+                }
                 Event::Connected { server, .. } => {
                     printed.clear();
                     self.state.send_modify(|s| {
+                        s.handshaking = None;
                         s.connected = Some(server.to_string());
                         s.problem = None;
                         for line in s.waiting.drain(..) {
@@ -121,6 +131,7 @@ impl Progress {
                 Event::ConnectFailed { server, error } => {
                     let line = format!("cannot connect to {server}: {error}");
                     self.state.send_modify(|s| {
+                        s.handshaking = None;
                         s.failures
                             .insert(server.to_string(), (Instant::now(), error));
                     });
@@ -131,8 +142,19 @@ impl Progress {
                     true,
                     true,
                 ),
-                Event::ServerError { code, text } => {
-                    (format!("server error ({code:?}): {text}"), false, false)
+                Event::Refused { server, code, text } => {
+                    // The client has stopped; run() says why, as its error.
+                    let why = format!(
+                        "{server} refused this gsend: {} (not retrying: the same request \
+                         would be refused again)",
+                        describe_error(code, &text)
+                    );
+                    self.state.send_modify(|s| {
+                        s.handshaking = None;
+                        s.connected = None;
+                        s.refused = Some(why);
+                    });
+                    continue;
                 }
                 Event::PublishDropped { id, reason } => {
                     (format!("message {id} dropped: {reason}"), false, false)
@@ -151,6 +173,24 @@ impl Progress {
             });
             if !(note && self.quiet) && printed.insert(line.clone()) {
                 eprintln!("gsend: {line}");
+            }
+        }
+    }
+
+    /// Why the client stopped, if a server refused it for good.
+    pub fn refusal(&self) -> Option<String> {
+        self.state.borrow().refused.clone()
+    }
+
+    /// Resolves when a server has refused the client for good, with the reason.
+    async fn refused(&self) -> String {
+        let mut state = self.state.subscribe();
+        loop {
+            if let Some(why) = &state.borrow_and_update().refused {
+                return why.clone();
+            }
+            if state.changed().await.is_err() {
+                return std::future::pending().await;
             }
         }
     }
@@ -199,20 +239,19 @@ impl Progress {
         }
     }
 
-    /// Runs `work`, unless `fail_fast` and no server can be reached first (every
-    /// one has failed since `work` began): then the error that says so.
+    /// Runs `work`, unless a server refuses the client for good first, or
+    /// `fail_fast` and no server can be reached (every one has failed since `work`
+    /// began): then the error that says so.
     pub async fn unless_unreachable<T>(
         &self,
         fail_fast: bool,
         work: impl Future<Output = T>,
     ) -> anyhow::Result<T> {
-        if !fail_fast {
-            return Ok(work.await);
-        }
         let since = Instant::now();
         tokio::select! {
             out = work => Ok(out),
-            why = self.unreachable(since) => Err(anyhow!(why)),
+            why = self.unreachable(since), if fail_fast => Err(anyhow!(why)),
+            why = self.refused() => Err(anyhow!(why)),
         }
     }
 
@@ -239,10 +278,13 @@ impl Progress {
 
     fn timed_out(&self, timeout: u64) -> anyhow::Error {
         let s = self.state.borrow();
-        let last = match (&s.connected, &s.problem) {
-            (Some(server), _) => format!("connected to {server}, but it did not confirm"),
-            (None, Some(p)) => format!("last: {p}"),
-            (None, None) => "no answer yet".to_string(),
+        let last = match (&s.connected, &s.handshaking, &s.problem) {
+            (Some(server), _, _) => format!("connected to {server}, but it did not confirm"),
+            (None, Some(server), _) => {
+                format!("{server} accepted the connection but has not answered the handshake")
+            }
+            (None, None, Some(p)) => format!("last: {p}"),
+            (None, None, None) => "no answer yet".to_string(),
         };
         anyhow!(
             "could not deliver to {} within {timeout} s ({last}); is galed running there? \

@@ -21,8 +21,9 @@ use gale_client::args::{domain_from_env, parse_locations, parse_subscriptions, A
 use gale_client::compose::sender_from_env;
 use gale_client::presence;
 use gale_client::server::{servers_from_env, ServerAddrError};
-use gale_client::{Client, ClientConfig, Delivery, Event};
+use gale_client::{describe_error, Client, ClientConfig, Delivery, Event};
 use gale_keys::{KeyId, KeyName, KeyStore, SecretKey};
+use gale_proto::limits::MAX_SUBS_PER_CONNECTION;
 use gale_proto::Location;
 use gale_security::discovery::{self, Discovery, Outcome};
 use gale_security::held::{HeldMessages, Hold};
@@ -50,7 +51,7 @@ location excludes it, so 'gsub pub@example.org - pub.spam@example.org' takes all
 pub but pub.spam. Locations without @domain get $GALE_DOMAIN. With no locations,
 gsub subscribes to $GALE_SUBSCRIBE (white-space separated).
 
-gsub stays in the foreground and never gives up: when the server goes away it
+gsub stays in the foreground and does not give up: when the server goes away it
 reports it on standard error and reconnects. Status lines on standard error start
 with \"gsub: \"; message losses are always reported, even with -q. The libraries'
 warnings are printed too (\"gsub: warning: ...\"); RUST_LOG=debug shows more.
@@ -76,12 +77,18 @@ line, \"(not for you)\". Keys of unknown signers are asked for over Gale
 (--key-timeout). gsub makes your key on first use and answers other people's
 requests for it on _gale.query.<your id>, unless -a.
 
+A server that refuses gsub for good (an ERROR that asking again cannot change,
+such as too many subscriptions or a protocol version it does not speak) ends it
+with status 1 and the server's reason; one that is busy or shutting down is
+retried, with back-off, like a server that is down.
+
 Exit status:
   0   normal end (SIGINT, SIGTERM, or the reader of standard output went away)
-  1   error: -f PROGRAM cannot be run, standard output failed, or the client
-      stopped
-  64  usage error: an unknown option, a missing argument, or a value that does
-      not parse (a location, --id, the server list)";
+  1   error: -f PROGRAM cannot be run, standard output failed, or a server
+      refused this gsub for good
+  64  usage error: an unknown option, a missing argument, a value that does not
+      parse (a location, --id, the server list), or more than 65,536
+      subscriptions (the most a server takes on one connection)";
 
 /// Receive Gale messages.
 #[derive(Parser, Debug)]
@@ -204,6 +211,7 @@ async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
         .into());
     }
     let subscriptions = parse_subscriptions(&locations, domain_from_env().as_deref())?;
+    check_subscription_count(subscriptions.entries.len(), 0)?;
     let servers = servers_from_env(args.server.as_deref()).context("bad server list")?;
     let output = match (&args.program, args.json) {
         (Some(p), _) => Output::Hook(find_program(p)?),
@@ -220,6 +228,7 @@ async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
     let before = config.subscriptions.entries.len();
     let (mut ours, own_key) = own_keys(&args, &store, &mut config, discovery.as_deref()).await?;
     let answering = config.subscriptions.entries.len() - before;
+    check_subscription_count(before, answering)?;
     let sender = sender_from_env();
     // Presence notices and the will are signed, like every message.
     let presence = match (&args.presence, own_key) {
@@ -353,7 +362,14 @@ async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
                 "gsub: lost {n} message{} (server queue overflowed: this gsub was too slow)",
                 if n == 1 { "" } else { "s" }
             ),
-            Event::ServerError { code, text } => eprintln!("gsub: server error ({code:?}): {text}"),
+            Event::Refused { server, code, text } => {
+                return Ok(Some(anyhow!(
+                    "{server} refused this client: {} (not retrying: the same request \
+                     would be refused again)",
+                    describe_error(code, &text)
+                )));
+            }
+            Event::Handshaking { .. } => {}
             Event::Undecodable { id, error } => {
                 eprintln!("gsub: dropped message {id}, which could not be decoded: {error}")
             }
@@ -380,6 +396,30 @@ struct Usage(anyhow::Error);
 /// True if `e` is about the command line: a value that does not parse.
 fn is_usage(e: &anyhow::Error) -> bool {
     e.is::<Usage>() || e.is::<ArgError>() || e.is::<ServerAddrError>()
+}
+
+/// Refuses, before connecting, a subscription list no server would take: more
+/// than [`MAX_SUBS_PER_CONNECTION`] entries on one connection (the server would
+/// answer ERROR 6). `answering` entries are gsub's own, for requests for the
+/// user's keys (-a drops them).
+fn check_subscription_count(given: usize, answering: usize) -> anyhow::Result<()> {
+    let max = MAX_SUBS_PER_CONNECTION;
+    if given + answering <= max {
+        return Ok(());
+    }
+    let why = if answering == 0 {
+        format!("{given} subscriptions given; a server takes at most {max} on one connection")
+    } else {
+        format!(
+            "{given} subscriptions given, and {answering} more to answer requests for your \
+             keys; a server takes at most {max} on one connection (-a drops the {answering})"
+        )
+    };
+    Err(Usage(anyhow!(
+        "{why}: subscribe to a location above several of them (pub@example.org takes \
+         everything under pub), or split them between several gsubs"
+    ))
+    .into())
 }
 
 /// A signer's key lookup that ended: the key, and what was found.

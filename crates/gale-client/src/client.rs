@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use gale_proto::limits::{DEFAULT_MAX_FRAME, MAX_LOCATIONS};
+use gale_proto::limits::{DEFAULT_MAX_FRAME, MAX_LOCATIONS, MAX_SUBS_PER_CONNECTION};
 use gale_proto::{Message, SubscriptionList};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore, TryAcquireError};
@@ -146,8 +146,18 @@ impl Client {
     }
 
     /// Replaces the subscription list, now and on every reconnect. Waits only for
-    /// a free slot in the command channel, not for the server.
+    /// a free slot in the command channel, not for the server. A list longer than
+    /// a server takes on one connection ([`MAX_SUBS_PER_CONNECTION`]) is refused
+    /// here ([`ClientError::TooManySubscriptions`]) rather than sent to be
+    /// refused by the server, which would stop the client.
     pub async fn subscribe(&self, list: SubscriptionList) -> Result<(), ClientError> {
+        let count = list.entries.len();
+        if count > MAX_SUBS_PER_CONNECTION {
+            return Err(ClientError::TooManySubscriptions {
+                count,
+                max: MAX_SUBS_PER_CONNECTION,
+            });
+        }
         self.command(Command::Subscribe(list)).await
     }
 
@@ -155,6 +165,13 @@ impl Client {
     /// slot in the command channel, not for the server.
     pub async fn set_will(&self, will: Option<Will>) -> Result<(), ClientError> {
         self.command(Command::SetWill(will)).await
+    }
+
+    /// True once the connection task has ended: after [`crate::Event::Refused`],
+    /// or a [`Client::close`]. Every command then fails with
+    /// [`ClientError::Closed`].
+    pub fn is_stopped(&self) -> bool {
+        self.tx.is_closed()
     }
 
     /// Publishes held but not yet confirmed by the server.
@@ -214,5 +231,28 @@ mod tests {
         for _ in 0..CONTROL_COMMANDS {
             client.set_will(None).await.unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn a_list_no_server_would_take_is_refused_before_sending() {
+        let server = ServerAddr {
+            host: "127.0.0.1".into(),
+            port: 1,
+        };
+        let (client, _events) = Client::start(ClientConfig::new(vec![server], "test"));
+        let mut list = SubscriptionList::default();
+        for i in 0..=MAX_SUBS_PER_CONNECTION {
+            let loc = Location::parse(&format!("l{i}@x.org")).unwrap();
+            list.entries.push(gale_proto::SubEntry::include(loc));
+        }
+        assert_eq!(
+            client.subscribe(list.clone()).await,
+            Err(ClientError::TooManySubscriptions {
+                count: MAX_SUBS_PER_CONNECTION + 1,
+                max: MAX_SUBS_PER_CONNECTION
+            })
+        );
+        list.entries.pop();
+        client.subscribe(list).await.unwrap();
     }
 }

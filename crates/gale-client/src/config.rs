@@ -13,7 +13,8 @@ use gale_net::Backoff;
 pub const DEFAULT_QUEUE_LIMIT: usize = 10_000;
 /// Default idle time before the client pings the server.
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(30);
-/// Default limit on a TCP connect plus handshake, per server.
+/// Default limit on a TCP connect, and again on the handshake that follows (a
+/// server that accepts the connection but never answers), per server and attempt.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Capacity of the event channel; when it is full the client stops reading from
 /// the server, which then counts the messages it drops and reports them (LOSSAGE).

@@ -11,7 +11,7 @@ use gale_proto::codec::FrameCodec;
 use gale_proto::limits::{
     DEFAULT_MAX_FRAME, MIN_MAX_FRAME, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
-use gale_proto::{Frame, Hello};
+use gale_proto::{ErrorCode, Frame, Hello};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
@@ -26,6 +26,8 @@ pub(crate) enum End {
     Stop,
     /// The connection failed; reconnect.
     Lost(String),
+    /// The server refused this client for good ([`is_permanent`]): stop.
+    Refused { code: ErrorCode, text: String },
 }
 
 /// A connection that has completed the handshake.
@@ -70,25 +72,63 @@ pub(crate) fn describe_io(e: &io::Error) -> String {
     }
 }
 
+/// Why a connection attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum OpenError {
+    /// Could not connect, or the handshake failed or timed out: a sentence for
+    /// the user. Worth trying again.
+    Failed(String),
+    /// The server answered the handshake with ERROR.
+    Refused { code: ErrorCode, text: String },
+}
+
+/// Whether an ERROR from the server ends this client for good: it is about the
+/// request itself (a version, a malformed or oversized frame, too many
+/// subscriptions, an unknown code), so asking again would be refused again. The
+/// others (the server is busy or shutting down, or the network was too slow for
+/// its deadlines) may go away by themselves: reconnect, with back-off.
+pub(crate) fn is_permanent(code: ErrorCode) -> bool {
+    !code.is_transient()
+}
+
+/// An ERROR for people: `too many subscriptions (ERROR 6, LimitExceeded)`.
+pub fn describe_error(code: ErrorCode, text: &str) -> String {
+    let name = match code {
+        ErrorCode::Other(_) => "unknown code".to_string(),
+        c => format!("{c:?}"),
+    };
+    format!("{text} (ERROR {}, {name})", code.to_u16())
+}
+
 impl Conn {
-    /// Connects to `server` and completes the HELLO/WELCOME handshake, both within
-    /// `limit`. The error is a sentence for the user.
-    pub async fn open(
-        server: ServerAddr,
-        agent: String,
-        keepalive: Duration,
-        limit: Duration,
-    ) -> Result<Conn, String> {
-        let stream = match timeout(
+    /// Opens the TCP connection to `server`, within `limit`.
+    pub async fn connect(server: &ServerAddr, limit: Duration) -> Result<TcpStream, OpenError> {
+        match timeout(
             limit,
             TcpStream::connect((server.host.as_str(), server.port)),
         )
         .await
         {
-            Err(_) => return Err(format!("connect timed out after {}", human(limit))),
-            Ok(Err(e)) => return Err(describe_io(&e)),
-            Ok(Ok(s)) => s,
-        };
+            Err(_) => Err(OpenError::Failed(format!(
+                "connect timed out after {}",
+                human(limit)
+            ))),
+            Ok(Err(e)) => Err(OpenError::Failed(describe_io(&e))),
+            Ok(Ok(s)) => Ok(s),
+        }
+    }
+
+    /// Completes the HELLO/WELCOME handshake on `stream`: all of it within
+    /// `limit`, so that a server which accepts connections and never answers
+    /// cannot hold the client.
+    pub async fn handshake(
+        server: ServerAddr,
+        stream: TcpStream,
+        agent: String,
+        keepalive: Duration,
+        limit: Duration,
+    ) -> Result<Conn, OpenError> {
+        let failed = |s: String| Err(OpenError::Failed(s));
         // Small frames (PING, one-line messages) should go out at once.
         let _ = stream.set_nodelay(true);
         let (r, w) = stream.into_split();
@@ -101,33 +141,36 @@ impl Conn {
             role: 0,
             agent,
         });
-        match timeout(limit, writer.send(hello)).await {
-            Err(_) => return Err("timed out sending the handshake".into()),
-            Ok(Err(e)) => return Err(format!("handshake failed: {e}")),
-            Ok(Ok(())) => {}
-        }
-        let welcome = match timeout(limit, reader.next()).await {
+        let exchange = async {
+            writer.send(hello).await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(reader.next().await)
+        };
+        let welcome = match timeout(limit, exchange).await {
             Err(_) => {
-                return Err(format!(
-                    "no answer to the handshake within {}",
+                return failed(format!(
+                    "handshake timed out: the server accepted the connection but did not \
+                     answer within {}",
                     human(limit)
                 ))
             }
-            Ok(None) => return Err("server closed the connection during the handshake".into()),
-            Ok(Some(Err(e))) => return Err(format!("handshake failed: {e}")),
-            Ok(Some(Ok(Frame::Welcome(w)))) => w,
-            Ok(Some(Ok(Frame::Error { code, text }))) => {
-                return Err(format!("server refused the connection: {text} ({code:?})"))
+            Ok(Err(e)) => return failed(format!("handshake failed: {e}")),
+            Ok(Ok(None)) => {
+                return failed("server closed the connection during the handshake".into())
             }
-            Ok(Some(Ok(f))) => {
-                return Err(format!(
+            Ok(Ok(Some(Err(e)))) => return failed(format!("handshake failed: {e}")),
+            Ok(Ok(Some(Ok(Frame::Welcome(w))))) => w,
+            Ok(Ok(Some(Ok(Frame::Error { code, text })))) => {
+                return Err(OpenError::Refused { code, text })
+            }
+            Ok(Ok(Some(Ok(f)))) => {
+                return failed(format!(
                     "protocol error: expected WELCOME, got {:?}",
                     f.frame_type()
                 ))
             }
         };
         if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&welcome.version) {
-            return Err(format!(
+            return failed(format!(
                 "server chose protocol version {}; this client speaks {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}",
                 welcome.version
             ));
@@ -190,5 +233,40 @@ impl Conn {
             self.awaiting = Some(Instant::now());
         }
         self.write(Frame::Ping(token)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_busy_shutting_down_and_timeouts_are_worth_retrying() {
+        for n in 0..=12 {
+            let code = ErrorCode::from_u16(n);
+            let retry = matches!(
+                code,
+                ErrorCode::Busy | ErrorCode::ShuttingDown | ErrorCode::Timeout
+            );
+            assert_eq!(is_permanent(code), !retry, "{code:?}");
+        }
+        // Too many subscriptions, a version, a bad frame: asking again is futile.
+        assert!(is_permanent(ErrorCode::LimitExceeded));
+        assert!(is_permanent(ErrorCode::UnsupportedVersion));
+        assert!(is_permanent(ErrorCode::TooLarge));
+        // An unknown code is a server this client does not understand.
+        assert!(is_permanent(ErrorCode::Other(42)));
+    }
+
+    #[test]
+    fn errors_are_described_with_their_code() {
+        assert_eq!(
+            describe_error(ErrorCode::LimitExceeded, "too many"),
+            "too many (ERROR 6, LimitExceeded)"
+        );
+        assert_eq!(
+            describe_error(ErrorCode::Other(42), "what"),
+            "what (ERROR 42, unknown code)"
+        );
     }
 }

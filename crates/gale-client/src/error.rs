@@ -12,4 +12,7 @@ pub enum ClientError {
     Closed,
     #[error("a message must name at least 1 and at most {max} locations, not {count}")]
     BadLocationCount { count: usize, max: usize },
+    /// A server would refuse the list (ERROR 6) and stop the client.
+    #[error("{count} subscriptions: a server takes at most {max} on one connection")]
+    TooManySubscriptions { count: usize, max: usize },
 }

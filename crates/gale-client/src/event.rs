@@ -149,6 +149,13 @@ impl Delivery {
 /// One thing that happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
+    /// The TCP connection to `server` is open and the handshake has been sent;
+    /// [`Event::Connected`] follows when the server answers, or
+    /// [`Event::ConnectFailed`] (within the client's `connect_timeout`) when it
+    /// does not.
+    Handshaking {
+        server: ServerAddr,
+    },
     Connected {
         server: ServerAddr,
         /// The name the server gave in WELCOME.
@@ -188,7 +195,20 @@ pub enum Event {
     },
     /// The server dropped this many messages for us because we read too slowly.
     Lossage(u64),
-    ServerError {
+    /// The server refused this client for good: an ERROR whose code is not
+    /// transient ([`ErrorCode::is_transient`]), such as too many subscriptions
+    /// (ERROR 6) or a protocol version it does not speak (ERROR 1). Asking again
+    /// would be refused again, so the client has stopped: this is its last event,
+    /// and publishes, flushes and other commands now fail with
+    /// [`crate::ClientError::Closed`]. A refusal of the handshake (a version)
+    /// is about that server: the client then goes on with the others in its list
+    /// (reporting it as [`Event::ConnectFailed`]) and stops only once every one
+    /// has refused; a refusal on an established connection (its subscriptions,
+    /// its messages) stops it at once. Transient errors (busy, shutting down, a
+    /// deadline missed) are reported as [`Event::ConnectFailed`] or
+    /// [`Event::Disconnected`], and the client reconnects with back-off.
+    Refused {
+        server: ServerAddr,
         code: ErrorCode,
         text: String,
     },

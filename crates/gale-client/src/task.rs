@@ -13,16 +13,16 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use gale_proto::limits::MAX_SUB_ENTRIES;
-use gale_proto::{Frame, SubscriptionList};
+use gale_proto::{ErrorCode, Frame, SubscriptionList};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep, sleep_until, Instant};
 
 use crate::client::{Command, Outgoing};
 use crate::config::ClientConfig;
-use crate::conn::{describe_io, human, Conn, End};
+use crate::conn::{describe_error, describe_io, human, is_permanent, Conn, End, OpenError};
 use crate::event::{Delivery, Event};
 use crate::recent_ids::RecentIds;
-use crate::server::{parse_server_list, DEFAULT_SERVER};
+use crate::server::{parse_server_list, ServerAddr, DEFAULT_SERVER};
 use crate::will::Will;
 
 /// A connection that lasted this long was healthy: after losing it, reconnect at
@@ -87,19 +87,38 @@ impl Task {
     pub async fn run(mut self) {
         let n = self.cfg.servers.len();
         let (mut start, mut failures) = (0usize, 0u32);
+        // Servers that refused the handshake for good: not tried again.
+        let mut refused = vec![false; n];
         loop {
             let mut got = None;
             for k in 0..n {
                 let i = (start + k) % n;
+                if refused[i] {
+                    continue;
+                }
                 let server = self.cfg.servers[i].clone();
-                match self.connect(i).await {
+                let error = match self.connect(i).await {
                     None => return,
                     Some(Ok(conn)) => {
                         got = Some((i, conn));
                         break;
                     }
-                    Some(Err(error)) => self.emit(Event::ConnectFailed { server, error }).await,
-                }
+                    Some(Err(OpenError::Failed(error))) => error,
+                    Some(Err(OpenError::Refused { code, text })) if is_permanent(code) => {
+                        refused[i] = true;
+                        if refused.iter().all(|&r| r) {
+                            return self.refused(server, code, text).await;
+                        }
+                        format!(
+                            "refused: {}; not trying this server again",
+                            describe_error(code, &text)
+                        )
+                    }
+                    Some(Err(OpenError::Refused { code, text })) => {
+                        format!("refused for now: {}", describe_error(code, &text))
+                    }
+                };
+                self.emit(Event::ConnectFailed { server, error }).await;
             }
             if let Some((i, mut conn)) = got {
                 tracing::debug!(server = %conn.server, pending = self.pending.len(), "connected");
@@ -122,6 +141,9 @@ impl Task {
                 match end {
                     End::Stop => return self.finish(),
                     End::Lost(reason) => self.emit(Event::Disconnected { server, reason }).await,
+                    // About what this client asks (its subscriptions, its
+                    // messages), which every server would refuse alike.
+                    End::Refused { code, text } => return self.refused(server, code, text).await,
                 }
                 if self.closing.is_some() {
                     return self.finish();
@@ -148,6 +170,13 @@ impl Task {
         }
     }
 
+    /// Stops for good after a permanent refusal, saying so as the last event.
+    async fn refused(&mut self, server: ServerAddr, code: ErrorCode, text: String) {
+        tracing::debug!(%server, ?code, "refused: {text}");
+        self.emit(Event::Refused { server, code, text }).await;
+        self.finish();
+    }
+
     fn finish(&mut self) {
         if let Some(done) = self.closing.take() {
             let _ = done.send(());
@@ -172,17 +201,28 @@ impl Task {
     }
 
     /// Tries server `i`, still taking commands meanwhile. `None`: stop.
-    async fn connect(&mut self, i: usize) -> Option<Result<Conn, String>> {
-        let open = Conn::open(
-            self.cfg.servers[i].clone(),
-            self.cfg.agent.clone(),
-            self.cfg.keepalive,
-            self.cfg.connect_timeout,
-        );
-        tokio::pin!(open);
+    async fn connect(&mut self, i: usize) -> Option<Result<Conn, OpenError>> {
+        let server = self.cfg.servers[i].clone();
+        let limit = self.cfg.connect_timeout;
+        let stream = match self.offline(Conn::connect(&server, limit)).await? {
+            Ok(s) => s,
+            Err(e) => return Some(Err(e)),
+        };
+        self.emit(Event::Handshaking {
+            server: server.clone(),
+        })
+        .await;
+        let (agent, keepalive) = (self.cfg.agent.clone(), self.cfg.keepalive);
+        self.offline(Conn::handshake(server, stream, agent, keepalive, limit))
+            .await
+    }
+
+    /// Runs `work` while not connected, still taking commands. `None`: stop.
+    async fn offline<T>(&mut self, work: impl std::future::Future<Output = T>) -> Option<T> {
+        tokio::pin!(work);
         loop {
             tokio::select! {
-                r = &mut open => return Some(r),
+                r = &mut work => return Some(r),
                 cmd = self.cmds.recv() => if !self.offline_command(cmd) {
                     return None;
                 },
@@ -473,7 +513,16 @@ impl Task {
                 }
             }
             Frame::Lossage(n) => self.push_event(Event::Lossage(n)),
-            Frame::Error { code, text } => self.push_event(Event::ServerError { code, text }),
+            // An ERROR is the server's last frame: the connection is over.
+            Frame::Error { code, text } if is_permanent(code) => {
+                return Err(End::Refused { code, text })
+            }
+            Frame::Error { code, text } => {
+                return Err(End::Lost(format!(
+                    "the server closed it: {}",
+                    describe_error(code, &text)
+                )))
+            }
             other => {
                 return Err(End::Lost(format!(
                     "protocol error: the server sent a {:?} frame",

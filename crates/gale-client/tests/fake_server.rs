@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use gale_client::{Client, ClientConfig, Compose, Event, Events, ServerAddr, Will};
 use gale_proto::codec::FrameCodec;
-use gale_proto::{Frame, Location, Message, SubscriptionList, Welcome};
+use gale_proto::{ErrorCode, Frame, Location, Message, SubscriptionList, Welcome};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Framed;
 
@@ -321,4 +321,159 @@ async fn silent_server_is_declared_dead_and_next_server_is_tried() {
         matches!(&ev, Event::Disconnected { reason, .. } if reason.starts_with("no answer from the server")),
         "{ev:?}"
     );
+}
+
+/// Accepts a connection and answers its HELLO with ERROR `code`, then closes.
+async fn refuse_handshake(listener: &TcpListener, code: ErrorCode, text: &str) {
+    let (sock, _) = within(listener.accept()).await.unwrap();
+    let mut c = FakeConn(Framed::new(sock, FrameCodec::default()));
+    assert!(matches!(c.recv().await, Frame::Hello(_)));
+    c.send(Frame::Error {
+        code,
+        text: text.into(),
+    })
+    .await;
+}
+
+/// After a permanent refusal the events end and every command says the client
+/// is closed.
+async fn assert_stopped(client: &Client, events: &mut Events) {
+    assert_eq!(within(events.next()).await, None, "the events end");
+    assert_eq!(
+        within(client.flush()).await,
+        Err(gale_client::ClientError::Closed)
+    );
+    assert_eq!(
+        client.publish(message("late")),
+        Err(gale_client::ClientError::Closed)
+    );
+}
+
+#[tokio::test]
+async fn a_permanent_refusal_of_the_handshake_stops_the_client() {
+    let (listener, client, mut events) = setup(&["a"]).await;
+    refuse_handshake(&listener, ErrorCode::UnsupportedVersion, "speaks 7 to 9").await;
+    let ev = next_matching(&mut events, |e| matches!(e, Event::Refused { .. })).await;
+    assert!(
+        matches!(&ev, Event::Refused { code: ErrorCode::UnsupportedVersion, text, .. } if text == "speaks 7 to 9"),
+        "{ev:?}"
+    );
+    assert_stopped(&client, &mut events).await;
+}
+
+#[tokio::test]
+async fn a_permanent_error_on_a_connection_stops_the_client() {
+    // The server takes the handshake, then refuses the subscription list.
+    let (listener, client, mut events) = setup(&["a"]).await;
+    let mut server = FakeConn::accept(&listener).await;
+    assert!(matches!(server.recv().await, Frame::Subscribe { .. }));
+    server
+        .send(Frame::Error {
+            code: ErrorCode::LimitExceeded,
+            text: "subscription list too long".into(),
+        })
+        .await;
+    drop(server);
+    let ev = next_matching(&mut events, |e| {
+        matches!(e, Event::Refused { .. } | Event::Disconnected { .. })
+    })
+    .await;
+    assert!(
+        matches!(&ev, Event::Refused { code: ErrorCode::LimitExceeded, text, .. } if text == "subscription list too long"),
+        "{ev:?}"
+    );
+    assert_stopped(&client, &mut events).await;
+}
+
+#[tokio::test]
+async fn busy_and_shutting_down_are_retried() {
+    let (listener, client, mut events) = setup(&["a"]).await;
+    for _ in 0..3 {
+        refuse_handshake(&listener, ErrorCode::Busy, "at its connection limit").await;
+        let ev = next_matching(&mut events, |e| matches!(e, Event::ConnectFailed { .. })).await;
+        assert!(
+            matches!(&ev, Event::ConnectFailed { error, .. }
+                if error.contains("at its connection limit (ERROR 9, Busy)")),
+            "{ev:?}"
+        );
+        next_matching(&mut events, |e| matches!(e, Event::Reconnecting { .. })).await;
+    }
+    // Taken at last, then told the server is going away: the client comes back.
+    let mut server = FakeConn::accept(&listener).await;
+    next_matching(&mut events, |e| matches!(e, Event::Connected { .. })).await;
+    server
+        .send(Frame::Error {
+            code: ErrorCode::ShuttingDown,
+            text: "the server is shutting down".into(),
+        })
+        .await;
+    drop(server);
+    let ev = next_matching(&mut events, |e| matches!(e, Event::Disconnected { .. })).await;
+    assert!(
+        matches!(&ev, Event::Disconnected { reason, .. } if reason.contains("shutting down (ERROR 8, ShuttingDown)")),
+        "{ev:?}"
+    );
+    let _server = FakeConn::accept(&listener).await;
+    next_matching(&mut events, |e| matches!(e, Event::Connected { .. })).await;
+    client.publish(message("still here")).unwrap();
+}
+
+#[tokio::test]
+async fn a_server_that_refuses_for_good_is_skipped_while_others_serve() {
+    let first = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let second = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = |l: &TcpListener| ServerAddr {
+        host: "127.0.0.1".into(),
+        port: l.local_addr().unwrap().port(),
+    };
+    let cfg = ClientConfig::new(vec![addr(&first), addr(&second)], "test");
+    let (_client, mut events) = Client::start(cfg);
+    refuse_handshake(&first, ErrorCode::UnsupportedVersion, "too new").await;
+    let ev = next_matching(&mut events, |e| matches!(e, Event::ConnectFailed { .. })).await;
+    assert!(
+        matches!(&ev, Event::ConnectFailed { error, .. } if error.contains("not trying this server again")),
+        "{ev:?}"
+    );
+    // Connection lost: the next attempt goes to the second server again (the
+    // client tries the next server first, and the first is out of the list).
+    for _ in 0..2 {
+        let server = FakeConn::accept(&second).await;
+        next_matching(&mut events, |e| matches!(e, Event::Connected { .. })).await;
+        drop(server);
+        next_matching(&mut events, |e| matches!(e, Event::Disconnected { .. })).await;
+    }
+    // And when the second refuses for good too, the client stops.
+    refuse_handshake(&second, ErrorCode::UnsupportedVersion, "too new as well").await;
+    let ev = next_matching(&mut events, |e| matches!(e, Event::Refused { .. })).await;
+    assert!(
+        matches!(&ev, Event::Refused { text, server, .. } if text == "too new as well" && *server == addr(&second)),
+        "{ev:?}"
+    );
+    assert_eq!(within(events.next()).await, None);
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_the_handshake_is_given_up_on() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut cfg = ClientConfig::new(
+        vec![ServerAddr {
+            host: "127.0.0.1".into(),
+            port,
+        }],
+        "test",
+    );
+    cfg.connect_timeout = Duration::from_millis(300);
+    let (_client, mut events) = Client::start(cfg);
+    // Accepted, and never answered.
+    let (_silent, _) = within(listener.accept()).await.unwrap();
+    next_matching(&mut events, |e| matches!(e, Event::Handshaking { .. })).await;
+    let ev = next_matching(&mut events, |e| matches!(e, Event::ConnectFailed { .. })).await;
+    assert!(
+        matches!(&ev, Event::ConnectFailed { error, .. } if error.starts_with("handshake timed out")),
+        "{ev:?}"
+    );
+    // And tried again.
+    next_matching(&mut events, |e| matches!(e, Event::Reconnecting { .. })).await;
+    let (_again, _) = within(listener.accept()).await.unwrap();
 }

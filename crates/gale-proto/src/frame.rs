@@ -91,10 +91,11 @@ pub enum ErrorCode {
 impl ErrorCode {
     /// Whether the refusal may go away by itself, so that a client should
     /// reconnect (with back-off, trying other servers) rather than stop: a server
-    /// shutting down or busy, or a connection too slow to finish a frame in time
-    /// (the network's fault as often as the client's). Every other code says the
-    /// request itself cannot be served (a version, a malformed or oversized
-    /// frame, too many subscriptions), and asking again would be refused again.
+    /// shutting down or busy, or a frame (or HELLO) that did not arrive within the
+    /// server's deadline, which a slow network explains. Every other code,
+    /// unknown ones included, says the request itself cannot be served (a
+    /// version, a malformed or oversized frame, too many subscriptions), and
+    /// asking again would be refused again.
     pub fn is_transient(self) -> bool {
         matches!(
             self,
