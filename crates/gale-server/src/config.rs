@@ -49,6 +49,12 @@ pub struct Config {
     /// subscription tables); past it new work is refused. Default: half the
     /// machine's (or its cgroup's) memory.
     pub memory_limit: Option<usize>,
+    /// Bytes of recently routed messages kept for clients that reconnect and
+    /// resume (protocol version 2), counted against `memory_limit` too. 0 keeps
+    /// none: every resume past the client's last message is then a gap.
+    pub resume_window_bytes: usize,
+    /// Seconds a routed message is kept for resuming clients, at most.
+    pub resume_window_secs: u64,
 }
 
 impl Default for Config {
@@ -66,6 +72,8 @@ impl Default for Config {
             dedup_cache: 65_536,
             max_subscriptions: 4_000_000,
             memory_limit: None,
+            resume_window_bytes: 64 << 20,
+            resume_window_secs: 300,
         }
     }
 }

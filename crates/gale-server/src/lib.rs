@@ -14,6 +14,8 @@
 //! - [`interest`]: aggregating and diffing the interest advertised over one link.
 //! - [`federation`]: the live links and split-horizon interest propagation.
 //! - [`link`]: dialling links (alternates, back-off) and serving them.
+//! - [`resume`]: the resume window: recently routed messages, replayed to
+//!   clients that reconnect, and the gaps it cannot fill.
 //! - [`seen_ids`]: the recent-message-id cache that stops duplicates and cycles.
 //! - [`status`]: the operator's view of the server's state (text and JSON).
 //!
@@ -31,6 +33,7 @@ pub mod link;
 pub mod logs;
 pub mod memory;
 pub mod outbox;
+pub mod resume;
 pub mod router;
 pub mod seen_ids;
 pub mod session;
