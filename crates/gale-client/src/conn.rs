@@ -32,6 +32,8 @@ pub(crate) enum End {
 pub(crate) struct Conn {
     pub server: ServerAddr,
     pub name: String,
+    /// The protocol version agreed in the handshake.
+    pub version: u16,
     pub reader: FramedRead<OwnedReadHalf, FrameCodec>,
     writer: FramedWrite<OwnedWriteHalf, FrameCodec>,
     /// Largest frame the server accepts (type byte and body).
@@ -141,6 +143,7 @@ impl Conn {
         Ok(Conn {
             server,
             name: welcome.server,
+            version: welcome.version,
             reader,
             writer,
             max_frame,
