@@ -104,7 +104,10 @@ fn next_json(sub: &Gsub) -> serde_json::Value {
 }
 
 fn body(m: &serde_json::Value) -> &str {
-    m["body"].as_str().unwrap_or_default().trim_end_matches('\n')
+    m["body"]
+        .as_str()
+        .unwrap_or_default()
+        .trim_end_matches('\n')
 }
 
 /// A galed whose config file sets `settings`.
@@ -167,7 +170,10 @@ fn a_restarted_galed_is_a_gap_on_stderr_and_in_json() {
     assert_eq!(gap["server"], g.server());
     assert_eq!(gap["count"], serde_json::Value::Null);
     assert!(gap["why"].as_str().unwrap().contains("restarted"), "{gap}");
-    assert!(gap["from"].as_str().unwrap() <= gap["to"].as_str().unwrap(), "{gap}");
+    assert!(
+        gap["from"].as_str().unwrap() <= gap["to"].as_str().unwrap(),
+        "{gap}"
+    );
 
     // And it is live again.
     sub.stderr.wait_for("gsub: subscribed");
@@ -190,7 +196,10 @@ fn failing_over_to_another_server_is_a_gap() {
         "{line}"
     );
     let gap = next_json(&sub);
-    assert_eq!((&gap["type"], &gap["server"]), (&"gap".into(), &b.server().into()));
+    assert_eq!(
+        (&gap["type"], &gap["server"]),
+        (&"gap".into(), &b.server().into())
+    );
     sub.stderr.wait_for("gsub: subscribed");
     send_ok(&b.server(), &[LOC], "two\n");
     assert_eq!(body(&next_json(&sub)), "two");
@@ -218,7 +227,11 @@ fn a_passed_window_is_a_gap_with_its_count() {
         "{line}"
     );
     let gap = next_json(&sub);
-    assert_eq!((&gap["type"], &gap["count"]), (&"gap".into(), &2.into()), "{gap}");
+    assert_eq!(
+        (&gap["type"], &gap["count"]),
+        (&"gap".into(), &2.into()),
+        "{gap}"
+    );
     send_ok(&g.server(), &[LOC], "four\n");
     assert_eq!(body(&next_json(&sub)), "four");
     let w = &g.status()["resume_window"];
