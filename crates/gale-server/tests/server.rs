@@ -380,7 +380,7 @@ async fn resuming_during_a_stream_loses_nothing_and_keeps_order() {
         while !done.is_cancelled() {
             n += 1;
             p.send(Frame::Publish(numbered(n))).await;
-            if n % 32 == 0 {
+            if n.is_multiple_of(32) {
                 p.sync().await;
                 count.store(n, std::sync::atomic::Ordering::SeqCst);
             }
