@@ -763,6 +763,13 @@ mod tests {
         let mut bad = enc(&resumed);
         bad[21] = 4;
         assert!(Frame::decode(&mut BytesMut::from(&bad[..]), 1 << 20).is_err());
+        // Without its flag, an id or a count must be zero: one encoding per value.
+        let mut bad = enc(&Frame::Resume(Resume::default()));
+        bad[30] = 1;
+        assert!(Frame::decode(&mut BytesMut::from(&bad[..]), 1 << 20).is_err());
+        let mut bad = enc(&resumed);
+        bad[30] = 0;
+        assert!(Frame::decode(&mut BytesMut::from(&bad[..]), 1 << 20).is_err());
         let short = [0u8, 0, 0, 9, 0x22, 0, 0, 0, 0, 0, 0, 0, 0];
         assert!(Frame::decode(&mut BytesMut::from(&short[..]), 1 << 20).is_err());
         let mut long = enc(&Frame::Resume(Resume::default()));

@@ -106,6 +106,12 @@ impl Resume {
             return Err(FrameError::Malformed(format!("RESUME flags {flags:#04x}")));
         }
         let id = MessageId(r.take(16)?.try_into().expect("16 bytes"));
+        // One encoding per value: no id means sixteen zero bytes.
+        if flags & 1 == 0 && id != MessageId::default() {
+            return Err(FrameError::Malformed(
+                "RESUME without has_id carries a non-zero last_id".into(),
+            ));
+        }
         Ok(Resume {
             epoch,
             position,
@@ -138,6 +144,11 @@ impl Resumed {
             return Err(FrameError::Malformed(format!("RESUMED flags {flags:#04x}")));
         }
         let lost = r.u64()?;
+        if flags & 1 == 0 && lost != 0 {
+            return Err(FrameError::Malformed(
+                "RESUMED without lost_known carries a non-zero lost".into(),
+            ));
+        }
         Ok(Resumed {
             epoch,
             position,
