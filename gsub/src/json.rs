@@ -86,15 +86,25 @@ pub fn gap_json(
     count: Option<u64>,
     why: &str,
 ) -> String {
-    json!({
-        "type": "gap",
-        "server": server,
-        "from": utc_ms(from),
-        "to": utc_ms(to),
-        "count": count,
-        "why": why,
-    })
-    .to_string()
+    #[derive(Serialize)]
+    struct Gap<'a> {
+        #[serde(rename = "type")]
+        ty: &'static str,
+        server: &'a str,
+        from: String,
+        to: String,
+        count: Option<u64>,
+        why: &'a str,
+    }
+    let gap = Gap {
+        ty: "gap",
+        server,
+        from: utc_ms(from),
+        to: utc_ms(to),
+        count,
+        why,
+    };
+    serde_json::to_string(&gap).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
 
 /// RFC 3339 in UTC, to the millisecond.
@@ -222,8 +232,9 @@ mod tests {
             json!({"type": "gap", "server": "a:1", "from": "1970-01-01T00:00:01.500Z",
                    "to": "1970-01-01T00:01:01.000Z", "count": 3, "why": "why"})
         );
-        let unknown: serde_json::Value =
-            serde_json::from_str(&gap_json("a:1", t(0), t(0), None, "w")).unwrap();
+        let unknown = gap_json("a:1", t(0), t(0), None, "w");
+        assert!(unknown.starts_with(r#"{"type":"gap","#), "{unknown}");
+        let unknown: serde_json::Value = serde_json::from_str(&unknown).unwrap();
         assert_eq!(unknown["count"], json!(null));
     }
 

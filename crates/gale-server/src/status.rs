@@ -266,6 +266,20 @@ impl Status {
             self.wills_published,
             self.protocol_errors,
         );
+        let w = &self.resume_window;
+        let _ = writeln!(
+            out,
+            "  resume window: {} messages, {} of {} MB, oldest {}s of {}s, {} let go; {} \
+             resumes, {} with a gap",
+            w.entries,
+            w.bytes >> 20,
+            w.max_bytes >> 20,
+            w.oldest_secs,
+            w.max_secs,
+            w.tombstones,
+            w.resumed,
+            w.gaps,
+        );
         for l in &self.links {
             let _ = writeln!(
                 out,
