@@ -10,17 +10,19 @@
 //! to [`TOMBSTONES`] of them, so that a client whose position fell out of the
 //! window is told how many messages it lost, not only that it lost some.
 //!
-//! The frames are copied into arenas the window owns: a frame routed from a
-//! publisher's read buffer would otherwise keep that whole buffer (64 KiB) alive
-//! for as long as the window holds it. Entries are found by a scan from the newest
-//! end: a client that was away briefly resumes near it, and resuming is rare.
+//! Frames and location lists are copied, in order, into two byte rings the window
+//! owns, so that appending and letting go cost a copy and some arithmetic: no
+//! allocation, no reference count, nothing to free per message (sharing the
+//! routed `Bytes`, as outboxes do, would also keep a publisher's whole 64 KiB read
+//! buffer alive for as long as the window held one of its frames). A replay,
+//! which is rare, copies its frames out. Entries are found by a scan from the
+//! newest end: a client that was away briefly resumes near it.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
-use gale_proto::limits::FRAME_HEADER_LEN;
+use bytes::Bytes;
 use gale_proto::resume::{Outcome, Resume, Resumed};
 use gale_proto::{MessageId, MessageView};
 
@@ -28,16 +30,12 @@ use crate::memory::MemoryBudget;
 
 /// Tombstones kept (entries whose frame was let go), at most.
 pub const TOMBSTONES: usize = 65_536;
-/// What an entry costs besides its bytes (the entry itself and the deque's slot),
-/// counted against the window and the memory budget.
-pub const ENTRY_COST: usize = 96;
-/// Frames are copied into arenas of this size (a larger frame gets its own).
-const ARENA: usize = 1 << 20;
+/// What an entry costs besides its bytes (the entry itself and room in the
+/// rings), counted against the window and the memory budget.
+pub const ENTRY_COST: usize = 64;
 /// The window takes from the memory budget in steps of this much, so that the
 /// shared count is not touched for every message.
 const BUDGET_STEP: usize = 1 << 20;
-/// Where a DELIVER frame's location list starts: header, id, hops, flags, count.
-const LOCATIONS_AT: usize = FRAME_HEADER_LEN + 16 + 3;
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> u64 {
@@ -58,23 +56,24 @@ pub fn random_epoch() -> u64 {
 struct Entry {
     id: MessageId,
     at_ms: u64,
-    /// The whole DELIVER frame, while held.
-    frame: Option<Bytes>,
-    /// The raw location list (`str16`s, as in the header).
-    locs: Bytes,
+    /// Length of its frame in `frames`; 0 once let go.
+    frame_len: u32,
+    /// Length of its raw location list in `locs`.
+    locs_len: u32,
 }
 
-/// Copies byte strings into shared chunks: one allocation per [`ARENA`] bytes.
-#[derive(Debug, Default)]
-struct Arena(BytesMut);
-
-impl Arena {
-    fn copy(&mut self, b: &[u8]) -> Bytes {
-        if self.0.capacity() - self.0.len() < b.len() {
-            self.0 = BytesMut::with_capacity(ARENA.max(b.len()));
-        }
-        self.0.extend_from_slice(b);
-        self.0.split().freeze()
+/// `len` bytes at `at` in `ring`, borrowed when they are contiguous.
+fn bytes_at(ring: &VecDeque<u8>, at: usize, len: usize) -> std::borrow::Cow<'_, [u8]> {
+    let (a, b) = ring.as_slices();
+    if at + len <= a.len() {
+        a[at..at + len].into()
+    } else if at >= a.len() {
+        b[at - a.len()..at - a.len() + len].into()
+    } else {
+        ring.range(at..at + len)
+            .copied()
+            .collect::<Vec<u8>>()
+            .into()
     }
 }
 
@@ -111,14 +110,14 @@ pub struct ResumeWindow {
     first: u64,
     /// Entries before this index are tombstones; from it on, frames are held.
     held_from: usize,
-    /// Bytes of held entries (frames plus [`ENTRY_COST`]).
+    /// The frames of `entries[held_from..]`, back to back.
+    frames: VecDeque<u8>,
+    /// The location lists of all entries, back to back.
+    locs: VecDeque<u8>,
+    /// Bytes of held entries (frames plus [`ENTRY_COST`]), against `max_bytes`.
     held_bytes: usize,
-    /// Bytes of tombstones (locations plus [`ENTRY_COST`]).
-    tomb_bytes: usize,
-    frames: Arena,
-    tombs: Arena,
     memory: Option<Arc<MemoryBudget>>,
-    /// Bytes taken from the memory budget: at least `held_bytes + tomb_bytes`.
+    /// Bytes taken from the memory budget: at least [`ResumeWindow::used`].
     reserved: usize,
 }
 
@@ -134,10 +133,9 @@ impl ResumeWindow {
             entries: VecDeque::new(),
             first: 1,
             held_from: 0,
+            frames: VecDeque::new(),
+            locs: VecDeque::new(),
             held_bytes: 0,
-            tomb_bytes: 0,
-            frames: Arena::default(),
-            tombs: Arena::default(),
             memory: None,
             reserved: 0,
         }
@@ -168,47 +166,41 @@ impl ResumeWindow {
     /// Appends a routed message (`frame` is its whole DELIVER frame).
     pub fn append(&mut self, frame: &[u8], view: &MessageView<'_>, now_ms: u64) {
         self.expire(now_ms);
+        let raw = view.raw_locations();
         let cost = frame.len() + ENTRY_COST;
         let mut keep = cost <= self.max_bytes && self.max_age_ms > 0;
         if keep {
             while self.held_bytes + cost > self.max_bytes && self.let_go_oldest() {}
-            while !self.take(cost) {
+            while !self.take(cost + raw.len()) {
                 if !self.let_go_oldest() {
                     keep = false;
                     break;
                 }
             }
         }
-        let locs_len = view.raw_locations().len();
-        let entry = if keep {
-            let frame = self.frames.copy(frame);
-            let locs = frame.slice(LOCATIONS_AT..LOCATIONS_AT + locs_len);
-            self.held_bytes += cost;
-            Entry {
-                id: view.id,
-                at_ms: now_ms,
-                frame: Some(frame),
-                locs,
-            }
-        } else {
-            // Nothing older is held now: the tombstones stay a prefix.
-            self.let_go_all();
-            let locs = self.tombs.copy(view.raw_locations());
-            let cost = locs_len + ENTRY_COST;
-            self.force_take(cost);
-            self.tomb_bytes += cost;
-            Entry {
-                id: view.id,
-                at_ms: now_ms,
-                frame: None,
-                locs,
-            }
-        };
-        if entry.frame.is_none() {
-            self.held_from += 1;
+        if !keep {
+            // Nothing older is held now, so the tombstones stay a prefix.
+            while self.let_go_oldest() {}
+            self.force_take(ENTRY_COST + raw.len());
         }
-        self.entries.push_back(entry);
-        self.trim_tombstones();
+        self.locs.extend(raw);
+        let frame_len = if keep {
+            self.frames.extend(frame);
+            self.held_bytes += cost;
+            frame.len() as u32
+        } else {
+            0
+        };
+        self.entries.push_back(Entry {
+            id: view.id,
+            at_ms: now_ms,
+            frame_len,
+            locs_len: raw.len() as u32,
+        });
+        if !keep {
+            self.held_from += 1;
+            self.trim_tombstones();
+        }
     }
 
     /// Lets go of frames older than the window's age.
@@ -221,8 +213,9 @@ impl ResumeWindow {
         }
     }
 
+    /// Bytes the window holds, all told.
     fn used(&self) -> usize {
-        self.held_bytes + self.tomb_bytes
+        self.held_bytes + self.held_from * ENTRY_COST + self.locs.len()
     }
 
     /// Makes sure the budget covers `n` more bytes (a step at a time when it
@@ -270,30 +263,21 @@ impl ResumeWindow {
 
     /// Turns the oldest held entry into a tombstone; false if none is held.
     fn let_go_oldest(&mut self) -> bool {
-        let tombs = &mut self.tombs;
         let Some(e) = self.entries.get_mut(self.held_from) else {
             return false;
         };
-        let frame = e.frame.take().expect("held");
-        e.locs = tombs.copy(&e.locs);
-        let freed = frame.len() + ENTRY_COST;
-        let kept = e.locs.len() + ENTRY_COST;
-        self.held_bytes -= freed;
-        self.tomb_bytes += kept; // never more than was freed
+        let len = std::mem::take(&mut e.frame_len) as usize;
+        self.frames.drain(..len);
+        self.held_bytes -= len + ENTRY_COST;
         self.held_from += 1;
         self.trim_tombstones();
-        self.give();
         true
-    }
-
-    fn let_go_all(&mut self) {
-        while self.let_go_oldest() {}
     }
 
     fn trim_tombstones(&mut self) {
         while self.held_from > self.max_tombstones {
             let e = self.entries.pop_front().expect("tombstone");
-            self.tomb_bytes -= e.locs.len() + ENTRY_COST;
+            self.locs.drain(..e.locs_len as usize);
             self.held_from -= 1;
             self.first += 1;
         }
@@ -351,22 +335,38 @@ impl ResumeWindow {
             None if resume.position >= self.first => (resume.position.min(end), false),
             None => (self.first, true),
         };
+        let skip = (start - self.first) as usize;
+        // Where the entry at `skip` starts in each ring.
+        let mut locs_at: usize = self
+            .entries
+            .iter()
+            .take(skip)
+            .map(|e| e.locs_len as usize)
+            .sum();
+        let mut frame_at: usize = self
+            .entries
+            .iter()
+            .take(skip)
+            .map(|e| e.frame_len as usize)
+            .sum();
         let mut frames = Vec::new();
         let (mut lost, mut first_lost, mut last_lost) = (0u64, 0u64, 0u64);
-        for e in self.entries.iter().skip((start - self.first) as usize) {
-            if !wants(&e.locs) {
-                continue;
-            }
-            match &e.frame {
-                Some(f) => frames.push(f.clone()),
-                None => {
-                    lost += 1;
-                    if first_lost == 0 {
-                        first_lost = e.at_ms;
-                    }
-                    last_lost = e.at_ms;
+        for e in self.entries.iter().skip(skip) {
+            let (l, f) = (e.locs_len as usize, e.frame_len as usize);
+            let wanted = wants(&bytes_at(&self.locs, locs_at, l));
+            if wanted && f > 0 {
+                frames.push(Bytes::from(
+                    bytes_at(&self.frames, frame_at, f).into_owned(),
+                ));
+            } else if wanted {
+                lost += 1;
+                if first_lost == 0 {
+                    first_lost = e.at_ms;
                 }
+                last_lost = e.at_ms;
             }
+            locs_at += l;
+            frame_at += f;
         }
         resumed.replayed = frames.len() as u64;
         if unknown_before || lost > 0 {
@@ -409,6 +409,7 @@ pub fn raw_locations(mut rest: &[u8]) -> impl Iterator<Item = &str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gale_proto::limits::FRAME_HEADER_LEN;
     use gale_proto::{Frame, Location, Message};
 
     fn frame(n: u8, to: &str) -> Bytes {
@@ -512,6 +513,29 @@ mod tests {
             (Outcome::WindowPassed, None)
         );
         assert_eq!(ids(&p), [4, 5]);
+    }
+
+    #[test]
+    fn replayed_frames_are_byte_for_byte_across_the_rings_wrapping() {
+        let len = frame(0, "a@x.org").len() + ENTRY_COST;
+        let mut w = ResumeWindow::new(7, 5 * len + 40, 300).with_tombstones(7);
+        let mut sent = Vec::new();
+        for n in 1..=60u8 {
+            // Sizes vary, so the rings wrap at different places.
+            let to = format!("{}@x.org", "a".repeat(1 + n as usize % 5));
+            let f = frame(n, &to);
+            let view = MessageView::parse(&f[FRAME_HEADER_LEN..]).unwrap();
+            w.append(&f, &view, 1000);
+            sent.push(f);
+            if n > 6 {
+                let p = w.plan(&after(n - 3), 1000, |l| raw_locations(l).count() == 1);
+                assert_eq!(p.frames, sent[n as usize - 3..], "after {}", n - 3);
+                assert_eq!(p.resumed.outcome, Outcome::Complete);
+            }
+        }
+        let s = w.stats(1000);
+        assert_eq!(s.tombstones, 7);
+        assert!(s.held >= 4 && s.bytes <= 5 * len + 40, "{s:?}");
     }
 
     #[test]
