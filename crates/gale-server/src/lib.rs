@@ -73,6 +73,7 @@ pub async fn serve(listeners: Vec<TcpListener>, router: Arc<Router>, shutdown: C
             Err(e) => tracing::error!("{e}"),
         }
     }
+    tracker.spawn(expire_loop(router.clone(), shutdown.clone()));
     for listener in listeners {
         tracker.spawn(accept_loop(
             listener,
@@ -88,6 +89,20 @@ pub async fn serve(listeners: Vec<TcpListener>, router: Arc<Router>, shutdown: C
         .is_err()
     {
         tracing::warn!("some connections did not close within {SHUTDOWN_GRACE:?}; exiting anyway");
+    }
+}
+
+/// Lets go of the resume window's frames as they age, even when no message comes
+/// to push them out.
+async fn expire_loop(router: Arc<Router>, shutdown: CancellationToken) {
+    let every = Duration::from_secs(router.config.resume_window_secs.clamp(1, 10));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {
+                router.window.lock().expire(resume::now_ms());
+            }
+        }
     }
 }
 

@@ -268,6 +268,10 @@ impl ResumeWindow {
         };
         let len = std::mem::take(&mut e.frame_len) as usize;
         self.frames.drain(..len);
+        if self.frames.is_empty() && self.frames.capacity() > 0 {
+            // Idle (everything aged out): give the memory back to the system.
+            self.frames = VecDeque::new();
+        }
         self.held_bytes -= len + ENTRY_COST;
         self.held_from += 1;
         self.trim_tombstones();
