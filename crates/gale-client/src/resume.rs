@@ -49,6 +49,11 @@ impl Resumption {
         self.live = false;
     }
 
+    /// Whether the current connection has gone live.
+    pub fn is_live(&self) -> bool {
+        self.live
+    }
+
     /// The RESUME to send on a version 2 connection.
     pub fn request(&self) -> Resume {
         match &self.at {

@@ -446,7 +446,11 @@ impl Task {
             Command::Flush(done) => self.add_flush(done),
             Command::Subscribe(list) => {
                 self.subs = list;
-                self.write_subs(conn, None).await?;
+                // A first list on this connection: where it goes live is what a
+                // later reconnect resumes from.
+                let resume = (!self.resumption.is_live() && conn.version >= RESUME_VERSION)
+                    .then(|| self.resumption.request());
+                self.write_subs(conn, resume).await?;
             }
             Command::SetWill(will) => {
                 self.will = will;
