@@ -31,7 +31,7 @@ Config file (TOML), every key optional:
   max_frame = 1048576            client_queue_bytes = 1048576
   client_queue_frames = 65536    max_connections = 100000
   links = [\"a.example.org:11512,b.example.org:11512\"]   dedup_cache = 65536
-  resume_window_bytes = 67108864 resume_window_secs = 300
+  resume_window_bytes = 8388608  resume_window_secs = 300
 Command-line options override the file.
 
 Links: --link HOST:PORT[,ALT:PORT] (repeatable, or links = [...] in the file) dials

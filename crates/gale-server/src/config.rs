@@ -51,7 +51,9 @@ pub struct Config {
     pub memory_limit: Option<usize>,
     /// Bytes of recently routed messages kept for clients that reconnect and
     /// resume (protocol version 2), counted against `memory_limit` too. 0 keeps
-    /// none: every resume past the client's last message is then a gap.
+    /// none: every resume past the client's last message is then a gap. The
+    /// default, 8 MiB, holds some 40,000 messages of a few hundred bytes; a larger
+    /// window costs a firehose more memory traffic (see docs/architecture.md §2).
     pub resume_window_bytes: usize,
     /// Seconds a routed message is kept for resuming clients, at most.
     pub resume_window_secs: u64,
@@ -72,7 +74,7 @@ impl Default for Config {
             dedup_cache: 65_536,
             max_subscriptions: 4_000_000,
             memory_limit: None,
-            resume_window_bytes: 64 << 20,
+            resume_window_bytes: 8 << 20,
             resume_window_secs: 300,
         }
     }
