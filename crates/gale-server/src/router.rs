@@ -445,7 +445,8 @@ impl Router {
     ) -> usize {
         // Into the window first: a client resuming now either finds the message
         // there or is already in the routes looked up below (see `subscribe`).
-        self.window.lock().append(frame, view, now_ms());
+        let now = ctx.now_ms();
+        self.window.lock().append(frame, view, now);
         let generation = self.generation.load(Ordering::SeqCst);
         let raw = view.raw_locations();
         if !ctx.cached(generation, raw) {

@@ -237,6 +237,7 @@ pub(crate) async fn read_frames(
     let mut taken = Taken::new(router);
     loop {
         let before = buf.len();
+        routing.tick();
         // Frames that arrived with the handshake (or a previous read) first.
         loop {
             match process(&mut buf, routing) {
@@ -247,6 +248,7 @@ pub(crate) async fn read_frames(
                         router.tally(routing);
                         return End::Shutdown;
                     }
+                    routing.tick();
                 }
                 Err(end) => {
                     routing.flush();
