@@ -32,6 +32,7 @@ Config file (TOML), every key optional:
   client_queue_frames = 65536    max_connections = 100000
   links = [\"a.example.org:11512,b.example.org:11512\"]   dedup_cache = 65536
   max_subscriptions = 4000000    max_link_interest = 65536 (locations held per link)
+  resume_window_bytes = 8388608  resume_window_secs = 300
 Command-line options override the file.
 
 Links: --link HOST:PORT[,ALT:PORT] (repeatable, or links = [...] in the file) dials

@@ -128,6 +128,12 @@ async fn run(args: Args) -> Result<()> {
                 ));
             }
             Event::Lossage(n) => eprintln!("gdomain: lost {n} queries (too slow)"),
+            Event::Gap {
+                server, count, why, ..
+            } => eprintln!(
+                "gdomain: may have missed {} queries while reconnecting to {server}: {why}",
+                count.map_or("some".to_string(), |n| n.to_string())
+            ),
             _ => {}
         }
     }

@@ -163,7 +163,9 @@ impl Progress {
                 | Event::Subscribed { .. }
                 | Event::Message(_)
                 | Event::Undecodable { .. }
-                | Event::Lossage(_) => continue,
+                | Event::Lossage(_)
+                | Event::Resumed { .. }
+                | Event::Gap { .. } => continue,
             };
             self.state.send_modify(|s| {
                 if lost {

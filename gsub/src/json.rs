@@ -10,6 +10,11 @@
 //! `text`, `data` (value in lower-case hex), `time` (RFC 3339, UTC), `number`,
 //! `list` (value is an array of fragments) or `unknown` (value in hex, and `code`
 //! holds the type byte).
+//!
+//! A line that is not a message has a `"type"` (messages have none): `"gap"`
+//! ([`gap_json`]) says that messages were missed while gsub was reconnecting and
+//! cannot be delivered: `{"type": "gap", "server", "from", "to", "count", "why"}`,
+//! `from` and `to` in RFC 3339 (UTC), `count` null when unknown.
 
 use gale_keys::hex;
 use gale_proto::fragment::names;
@@ -71,6 +76,43 @@ fn fragments_json(f: &Fragments) -> Vec<JsonFragment<'_>> {
             }
         })
         .collect()
+}
+
+/// A span of missed messages (an `Event::Gap`), as the JSON line (no newline).
+pub fn gap_json(
+    server: &str,
+    from: std::time::SystemTime,
+    to: std::time::SystemTime,
+    count: Option<u64>,
+    why: &str,
+) -> String {
+    #[derive(Serialize)]
+    struct Gap<'a> {
+        #[serde(rename = "type")]
+        ty: &'static str,
+        server: &'a str,
+        from: String,
+        to: String,
+        count: Option<u64>,
+        why: &'a str,
+    }
+    let gap = Gap {
+        ty: "gap",
+        server,
+        from: utc_ms(from),
+        to: utc_ms(to),
+        count,
+        why,
+    };
+    serde_json::to_string(&gap).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+/// RFC 3339 in UTC, to the millisecond.
+pub fn utc_ms(t: std::time::SystemTime) -> String {
+    let ms = gale_client::unix_ms(t) as i64;
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
 }
 
 /// The JSON line for `d`, without the newline.
@@ -178,6 +220,22 @@ mod tests {
         let got: serde_json::Value = serde_json::from_str(&to_json(&d)).unwrap();
         assert_eq!(got["key_changed"], json!(true));
         assert_eq!(got["key_was"], json!(["0101010101010101"]));
+    }
+
+    #[test]
+    fn a_gap_has_its_own_type() {
+        let t = |ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+        let got: serde_json::Value =
+            serde_json::from_str(&gap_json("a:1", t(1_500), t(61_000), Some(3), "why")).unwrap();
+        assert_eq!(
+            got,
+            json!({"type": "gap", "server": "a:1", "from": "1970-01-01T00:00:01.500Z",
+                   "to": "1970-01-01T00:01:01.000Z", "count": 3, "why": "why"})
+        );
+        let unknown = gap_json("a:1", t(0), t(0), None, "w");
+        assert!(unknown.starts_with(r#"{"type":"gap","#), "{unknown}");
+        let unknown: serde_json::Value = serde_json::from_str(&unknown).unwrap();
+        assert_eq!(unknown["count"], json!(null));
     }
 
     #[test]

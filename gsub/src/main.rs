@@ -36,7 +36,7 @@ use crate::format::{
     format_delivery, Style, TimeFormat, COLUMNS_ENV, DEFAULT_TIME_FORMAT, TIME_FORMAT_ENV,
 };
 use crate::hook::{find_program, run_hook};
-use crate::json::to_json;
+use crate::json::{gap_json, to_json, utc_ms};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
@@ -370,6 +370,42 @@ async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
                 )));
             }
             Event::Handshaking { .. } => {}
+            Event::Resumed { server, replayed } => {
+                if replayed > 0 {
+                    status(format!(
+                        "resumed on {server}: {replayed} message{} sent while reconnecting \
+                         replayed",
+                        if replayed == 1 { "" } else { "s" }
+                    ))
+                }
+            }
+            Event::Gap {
+                server,
+                from,
+                to,
+                count,
+                why,
+            } => {
+                // Never quiet: these messages are gone.
+                eprintln!(
+                    "gsub: missed messages from {server} between {} and {} ({}): {why}",
+                    utc_ms(from),
+                    utc_ms(to),
+                    match count {
+                        Some(1) => "1 message".to_string(),
+                        Some(n) => format!("{n} messages"),
+                        None => "count unknown".to_string(),
+                    }
+                );
+                if let Output::Json = output {
+                    let line = gap_json(&server.to_string(), from, to, count, &why) + "\n";
+                    match write_out(&line) {
+                        Ok(true) => {}
+                        Ok(false) => break,
+                        Err(e) => return Ok(Some(e)),
+                    }
+                }
+            }
             Event::Undecodable { id, error } => {
                 eprintln!("gsub: dropped message {id}, which could not be decoded: {error}")
             }

@@ -410,12 +410,19 @@ impl Gsub {
         }
     }
 
-    /// The next message, as JSON.
+    /// The next message, as JSON. Lines that are not messages (they have a
+    /// `type`, such as a reconnect's `gap`) are passed over.
     pub fn message(&self) -> serde_json::Value {
-        let line = self.stdout.next().unwrap_or_else(|| {
-            panic!("gsub ended; stderr:\n{}", self.stderr.dump());
-        });
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad JSON {line:?}: {e}"))
+        loop {
+            let line = self.stdout.next().unwrap_or_else(|| {
+                panic!("gsub ended; stderr:\n{}", self.stderr.dump());
+            });
+            let v: serde_json::Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad JSON {line:?}: {e}"));
+            if v.get("type").is_none() {
+                return v;
+            }
+        }
     }
 
     /// True if the JSON message `m` has a fragment `name` with the value `value`.

@@ -34,6 +34,8 @@ pub(crate) enum End {
 pub(crate) struct Conn {
     pub server: ServerAddr,
     pub name: String,
+    /// The protocol version agreed in the handshake.
+    pub version: u16,
     pub reader: FramedRead<OwnedReadHalf, FrameCodec>,
     writer: FramedWrite<OwnedWriteHalf, FrameCodec>,
     /// Largest frame the server accepts (type byte and body).
@@ -184,6 +186,7 @@ impl Conn {
         Ok(Conn {
             server,
             name: welcome.server,
+            version: welcome.version,
             reader,
             writer,
             max_frame,

@@ -2,7 +2,7 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures_util::Stream;
 use gale_keys::{KeyChanged, KeyName};
@@ -195,6 +195,22 @@ pub enum Event {
     },
     /// The server dropped this many messages for us because we read too slowly.
     Lossage(u64),
+    /// After a reconnect, the server replayed the `replayed` messages this client
+    /// missed (they came as [`Event::Message`]s just before): nothing was lost.
+    Resumed {
+        server: ServerAddr,
+        replayed: u64,
+    },
+    /// Messages published while this client was away were not delivered and
+    /// cannot be: between `from` and `to`, `count` of them if the server knows,
+    /// and `why` (the server restarted, another server, its window passed).
+    Gap {
+        server: ServerAddr,
+        from: SystemTime,
+        to: SystemTime,
+        count: Option<u64>,
+        why: String,
+    },
     /// The server refused this client for good: an ERROR whose code is not
     /// transient ([`ErrorCode::is_transient`]), such as too many subscriptions
     /// (ERROR 6) or a protocol version it does not speak (ERROR 1). Asking again

@@ -12,6 +12,8 @@
 //!   reconnect, PING/PONG confirmation of publishes, keepalive, dead-server detection.
 //! - `conn` (private): one connection: TCP connect, handshake, buffered writes.
 //! - [`event`]: [`Event`]s, the [`Events`] stream, received [`Delivery`]s.
+//! - `resume` (private): where the client stands on its server, the RESUME it
+//!   sends after a reconnect, and the gap it reports when the server cannot replay.
 //! - [`recent_ids`]: [`RecentIds`], the bounded set that drops duplicate message ids.
 //! - [`error`]: the [`ClientError`] enum.
 //! - [`args`]: locations and subscriptions from arguments, with `$GALE_DOMAIN`.
@@ -36,6 +38,7 @@ pub mod event;
 pub mod logging;
 pub mod presence;
 pub mod recent_ids;
+mod resume;
 pub mod server;
 mod task;
 pub mod will;
@@ -48,5 +51,6 @@ pub use error::ClientError;
 pub use event::{Delivery, Event, Events, Unreadable, Verify};
 pub use gale_net::Backoff;
 pub use recent_ids::RecentIds;
+pub use resume::unix_ms;
 pub use server::ServerAddr;
 pub use will::Will;

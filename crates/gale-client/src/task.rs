@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use gale_proto::limits::MAX_SUB_ENTRIES;
+use gale_proto::limits::{MAX_SUB_ENTRIES, RESUME_VERSION};
 use gale_proto::{ErrorCode, Frame, SubscriptionList};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep, sleep_until, Instant};
@@ -22,6 +22,7 @@ use crate::config::ClientConfig;
 use crate::conn::{describe_error, describe_io, human, is_permanent, Conn, End, OpenError};
 use crate::event::{Delivery, Event};
 use crate::recent_ids::RecentIds;
+use crate::resume::Resumption;
 use crate::server::{parse_server_list, ServerAddr, DEFAULT_SERVER};
 use crate::will::Will;
 
@@ -56,6 +57,8 @@ pub(crate) struct Task {
     /// The PING that follows the latest SUBSCRIBE: its PONG means the server has
     /// installed the subscriptions, which is when [`Event::Subscribed`] is sent.
     sub_token: Option<u64>,
+    /// Where we stand on the server, for RESUME after a reconnect.
+    resumption: Resumption,
 }
 
 impl Task {
@@ -81,6 +84,7 @@ impl Task {
             backlog: VecDeque::new(),
             next_token: 1,
             sub_token: None,
+            resumption: Resumption::default(),
         }
     }
 
@@ -266,6 +270,8 @@ impl Task {
     }
 
     fn enqueue(&mut self, out: Outgoing) -> u64 {
+        // A replay after a reconnect may hold our own message: it is no news to us.
+        self.recent.insert(out.message.id);
         let seq = self.next_seq;
         self.next_seq += 1;
         self.pending.push_back(Pending { seq, out });
@@ -294,11 +300,20 @@ impl Task {
     /// means the will is in place.
     async fn replay(&mut self, conn: &mut Conn) -> Result<(), End> {
         self.sub_token = None;
+        self.resumption.connecting();
         if self.will.is_some() {
             self.write_will(conn).await?;
         }
         if !self.subs.entries.is_empty() {
-            self.write_subs(conn).await?;
+            if conn.version < RESUME_VERSION {
+                if let Some(gap) = self.resumption.version1(&conn.server, &conn.name) {
+                    self.push_event(gap);
+                }
+                self.write_subs(conn, None).await?;
+            } else {
+                let resume = self.resumption.request();
+                self.write_subs(conn, Some(resume)).await?;
+            }
         }
         self.drop_oversize(conn.max_frame);
         for p in &self.pending {
@@ -311,7 +326,13 @@ impl Task {
         conn.flush().await
     }
 
-    async fn write_subs(&mut self, conn: &mut Conn) -> Result<(), End> {
+    /// With `resume`, RESUME goes just before the last SUBSCRIBE, which replays
+    /// what was missed against the whole list.
+    async fn write_subs(
+        &mut self,
+        conn: &mut Conn,
+        resume: Option<gale_proto::Resume>,
+    ) -> Result<(), End> {
         let entries = &self.subs.entries;
         if entries.is_empty() {
             return conn
@@ -321,7 +342,11 @@ impl Task {
                 })
                 .await;
         }
+        let last = entries.len().div_ceil(MAX_SUB_ENTRIES) - 1;
         for (k, chunk) in entries.chunks(MAX_SUB_ENTRIES).enumerate() {
+            if let (Some(r), true) = (resume, k == last) {
+                conn.write(Frame::Resume(r)).await?;
+            }
             conn.write(Frame::Subscribe {
                 replace: k == 0,
                 entries: chunk.to_vec(),
@@ -461,7 +486,11 @@ impl Task {
             Command::Flush(done) => self.add_flush(done),
             Command::Subscribe(list) => {
                 self.subs = list;
-                self.write_subs(conn).await?;
+                // A first list on this connection: where it goes live is what a
+                // later reconnect resumes from.
+                let resume = (!self.resumption.is_live() && conn.version >= RESUME_VERSION)
+                    .then(|| self.resumption.request());
+                self.write_subs(conn, resume).await?;
             }
             Command::SetWill(will) => {
                 self.will = will;
@@ -480,8 +509,10 @@ impl Task {
     }
 
     async fn on_frame(&mut self, frame: Frame, conn: &mut Conn) -> Result<(), End> {
+        self.resumption.heard();
         match frame {
             Frame::Deliver(message) => {
+                self.resumption.delivered(message.id);
                 if self.recent.insert(message.id) {
                     let id = message.id;
                     match Delivery::open(message) {
@@ -513,6 +544,11 @@ impl Task {
                 }
             }
             Frame::Lossage(n) => self.push_event(Event::Lossage(n)),
+            Frame::Resumed(r) => {
+                if let Some(ev) = self.resumption.resumed(&conn.server, &conn.name, &r) {
+                    self.push_event(ev);
+                }
+            }
             // An ERROR is the server's last frame: the connection is over.
             Frame::Error { code, text } if is_permanent(code) => {
                 return Err(End::Refused { code, text })

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use gale_proto::frame::{ErrorCode, Frame, FrameError, Hello, Welcome};
-use gale_proto::limits::{DEFAULT_MAX_FRAME, PROTOCOL_VERSION};
+use gale_proto::limits::{DEFAULT_MAX_FRAME, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use gale_proto::{Location, LocationError, Message, SubEntry};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, ToSocketAddrs};
@@ -62,10 +62,12 @@ pub struct RawClient {
     pub welcome: Welcome,
 }
 
-/// The HELLO a raw client sends: protocol version 1, the largest frames, a client.
+/// The HELLO a raw client sends: every protocol version this crate knows (it sends
+/// no RESUME, so version 1 and 2 servers serve it alike), the largest frames, a
+/// client.
 pub fn hello(agent: &str) -> Hello {
     Hello {
-        min_version: PROTOCOL_VERSION,
+        min_version: MIN_PROTOCOL_VERSION,
         max_version: PROTOCOL_VERSION,
         max_frame: DEFAULT_MAX_FRAME,
         role: 0,

@@ -14,6 +14,7 @@ use crate::limits::{
 };
 use crate::location::{Location, LocationError};
 use crate::message::Message;
+use crate::resume::{Resume, Resumed};
 use crate::subscription::SubEntry;
 pub use crate::wire::EncodeError;
 use crate::wire::{check, put_str16, Reader};
@@ -29,6 +30,10 @@ pub enum FrameType {
     Will = 0x12,
     Subscribe = 0x20,
     Unsubscribe = 0x21,
+    /// Version 2.
+    Resume = 0x22,
+    /// Version 2.
+    Resumed = 0x23,
     Ping = 0x30,
     Pong = 0x31,
     Lossage = 0x40,
@@ -52,6 +57,8 @@ impl FrameType {
             0x12 => Will,
             0x20 => Subscribe,
             0x21 => Unsubscribe,
+            0x22 => Resume,
+            0x23 => Resumed,
             0x30 => Ping,
             0x31 => Pong,
             0x40 => Lossage,
@@ -205,6 +212,11 @@ pub enum Frame {
     Unsubscribe {
         entries: Vec<SubEntry>,
     },
+    /// Version 2, client: where it stopped on its previous connection; the
+    /// next SUBSCRIBE replays what it missed.
+    Resume(Resume),
+    /// Version 2, server: the answer to RESUME, after the replayed messages.
+    Resumed(Resumed),
     Ping(u64),
     Pong(u64),
     /// Messages the server dropped for this connection since the last LOSSAGE.
@@ -316,6 +328,8 @@ impl Frame {
             Frame::Will(_) => FrameType::Will,
             Frame::Subscribe { .. } => FrameType::Subscribe,
             Frame::Unsubscribe { .. } => FrameType::Unsubscribe,
+            Frame::Resume(_) => FrameType::Resume,
+            Frame::Resumed(_) => FrameType::Resumed,
             Frame::Ping(_) => FrameType::Ping,
             Frame::Pong(_) => FrameType::Pong,
             Frame::Lossage(_) => FrameType::Lossage,
@@ -367,6 +381,8 @@ impl Frame {
                 put_entries(out, entries)?;
             }
             Frame::Unsubscribe { entries } => put_entries(out, entries)?,
+            Frame::Resume(r) => r.encode(out),
+            Frame::Resumed(r) => r.encode(out),
             Frame::Interest {
                 reset,
                 all,
@@ -488,6 +504,8 @@ impl Frame {
             FrameType::Unsubscribe => Frame::Unsubscribe {
                 entries: get_entries(&mut r)?,
             },
+            FrameType::Resume => Frame::Resume(Resume::decode(&mut r)?),
+            FrameType::Resumed => Frame::Resumed(Resumed::decode(&mut r)?),
             FrameType::Interest => {
                 let flags = r.u8()?;
                 // Bit 1 (`all`) only with bit 0 (`reset`).
@@ -748,6 +766,82 @@ mod tests {
     }
 
     #[test]
+    fn byte_exact_resume_and_resumed() {
+        use crate::resume::{Outcome, RESUMED_LEN, RESUME_LEN};
+        let resume = Frame::Resume(Resume {
+            epoch: 0x0102_0304_0506_0708,
+            position: 9,
+            last_id: Some(MessageId([0xAA; 16])),
+        });
+        let want = [
+            &[
+                0, 0, 0, 34, 0x22, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0, 0, 0, 9, 1,
+            ][..],
+            &[0xAA; 16],
+        ]
+        .concat();
+        assert_eq!(enc(&resume), want);
+        assert_eq!(want.len(), 5 + RESUME_LEN);
+        round_trip(resume);
+        let first = Frame::Resume(Resume::default());
+        assert_eq!(enc(&first), [&[0, 0, 0, 34, 0x22][..], &[0; 33]].concat());
+        round_trip(first);
+        let resumed = Frame::Resumed(Resumed {
+            epoch: 7,
+            position: 0x100,
+            outcome: Outcome::WindowPassed,
+            replayed: 2,
+            lost: Some(3),
+            from_ms: 1_767_225_600_000,
+            to_ms: 1_767_225_601_000,
+        });
+        let want = [
+            &[0, 0, 0, 51, 0x23][..],
+            &[0, 0, 0, 0, 0, 0, 0, 7],
+            &[0, 0, 0, 0, 0, 0, 1, 0],
+            &[3],
+            &[0, 0, 0, 0, 0, 0, 0, 2],
+            &[1],
+            &[0, 0, 0, 0, 0, 0, 0, 3],
+            &[0, 0, 0x01, 0x9b, 0x76, 0xda, 0xa8, 0x00],
+            &[0, 0, 0x01, 0x9b, 0x76, 0xda, 0xab, 0xe8],
+        ]
+        .concat();
+        assert_eq!(enc(&resumed), want);
+        assert_eq!(want.len(), 5 + RESUMED_LEN);
+        round_trip(resumed.clone());
+        round_trip(Frame::Resumed(Resumed {
+            epoch: 7,
+            position: 0,
+            outcome: Outcome::Fresh,
+            replayed: 0,
+            lost: None,
+            from_ms: 0,
+            to_ms: 0,
+        }));
+        // Unknown flags or outcome, truncated or trailing bytes: malformed.
+        let mut bad = enc(&Frame::Resume(Resume::default()));
+        bad[21] = 2;
+        assert!(Frame::decode(&mut BytesMut::from(&bad[..]), 1 << 20).is_err());
+        let mut bad = enc(&resumed);
+        bad[21] = 4;
+        assert!(Frame::decode(&mut BytesMut::from(&bad[..]), 1 << 20).is_err());
+        // Without its flag, an id or a count must be zero: one encoding per value.
+        let mut bad = enc(&Frame::Resume(Resume::default()));
+        bad[30] = 1;
+        assert!(Frame::decode(&mut BytesMut::from(&bad[..]), 1 << 20).is_err());
+        let mut bad = enc(&resumed);
+        bad[30] = 0;
+        assert!(Frame::decode(&mut BytesMut::from(&bad[..]), 1 << 20).is_err());
+        let short = [0u8, 0, 0, 9, 0x22, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert!(Frame::decode(&mut BytesMut::from(&short[..]), 1 << 20).is_err());
+        let mut long = enc(&Frame::Resume(Resume::default()));
+        long[3] += 1;
+        long.push(0);
+        assert!(Frame::decode(&mut BytesMut::from(&long[..]), 1 << 20).is_err());
+    }
+
+    #[test]
     fn incomplete_is_not_an_error() {
         let full = enc(&Frame::Ping(9));
         for cut in 0..full.len() {
@@ -818,6 +912,17 @@ mod tests {
         #[test]
         fn arbitrary_bodies_never_panic(ty in any::<u8>(), data in prop::collection::vec(any::<u8>(), 0..128)) {
             let _ = Frame::decode_body(ty, Bytes::from(data));
+        }
+
+        #[test]
+        fn resume_round_trips(epoch in any::<u64>(), position in any::<u64>(),
+                              id in proptest::option::of(any::<[u8; 16]>()),
+                              lost in proptest::option::of(any::<u64>()), o in 0u8..4) {
+            round_trip(Frame::Resume(Resume { epoch, position, last_id: id.map(MessageId) }));
+            round_trip(Frame::Resumed(Resumed {
+                epoch, position, outcome: crate::resume::Outcome::from_u8(o).unwrap(),
+                replayed: position ^ epoch, lost, from_ms: epoch, to_ms: position,
+            }));
         }
 
         #[test]

@@ -9,6 +9,8 @@
 //! - [`id`]: 128-bit [`MessageId`]s.
 //! - [`fragment`]: typed, named fragments (the message payload) and their encoding.
 //! - [`message`]: the routing header (id, hops, locations) in front of an opaque payload.
+//! - [`resume`]: the RESUME and RESUMED bodies (version 2): replay after a
+//!   reconnect, and gaps.
 //! - [`frame`]: typed frames, the frame header, and byte-exact encode/decode.
 //! - [`codec`]: a `tokio_util` codec over [`frame`] for clients.
 //!
@@ -24,6 +26,7 @@ pub mod id;
 pub mod limits;
 pub mod location;
 pub mod message;
+pub mod resume;
 pub mod subscription;
 pub mod trie;
 mod wire;
@@ -33,5 +36,6 @@ pub use frame::{EncodeError, ErrorCode, Frame, FrameError, FrameType, Hello, Los
 pub use id::MessageId;
 pub use location::{Location, LocationError, Reserved};
 pub use message::{KnownLocations, Message, MessageView};
+pub use resume::{Outcome, Resume, Resumed};
 pub use subscription::{SubEntry, SubscriptionList};
 pub use trie::SubscriptionTrie;

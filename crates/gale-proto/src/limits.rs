@@ -1,7 +1,9 @@
 //! Protocol limits. Both sides enforce every one of them.
 
-/// Protocol version spoken by this implementation.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Newest protocol version spoken by this implementation.
+pub const PROTOCOL_VERSION: u16 = 2;
+/// The first version with RESUME and RESUMED.
+pub const RESUME_VERSION: u16 = 2;
 /// Oldest protocol version this implementation still speaks.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
 /// Magic bytes at the start of a HELLO body.

@@ -54,6 +54,14 @@ pub struct Config {
     /// subscription tables); past it new work is refused. Default: half the
     /// machine's (or its cgroup's) memory.
     pub memory_limit: Option<usize>,
+    /// Bytes of recently routed messages kept for clients that reconnect and
+    /// resume (protocol version 2), counted against `memory_limit` too. 0 keeps
+    /// none: every resume past the client's last message is then a gap. The
+    /// default, 8 MiB, holds some 40,000 messages of a few hundred bytes; a larger
+    /// window costs a firehose more memory traffic (see docs/architecture.md §2).
+    pub resume_window_bytes: usize,
+    /// Seconds a routed message is kept for resuming clients, at most.
+    pub resume_window_secs: u64,
 }
 
 impl Default for Config {
@@ -72,6 +80,8 @@ impl Default for Config {
             max_subscriptions: 4_000_000,
             max_link_interest: gale_proto::limits::DEFAULT_MAX_LINK_INTEREST as usize,
             memory_limit: None,
+            resume_window_bytes: 8 << 20,
+            resume_window_secs: 300,
         }
     }
 }

@@ -142,6 +142,7 @@ pub async fn serve(
         will: None,
         max_frame,
         known: KnownLocations::default(),
+        resume: None,
     };
     let mut routing = Routing::new();
     let end = read_frames(
@@ -200,6 +201,8 @@ struct Conn<'a> {
     max_frame: u32,
     /// The last location list this client published to, already checked.
     known: KnownLocations,
+    /// A RESUME waiting for the SUBSCRIBE that it replays for.
+    resume: Option<gale_proto::Resume>,
 }
 
 impl Conn<'_> {
@@ -254,9 +257,19 @@ impl Conn<'_> {
                 let report = crate::status::json(self.router, self.max_frame);
                 self.outbox.push_control(Frame::Status(report).to_bytes());
             }
+            Frame::Resume(r) => self.resume = Some(r),
             Frame::Subscribe { replace, entries } => {
-                self.router
-                    .subscribe(self.id, self.outbox, &mut self.subs, replace, &entries)
+                let resume = self.resume.take();
+                let resumed = self
+                    .router
+                    .subscribe(
+                        self.id,
+                        self.outbox,
+                        &mut self.subs,
+                        replace,
+                        &entries,
+                        resume.as_ref(),
+                    )
                     .map_err(|e| {
                         if e.code() == ErrorCode::Busy {
                             self.router
@@ -265,6 +278,10 @@ impl Conn<'_> {
                         }
                         End::Protocol(e.code(), e.to_string())
                     })?;
+                if let Some(r) = resumed {
+                    tracing::debug!(peer = %self.info.peer, id = self.id, outcome = ?r.outcome,
+                        replayed = r.replayed, lost = ?r.lost, "client resumed");
+                }
                 self.info
                     .subscriptions
                     .store(self.subs.len(), Ordering::Relaxed);

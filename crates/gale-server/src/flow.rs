@@ -47,6 +47,10 @@ pub struct Routing {
     /// Messages routed and deliveries made, not yet added to the router's totals.
     pub(crate) published: u64,
     pub(crate) delivered: u64,
+    /// The wall clock (ms since the Unix epoch) as of this reader's last read, for
+    /// the resume window: reading it per message costs a publisher dearly on some
+    /// virtual machines, and the window needs no finer time. 0: read it now.
+    now_ms: u64,
 }
 
 /// Why a hold ended early.
@@ -66,6 +70,21 @@ impl Routing {
             generation: None,
             published: 0,
             delivered: 0,
+            now_ms: 0,
+        }
+    }
+
+    /// Reads the clock: what is routed until the next call arrived now.
+    pub(crate) fn tick(&mut self) {
+        self.now_ms = crate::resume::now_ms();
+    }
+
+    /// The time of the last [`Routing::tick`], or now if there was none.
+    pub(crate) fn now_ms(&self) -> u64 {
+        if self.now_ms == 0 {
+            crate::resume::now_ms()
+        } else {
+            self.now_ms
         }
     }
 

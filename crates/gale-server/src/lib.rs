@@ -16,6 +16,8 @@
 //!   entries, or everything).
 //! - [`federation`]: the live links and split-horizon interest propagation.
 //! - [`link`]: dialling links (alternates, back-off) and serving them.
+//! - [`resume`]: the resume window: recently routed messages, replayed to
+//!   clients that reconnect, and the gaps it cannot fill.
 //! - [`seen_ids`]: the recent-message-id cache that stops duplicates and cycles.
 //! - [`status`]: the operator's view of the server's state (text and JSON).
 //!
@@ -34,6 +36,7 @@ pub mod link;
 pub mod logs;
 pub mod memory;
 pub mod outbox;
+pub mod resume;
 pub mod router;
 pub mod seen_ids;
 pub mod session;
@@ -75,6 +78,7 @@ pub async fn serve(listeners: Vec<TcpListener>, router: Arc<Router>, shutdown: C
             Err(e) => tracing::error!("{e}"),
         }
     }
+    tracker.spawn(expire_loop(router.clone(), shutdown.clone()));
     for listener in listeners {
         tracker.spawn(accept_loop(
             listener,
@@ -90,6 +94,20 @@ pub async fn serve(listeners: Vec<TcpListener>, router: Arc<Router>, shutdown: C
         .is_err()
     {
         tracing::warn!("some connections did not close within {SHUTDOWN_GRACE:?}; exiting anyway");
+    }
+}
+
+/// Lets go of the resume window's frames as they age, even when no message comes
+/// to push them out.
+async fn expire_loop(router: Arc<Router>, shutdown: CancellationToken) {
+    let every = Duration::from_secs(router.config.resume_window_secs.clamp(1, 10));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {
+                router.window.lock().expire(resume::now_ms());
+            }
+        }
     }
 }
 

@@ -22,7 +22,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use gale_net::addr::{parse_server_list, ServerAddr};
 use gale_net::backoff::{self, Backoff};
 use gale_proto::frame::{self, ErrorCode, Frame, FrameType, Hello, Welcome};
-use gale_proto::limits::{FRAME_HEADER_LEN, MAX_HOPS, PROTOCOL_VERSION};
+use gale_proto::limits::{FRAME_HEADER_LEN, MAX_HOPS, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use gale_proto::message::HOPS_OFFSET;
 use gale_proto::{KnownLocations, MessageView};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -118,7 +118,7 @@ async fn dial(router: &Router, addr: &ServerAddr) -> Result<Dialed, String> {
     let _ = stream.set_nodelay(true);
     let sa = stream.peer_addr().map_err(|e| e.to_string())?;
     let hello = Frame::Hello(Hello {
-        min_version: PROTOCOL_VERSION,
+        min_version: MIN_PROTOCOL_VERSION,
         max_version: PROTOCOL_VERSION,
         max_frame: router.config.max_frame,
         role: 1,

@@ -552,6 +552,33 @@ impl Outbox {
         }
     }
 
+    /// Queues messages replayed to a client that resumed, like control frames
+    /// (the resume window bounds them, and holds their bytes already); one too
+    /// large for this connection is dropped and reported as LOSSAGE. Returns how
+    /// many were queued.
+    pub fn replay(&self, frames: Vec<Bytes>) -> u64 {
+        let mut q = self.queue.lock();
+        if q.closed {
+            return 0;
+        }
+        let mut queued = 0;
+        let mut first = false;
+        for f in frames {
+            if f.len().saturating_sub(4) > self.max_frame {
+                q.unreported += 1;
+                continue;
+            }
+            self.budget(&mut q, f.len(), true);
+            first |= self.enqueue(&mut q, f);
+            queued += 1;
+        }
+        drop(q);
+        if first {
+            self.notify.notify_one();
+        }
+        queued
+    }
+
     /// Wakes the writer task to flush (for pushes made outside a reader).
     pub fn wake(&self) {
         self.notify.notify_one();

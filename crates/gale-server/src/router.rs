@@ -22,7 +22,9 @@ use crate::federation::{Federation, LinkRefused, NewLink};
 use crate::flow::Routing;
 use crate::memory::{MemoryBudget, SUBSCRIPTION_COST};
 use crate::outbox::{raw_locations, Outbox};
+use crate::resume::{now_ms, random_epoch, raw_locations as locations_of, ResumeWindow};
 use crate::seen_ids::SeenIds;
+use gale_proto::resume::{Resume, Resumed};
 use gale_proto::ErrorCode;
 
 /// Server-wide counters.
@@ -36,6 +38,9 @@ pub struct ServerStats {
     pub refused_connections: AtomicU64,
     pub duplicates_dropped: AtomicU64,
     pub hop_limit_dropped: AtomicU64,
+    /// RESUMEs answered, and of those, gaps reported.
+    pub resumed: AtomicU64,
+    pub resume_gaps: AtomicU64,
 }
 
 /// What the router knows of one live connection (for the status report).
@@ -126,6 +131,8 @@ pub struct Router {
     pub started: Instant,
     pub(crate) fed: Mutex<Federation>,
     seen: Mutex<SeenIds>,
+    /// Recently routed messages, for clients that resume (see [`crate::resume`]).
+    pub window: Mutex<ResumeWindow>,
     /// True once links are configured or have come up: only then can a message
     /// come back to us, so only then is the id cache consulted.
     federated: AtomicBool,
@@ -139,6 +146,12 @@ impl Router {
         let fed = Federation::new(config.max_link_interest);
         let seen = SeenIds::new(config.dedup_cache);
         let memory = Arc::new(MemoryBudget::new(config.memory_budget()));
+        let window = ResumeWindow::new(
+            random_epoch(),
+            config.resume_window_bytes,
+            config.resume_window_secs,
+        )
+        .with_budget(memory.clone());
         Router {
             config,
             index: RwLock::new(SubscriptionTrie::new()),
@@ -154,6 +167,7 @@ impl Router {
             started: Instant::now(),
             fed: Mutex::new(fed),
             seen: Mutex::new(seen),
+            window: Mutex::new(window),
             federated: AtomicBool::new(federated),
             cycle_warned: Mutex::new(HashMap::new()),
         }
@@ -219,6 +233,13 @@ impl Router {
 
     /// Applies a SUBSCRIBE: appends `entries` (after clearing the list if `replace`).
     /// A location already in the list moves to the end with its new sign.
+    ///
+    /// With `resume` (the connection sent RESUME before this SUBSCRIBE), what the
+    /// client missed and the new list accepts is queued for it, then RESUMED, all
+    /// before the trie's lock is let go: no message routed meanwhile can reach the
+    /// connection ahead of the replay. A message is added to the resume window
+    /// before its routes are looked up, so each one is either in the replay or
+    /// routed with the new list (or both: the client drops the second copy).
     pub fn subscribe(
         &self,
         id: u64,
@@ -226,7 +247,8 @@ impl Router {
         subs: &mut ConnSubs,
         replace: bool,
         entries: &[SubEntry],
-    ) -> Result<(), SubscribeRefused> {
+        resume: Option<&Resume>,
+    ) -> Result<Option<Resumed>, SubscribeRefused> {
         let kept = if replace { 0 } else { subs.entries.len() };
         let new = entries
             .iter()
@@ -275,6 +297,7 @@ impl Router {
                 gained.push(e.location.clone());
             }
         }
+        let resumed = resume.map(|r| self.replay(r, outbox, subs));
         drop(idx);
         // Entries can be fewer than taken for (a repeat within `entries`), or
         // fewer than before (a replacing list).
@@ -288,7 +311,32 @@ impl Router {
         for l in &lost {
             fed.local_remove(l);
         }
-        Ok(())
+        Ok(resumed)
+    }
+
+    /// Queues for `outbox` what the resume window holds after `resume` that `subs`
+    /// accepts, then RESUMED (called with the trie's write lock held).
+    fn replay(&self, resume: &Resume, outbox: &Outbox, subs: &ConnSubs) -> Resumed {
+        let mut list: SubscriptionTrie<()> = SubscriptionTrie::new();
+        for (loc, (prio, positive)) in &subs.entries {
+            list.insert(loc, 0, *prio, *positive, ());
+        }
+        let wants = |raw: &[u8]| {
+            locations_of(raw).any(|l| {
+                let mut yes = false;
+                list.for_each_accepting(l, |_| yes = true);
+                yes
+            })
+        };
+        let plan = self.window.lock().plan(resume, now_ms(), wants);
+        let mut resumed = plan.resumed;
+        self.stats.resumed.fetch_add(1, Ordering::Relaxed);
+        if resumed.outcome.is_gap() {
+            self.stats.resume_gaps.fetch_add(1, Ordering::Relaxed);
+        }
+        resumed.replayed = outbox.replay(plan.frames);
+        outbox.push_control(gale_proto::Frame::Resumed(resumed).to_bytes());
+        resumed
     }
 
     /// Applies an UNSUBSCRIBE: removes each entry whose sign and location match.
@@ -424,6 +472,10 @@ impl Router {
         sender: u64,
         ctx: &mut Routing,
     ) -> usize {
+        // Into the window first: a client resuming now either finds the message
+        // there or is already in the routes looked up below (see `subscribe`).
+        let now = ctx.now_ms();
+        self.window.lock().append(frame, view, now);
         let generation = self.generation.load(Ordering::SeqCst);
         let raw = view.raw_locations();
         if !ctx.cached(generation, raw) {

@@ -238,6 +238,7 @@ pub(crate) async fn read_frames(
     let mut taken = Taken::new(router);
     loop {
         let before = buf.len();
+        routing.tick();
         // Frames that arrived with the handshake (or a previous read) first.
         loop {
             match process(&mut buf, routing) {
@@ -248,6 +249,7 @@ pub(crate) async fn read_frames(
                         router.tally(routing);
                         return End::Shutdown;
                     }
+                    routing.tick();
                 }
                 Err(end) => {
                     routing.flush();
@@ -401,9 +403,12 @@ mod tests {
             MIN_MAX_FRAME
         );
         // A version range we do not speak: refused with both ranges named.
-        let (code, text) = accept(&hello(2, 3, 4096), 8192).unwrap_err();
+        let (code, text) = accept(&hello(3, 4, 4096), 8192).unwrap_err();
         assert_eq!(code, ErrorCode::UnsupportedVersion);
-        assert!(text.contains("1 to 1") && text.contains("2 to 3"), "{text}");
+        assert!(text.contains("1 to 2") && text.contains("3 to 4"), "{text}");
+        // A version 1 peer is served in version 1; a version 2 one in 2.
+        assert_eq!(accept(&hello(1, 1, 4096), 8192).unwrap().version, 1);
+        assert_eq!(accept(&hello(1, 2, 4096), 8192).unwrap().version, 2);
         // The dialling side keeps to what WELCOME said, never above its own offer.
         let w = |v, m| Welcome {
             version: v,
@@ -419,7 +424,7 @@ mod tests {
             dialled(&w(1, DEFAULT_MAX_FRAME), 8192).unwrap().max_frame,
             8192
         );
-        assert!(dialled(&w(2, 4096), DEFAULT_MAX_FRAME).is_err());
+        assert!(dialled(&w(3, 4096), DEFAULT_MAX_FRAME).is_err());
     }
 
     fn decode_all(frames: &[Bytes], max_frame: u32) -> Vec<(bool, Vec<SubEntry>)> {

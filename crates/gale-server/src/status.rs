@@ -45,6 +45,28 @@ pub struct Status {
     pub clients: Vec<ClientStatus>,
     /// Clients left out so that the report fits in one frame.
     pub clients_omitted: usize,
+    /// Recently routed messages kept for clients that resume.
+    #[serde(default)]
+    pub resume_window: WindowStatus,
+}
+
+/// The resume window ([`crate::resume`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct WindowStatus {
+    /// Messages held whole, and the bytes they count for (frames and entries),
+    /// against `max_bytes`.
+    pub entries: usize,
+    pub bytes: usize,
+    pub max_bytes: usize,
+    /// Age of the oldest message held, in seconds, against `max_secs`.
+    pub oldest_secs: u64,
+    pub max_secs: u64,
+    /// Messages let go (window passed) still remembered by id, time and
+    /// locations, so that a client resuming past them is told how many it lost.
+    pub tombstones: usize,
+    /// Resumes answered since start: complete, or with a gap.
+    pub resumed: u64,
+    pub gaps: u64,
 }
 
 /// One link that is up.
@@ -201,6 +223,22 @@ impl Status {
             links,
             clients,
             clients_omitted: 0,
+            resume_window: {
+                let now = crate::resume::now_ms();
+                let mut w = router.window.lock();
+                w.expire(now);
+                let ws = w.stats(now);
+                WindowStatus {
+                    entries: ws.held,
+                    bytes: ws.bytes,
+                    max_bytes: router.config.resume_window_bytes,
+                    oldest_secs: ws.oldest_ms / 1000,
+                    max_secs: router.config.resume_window_secs,
+                    tombstones: ws.tombstones,
+                    resumed: s.resumed.load(Ordering::Relaxed),
+                    gaps: s.resume_gaps.load(Ordering::Relaxed),
+                }
+            },
         }
     }
 
@@ -241,6 +279,20 @@ impl Status {
             self.delivered,
             self.wills_published,
             self.protocol_errors,
+        );
+        let w = &self.resume_window;
+        let _ = writeln!(
+            out,
+            "  resume window: {} messages, {} of {} MB, oldest {}s of {}s, {} let go; {} \
+             resumes, {} with a gap",
+            w.entries,
+            w.bytes >> 20,
+            w.max_bytes >> 20,
+            w.oldest_secs,
+            w.max_secs,
+            w.tombstones,
+            w.resumed,
+            w.gaps,
         );
         for l in &self.links {
             let _ = writeln!(
