@@ -88,6 +88,9 @@ pub struct WindowStats {
     pub tombstones: usize,
     /// Age of the oldest frame held, in milliseconds.
     pub oldest_ms: u64,
+    /// Bytes the window has taken from the memory budget (what it holds, and up
+    /// to two steps more).
+    pub budgeted: usize,
 }
 
 /// What to send a resuming client: the frames to replay, in order, and the
@@ -290,6 +293,7 @@ impl ResumeWindow {
 
     pub fn stats(&self, now_ms: u64) -> WindowStats {
         WindowStats {
+            budgeted: self.reserved,
             held: self.entries.len() - self.held_from,
             bytes: self.held_bytes,
             tombstones: self.held_from,

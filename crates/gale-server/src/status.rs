@@ -67,6 +67,9 @@ pub struct WindowStatus {
     /// Resumes answered since start: complete, or with a gap.
     pub resumed: u64,
     pub gaps: u64,
+    /// Bytes of the memory budget (`memory_used`) the window accounts for.
+    #[serde(default)]
+    pub budgeted: usize,
 }
 
 /// One link that is up.
@@ -237,6 +240,7 @@ impl Status {
                     tombstones: ws.tombstones,
                     resumed: s.resumed.load(Ordering::Relaxed),
                     gaps: s.resume_gaps.load(Ordering::Relaxed),
+                    budgeted: ws.budgeted,
                 }
             },
         }
