@@ -1,0 +1,520 @@
+//! The committer thread: the store's only writer. It takes everything queued,
+//! writes it in one transaction with the limits applied, commits (fsync), and
+//! tells waiting flushers. A failed commit is counted and its messages are
+//! reported to their devices as a gap at the next commit that succeeds; the
+//! thread never panics on a disk error and the callers never wait for it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use redb::{Database, ReadableDatabase, ReadableTable, Table, WriteTransaction};
+
+use crate::error::{engine, Result, StoreError};
+use crate::layout::{MessageKey, MessageValue, DEVICES, INBOXES, MESSAGES, NEXT_SEQ};
+use crate::limits::{CommitPolicy, Limits};
+use crate::shared::{Op, Sync};
+use crate::stats::Counters;
+
+/// How often messages past `max_age` are looked for when nothing else happens.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// What the committer knows of one inbox on disk.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Acct {
+    pub count: u64,
+    pub bytes: u64,
+    /// Device → (last seq acked, drops not yet told).
+    pub devices: BTreeMap<String, (u64, u64)>,
+}
+
+/// The sizes of everything on disk, loaded at open and kept by the committer.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Books {
+    pub inboxes: HashMap<u64, Acct>,
+    pub count: u64,
+    pub bytes: u64,
+}
+
+impl Books {
+    pub fn load(db: &Database) -> Result<Books> {
+        let tx = db.begin_read().map_err(engine)?;
+        let mut books = Books::default();
+        for row in tx
+            .open_table(INBOXES)
+            .map_err(engine)?
+            .iter()
+            .map_err(engine)?
+        {
+            let (_, v) = row.map_err(engine)?;
+            books.inboxes.insert(v.value().0, Acct::default());
+        }
+        for row in tx
+            .open_table(DEVICES)
+            .map_err(engine)?
+            .iter()
+            .map_err(engine)?
+        {
+            let (k, v) = row.map_err(engine)?;
+            let (num, device) = k.value();
+            if let Some(a) = books.inboxes.get_mut(&num) {
+                a.devices.insert(device.to_string(), v.value());
+            }
+        }
+        for row in tx
+            .open_table(MESSAGES)
+            .map_err(engine)?
+            .iter()
+            .map_err(engine)?
+        {
+            let (k, v) = row.map_err(engine)?;
+            let len = v.value().2.len() as u64;
+            let a = books.inboxes.entry(k.value().0).or_default();
+            a.count += 1;
+            a.bytes += len;
+            books.count += 1;
+            books.bytes += len;
+        }
+        Ok(books)
+    }
+}
+
+type Messages<'t> = Table<'t, MessageKey, MessageValue>;
+type Devices<'t> = Table<'t, (u64, &'static str), (u64, u64)>;
+
+/// The oldest message of an inbox, and the sizes before it goes.
+struct Head {
+    seq: u64,
+    time: u64,
+    count: u64,
+    bytes: u64,
+    total_count: u64,
+    total_bytes: u64,
+}
+
+/// Why messages leave an inbox.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Why {
+    /// Every device has read them: not a loss.
+    Read,
+    Limit,
+    Age,
+}
+
+pub(crate) struct Committer {
+    pub db: Arc<Database>,
+    pub sync: Arc<Sync>,
+    pub limits: Limits,
+    pub policy: CommitPolicy,
+    pub file: std::path::PathBuf,
+    pub books: Books,
+    /// Messages never stored (failed commits), per inbox: each device that
+    /// had not read them is told at the next commit that succeeds.
+    lost: HashMap<u64, u64>,
+    counters: Counters,
+    last_sweep: Instant,
+}
+
+impl Committer {
+    pub fn new(
+        db: Arc<Database>,
+        sync: Arc<Sync>,
+        limits: Limits,
+        policy: CommitPolicy,
+        file: std::path::PathBuf,
+        books: Books,
+    ) -> Committer {
+        Committer {
+            db,
+            sync,
+            limits,
+            policy,
+            file,
+            books,
+            lost: HashMap::new(),
+            counters: Counters::default(),
+            last_sweep: Instant::now(),
+        }
+    }
+
+    pub fn run(mut self) {
+        loop {
+            let (batch, closing) = self.wait_for_work();
+            let sweep = self.last_sweep.elapsed() >= SWEEP_EVERY;
+            if batch.is_empty() && !sweep {
+                if closing {
+                    break;
+                }
+                continue;
+            }
+            let last = batch.last().map(|(t, _)| *t);
+            let result = self.write(&batch, sweep);
+            if sweep {
+                self.last_sweep = Instant::now();
+            }
+            self.finish(last, &batch, result);
+        }
+        let mut s = self.sync.lock();
+        s.committer_gone = true;
+        self.sync.done.notify_all();
+    }
+
+    /// Waits until a batch is due (interval elapsed since its first
+    /// operation, large enough, or a flush asked for), then takes it.
+    fn wait_for_work(&mut self) -> (Arc<Vec<(u64, Op)>>, bool) {
+        let mut s = self.sync.lock();
+        loop {
+            let due = match s.queued_at {
+                None => None,
+                Some(_) if s.flush_wanted || s.closing => Some(Duration::ZERO),
+                Some(_) if s.queue.len() >= self.policy.max_batch => Some(Duration::ZERO),
+                Some(at) => Some(self.policy.interval.saturating_sub(at.elapsed())),
+            };
+            let wait = match due {
+                Some(d) if d.is_zero() => break,
+                Some(d) => d,
+                None if s.closing => break,
+                None => SWEEP_EVERY.saturating_sub(self.last_sweep.elapsed()),
+            };
+            if wait.is_zero() {
+                break;
+            }
+            s = self
+                .sync
+                .work
+                .wait_timeout(s, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        let batch = Arc::new(std::mem::take(&mut s.queue));
+        s.inflight = batch.clone();
+        s.queued_at = None;
+        s.queued_msgs = 0;
+        s.queued_bytes = 0;
+        s.flush_wanted = false;
+        for (num, n) in s.overflow.drain() {
+            *self.lost.entry(num).or_default() += n;
+        }
+        (batch, s.closing)
+    }
+
+    fn finish(
+        &mut self,
+        last: Option<u64>,
+        batch: &[(u64, Op)],
+        result: Result<HashMap<u64, u64>>,
+    ) {
+        let durable = match result {
+            Ok(durable) => {
+                self.counters.commits += 1;
+                self.lost.clear();
+                durable
+            }
+            Err(e) => {
+                tracing::error!("inbox store: {e}; the messages of this batch are lost and their owners will be told");
+                self.counters.errors += 1;
+                for (_, op) in batch {
+                    if let Op::Append(p) = op {
+                        *self.lost.entry(p.num).or_default() += 1;
+                        self.counters.dropped_failed += 1;
+                    }
+                }
+                // What this batch changed in memory did not reach the disk.
+                match Books::load(&self.db) {
+                    Ok(b) => self.books = b,
+                    Err(e) => tracing::error!("inbox store: cannot reread the store: {e}"),
+                }
+                let mut s = self.sync.lock();
+                s.last_failure = Some(e.to_string());
+                if let Some(t) = last {
+                    s.failed = t;
+                }
+                HashMap::new()
+            }
+        };
+        let mut s = self.sync.lock();
+        if let Some(t) = last {
+            s.done = t;
+        }
+        s.inflight = Arc::new(Vec::new());
+        for inbox in s.inboxes.values_mut() {
+            if let Some(&seq) = durable.get(&inbox.num) {
+                inbox.durable_seq = inbox.durable_seq.max(seq);
+            }
+        }
+        s.held = (self.books.count, self.books.bytes);
+        let overload = s.counters.dropped_overload;
+        s.counters = self.counters.clone();
+        s.counters.dropped_overload = overload;
+        self.sync.done.notify_all();
+    }
+
+    /// One transaction: the batch, deletions of what every device has read,
+    /// the limits. Returns the highest seq stored per inbox.
+    fn write(&mut self, batch: &[(u64, Op)], sweep: bool) -> Result<HashMap<u64, u64>> {
+        let full = std::fs::metadata(&self.file)
+            .map(|m| m.len() >= self.limits.file_bytes)
+            .unwrap_or(false);
+        let tx = self.db.begin_write().map_err(engine)?;
+        let mut durable = HashMap::new();
+        let mut refused = 0u64;
+        let changed = {
+            let mut inboxes = tx.open_table(INBOXES).map_err(engine)?;
+            let mut messages = tx.open_table(MESSAGES).map_err(engine)?;
+            let mut devices = tx.open_table(DEVICES).map_err(engine)?;
+            let mut next_seq = tx.open_table(NEXT_SEQ).map_err(engine)?;
+            let mut touched = HashSet::new();
+            // Cleared when this commit succeeds, kept for the next if not.
+            let mut lost = self.lost.clone();
+            for (_, op) in batch {
+                match op {
+                    Op::Register {
+                        num,
+                        name,
+                        owner,
+                        locations,
+                    } => {
+                        let locs = locations.join("\n");
+                        inboxes
+                            .insert(name.as_str(), (*num, owner.as_slice(), locs.as_str()))
+                            .map_err(engine)?;
+                        self.books.inboxes.entry(*num).or_default();
+                    }
+                    Op::Unregister { num, name } => {
+                        inboxes.remove(name.as_str()).map_err(engine)?;
+                        next_seq.remove(*num).map_err(engine)?;
+                        messages
+                            .retain_in((*num, 0)..=(*num, u64::MAX), |_, _| false)
+                            .map_err(engine)?;
+                        devices
+                            .retain_in((*num, "")..(*num + 1, ""), |_, _| false)
+                            .map_err(engine)?;
+                        if let Some(a) = self.books.inboxes.remove(num) {
+                            self.books.count -= a.count;
+                            self.books.bytes -= a.bytes;
+                        }
+                        lost.remove(num);
+                        touched.remove(num);
+                    }
+                    Op::Append(p) => {
+                        let Some(a) = self.books.inboxes.get_mut(&p.num) else {
+                            continue; // unregistered since
+                        };
+                        next_seq.insert(p.num, p.seq + 1).map_err(engine)?;
+                        if full {
+                            *lost.entry(p.num).or_default() += 1;
+                            refused += 1;
+                            continue;
+                        }
+                        messages
+                            .insert((p.num, p.seq), (p.id, p.time, &p.bytes[..]))
+                            .map_err(engine)?;
+                        a.count += 1;
+                        a.bytes += p.bytes.len() as u64;
+                        self.books.count += 1;
+                        self.books.bytes += p.bytes.len() as u64;
+                        durable.insert(p.num, p.seq);
+                        touched.insert(p.num);
+                    }
+                    Op::Device { num, device } => {
+                        if let Some(a) = self.books.inboxes.get_mut(num) {
+                            let v = *a.devices.entry(device.clone()).or_insert((0, 0));
+                            devices.insert((*num, device.as_str()), v).map_err(engine)?;
+                        }
+                    }
+                    Op::Ack { num, device, seq } => {
+                        if let Some(a) = self.books.inboxes.get_mut(num) {
+                            let v = a.devices.entry(device.clone()).or_insert((0, 0));
+                            *v = (v.0.max(*seq), 0);
+                            devices
+                                .insert((*num, device.as_str()), *v)
+                                .map_err(engine)?;
+                            touched.insert(*num);
+                        }
+                    }
+                    Op::ForgetDevice { num, device } => {
+                        if let Some(a) = self.books.inboxes.get_mut(num) {
+                            a.devices.remove(device);
+                            devices.remove((*num, device.as_str())).map_err(engine)?;
+                            touched.insert(*num);
+                        }
+                    }
+                }
+            }
+            // Gaps: messages that never reached the disk.
+            for (num, n) in lost {
+                if let Some(a) = self.books.inboxes.get_mut(&num) {
+                    for (name, v) in a.devices.iter_mut() {
+                        v.1 += n;
+                        devices.insert((num, name.as_str()), *v).map_err(engine)?;
+                    }
+                }
+            }
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let oldest_kept = now.saturating_sub(self.limits.max_age.as_millis() as u64);
+            let sweep_set: Vec<u64> = if sweep {
+                self.books.inboxes.keys().copied().collect()
+            } else {
+                touched.iter().copied().collect()
+            };
+            let mut removed = 0;
+            for num in sweep_set {
+                let Some(a) = self.books.inboxes.get(&num) else {
+                    continue;
+                };
+                if let Some(read) = a.devices.values().map(|v| v.0).min() {
+                    removed +=
+                        self.drop_head(&mut messages, &mut devices, num, Why::Read, |h| {
+                            h.seq <= read
+                        })?;
+                }
+                let (max_n, max_b) = (self.limits.inbox_messages, self.limits.inbox_bytes);
+                removed += self.drop_head(&mut messages, &mut devices, num, Why::Limit, |h| {
+                    h.count > max_n || h.bytes > max_b
+                })?;
+                removed += self.drop_head(&mut messages, &mut devices, num, Why::Age, |h| {
+                    h.time < oldest_kept
+                })?;
+            }
+            removed += self.enforce_totals(&mut messages, &mut devices)?;
+            !batch.is_empty() || removed > 0
+        };
+        if changed {
+            tx.commit().map_err(engine)?;
+        } else {
+            tx.abort().map_err(engine)?;
+        }
+        if refused > 0 {
+            self.counters.dropped_failed += refused;
+            self.counters.errors += 1;
+            let e = StoreError::Full {
+                limit: self.limits.file_bytes,
+            };
+            tracing::error!("inbox store: {e}");
+            let mut s = self.sync.lock();
+            s.last_failure = Some(e.to_string());
+            s.failed = batch.last().map_or(s.failed, |(t, _)| *t);
+        }
+        Ok(durable)
+    }
+
+    /// Removes the oldest messages of inbox `num` while `more(head)` holds; a message not yet acked by a device counts as a drop for
+    /// it unless `why` is `Read`.
+    fn drop_head(
+        &mut self,
+        messages: &mut Messages<'_>,
+        devices: &mut Devices<'_>,
+        num: u64,
+        why: Why,
+        mut more: impl FnMut(&Head) -> bool,
+    ) -> Result<u64> {
+        let mut removed = 0;
+        let mut dirty = false;
+        loop {
+            let Some(a) = self.books.inboxes.get_mut(&num) else {
+                return Ok(removed);
+            };
+            let head = {
+                let mut r = messages.range((num, 0)..=(num, u64::MAX)).map_err(engine)?;
+                match r.next() {
+                    None => None,
+                    Some(row) => {
+                        let (k, v) = row.map_err(engine)?;
+                        let (_, time, bytes) = v.value();
+                        Some((k.value().1, time, bytes.len() as u64))
+                    }
+                }
+            };
+            let Some((seq, time, len)) = head else { break };
+            let h = Head {
+                seq,
+                time,
+                count: a.count,
+                bytes: a.bytes,
+                total_count: self.books.count,
+                total_bytes: self.books.bytes,
+            };
+            if !more(&h) {
+                break;
+            }
+            messages.remove((num, seq)).map_err(engine)?;
+            a.count -= 1;
+            a.bytes -= len;
+            self.books.count -= 1;
+            self.books.bytes -= len;
+            removed += 1;
+            if why != Why::Read {
+                for v in a.devices.values_mut() {
+                    if v.0 < seq {
+                        v.1 += 1;
+                        dirty = true;
+                    }
+                }
+                match why {
+                    Why::Age => self.counters.dropped_age += 1,
+                    _ => self.counters.dropped_limit += 1,
+                }
+            }
+        }
+        if dirty {
+            if let Some(a) = self.books.inboxes.get(&num) {
+                for (name, v) in &a.devices {
+                    devices.insert((num, name.as_str()), *v).map_err(engine)?;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Past a server-wide limit, the oldest message of all inboxes goes first.
+    fn enforce_totals(
+        &mut self,
+        messages: &mut Messages<'_>,
+        devices: &mut Devices<'_>,
+    ) -> Result<u64> {
+        let mut removed = 0;
+        while self.over_totals() {
+            // The inbox whose head is oldest, and the next oldest head.
+            let mut heads = Vec::new();
+            for (&num, a) in &self.books.inboxes {
+                if a.count == 0 {
+                    continue;
+                }
+                let mut r = messages.range((num, 0)..=(num, u64::MAX)).map_err(engine)?;
+                if let Some(row) = r.next() {
+                    let (_, v) = row.map_err(engine)?;
+                    heads.push((v.value().1, num));
+                }
+            }
+            heads.sort_unstable();
+            let Some(&(_, num)) = heads.first() else {
+                break;
+            };
+            let next = heads.get(1).map_or(u64::MAX, |h| h.0);
+            let (max_n, max_b) = (self.limits.total_messages, self.limits.total_bytes);
+            let n = self.drop_head(messages, devices, num, Why::Limit, |h| {
+                (h.total_count > max_n || h.total_bytes > max_b) && h.time <= next
+            })?;
+            if n == 0 {
+                break;
+            }
+            removed += n;
+        }
+        Ok(removed)
+    }
+
+    fn over_totals(&self) -> bool {
+        self.books.count > self.limits.total_messages || self.books.bytes > self.limits.total_bytes
+    }
+}
+
+/// Creates the tables, so that readers never find one missing.
+pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<()> {
+    tx.open_table(INBOXES).map_err(engine)?;
+    tx.open_table(MESSAGES).map_err(engine)?;
+    tx.open_table(DEVICES).map_err(engine)?;
+    tx.open_table(NEXT_SEQ).map_err(engine)?;
+    Ok(())
+}
