@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use redb::{Database, ReadableDatabase, ReadableTable, Table, WriteTransaction};
+use redb::{Database, ReadableDatabase, ReadableTable, Table};
+
+use crate::db::Db;
 
 use crate::error::{engine, Result, StoreError};
 use crate::layout::{MessageKey, MessageValue, DEVICES, INBOXES, MESSAGES, NEXT_SEQ};
@@ -102,7 +104,7 @@ enum Why {
 }
 
 pub(crate) struct Committer {
-    pub db: Arc<Database>,
+    pub db: Arc<Db>,
     pub sync: Arc<Sync>,
     pub limits: Limits,
     pub policy: CommitPolicy,
@@ -117,7 +119,7 @@ pub(crate) struct Committer {
 
 impl Committer {
     pub fn new(
-        db: Arc<Database>,
+        db: Arc<Db>,
         sync: Arc<Sync>,
         limits: Limits,
         policy: CommitPolicy,
@@ -219,10 +221,11 @@ impl Committer {
                         self.counters.dropped_failed += 1;
                     }
                 }
-                // What this batch changed in memory did not reach the disk.
-                match Books::load(&self.db) {
+                // After an I/O error redb refuses everything until reopened;
+                // and what this batch changed in memory did not reach the disk.
+                match self.db.reopen().and_then(|()| self.db.with(Books::load)) {
                     Ok(b) => self.books = b,
-                    Err(e) => tracing::error!("inbox store: cannot reread the store: {e}"),
+                    Err(e) => tracing::error!("inbox store: cannot reopen the store: {e}"),
                 }
                 let mut s = self.sync.lock();
                 s.last_failure = Some(e.to_string());
@@ -243,6 +246,7 @@ impl Committer {
             }
         }
         s.held = (self.books.count, self.books.bytes);
+        s.unrecorded = self.lost.clone();
         let overload = s.counters.dropped_overload;
         s.counters = self.counters.clone();
         s.counters.dropped_overload = overload;
@@ -252,10 +256,25 @@ impl Committer {
     /// One transaction: the batch, deletions of what every device has read,
     /// the limits. Returns the highest seq stored per inbox.
     fn write(&mut self, batch: &[(u64, Op)], sweep: bool) -> Result<HashMap<u64, u64>> {
+        if !self.db.is_open() {
+            // The last reopen failed: try again before this batch.
+            self.db.reopen()?;
+            self.books = self.db.with(Books::load)?;
+        }
+        let db = self.db.clone();
+        db.with(|db| self.write_to(db, batch, sweep))
+    }
+
+    fn write_to(
+        &mut self,
+        db: &Database,
+        batch: &[(u64, Op)],
+        sweep: bool,
+    ) -> Result<HashMap<u64, u64>> {
         let full = std::fs::metadata(&self.file)
             .map(|m| m.len() >= self.limits.file_bytes)
             .unwrap_or(false);
-        let tx = self.db.begin_write().map_err(engine)?;
+        let tx = db.begin_write().map_err(engine)?;
         let mut durable = HashMap::new();
         let mut refused = 0u64;
         let changed = {
@@ -264,8 +283,12 @@ impl Committer {
             let mut devices = tx.open_table(DEVICES).map_err(engine)?;
             let mut next_seq = tx.open_table(NEXT_SEQ).map_err(engine)?;
             let mut touched = HashSet::new();
-            // Cleared when this commit succeeds, kept for the next if not.
-            let mut lost = self.lost.clone();
+            // Gaps: messages that never reached the disk. Recorded after the
+            // batch (so devices it makes known are told), or before an ack
+            // of the inbox in it (which tells them). If this commit fails
+            // they stay in `self.lost` for the next.
+            let mut gaps = self.lost.clone();
+            let mut refused_now: HashMap<u64, u64> = HashMap::new();
             for (_, op) in batch {
                 match op {
                     Op::Register {
@@ -293,7 +316,6 @@ impl Committer {
                             self.books.count -= a.count;
                             self.books.bytes -= a.bytes;
                         }
-                        lost.remove(num);
                         touched.remove(num);
                     }
                     Op::Append(p) => {
@@ -302,7 +324,7 @@ impl Committer {
                         };
                         next_seq.insert(p.num, p.seq + 1).map_err(engine)?;
                         if full {
-                            *lost.entry(p.num).or_default() += 1;
+                            *refused_now.entry(p.num).or_default() += 1;
                             refused += 1;
                             continue;
                         }
@@ -323,6 +345,9 @@ impl Committer {
                         }
                     }
                     Op::Ack { num, device, seq } => {
+                        if let Some(n) = gaps.remove(num) {
+                            self.record_gap(&mut devices, *num, n)?;
+                        }
                         if let Some(a) = self.books.inboxes.get_mut(num) {
                             let v = a.devices.entry(device.clone()).or_insert((0, 0));
                             *v = (v.0.max(*seq), 0);
@@ -341,14 +366,11 @@ impl Committer {
                     }
                 }
             }
-            // Gaps: messages that never reached the disk.
-            for (num, n) in lost {
-                if let Some(a) = self.books.inboxes.get_mut(&num) {
-                    for (name, v) in a.devices.iter_mut() {
-                        v.1 += n;
-                        devices.insert((num, name.as_str()), *v).map_err(engine)?;
-                    }
-                }
+            for (num, n) in refused_now {
+                *gaps.entry(num).or_default() += n;
+            }
+            for (num, n) in gaps {
+                self.record_gap(&mut devices, num, n)?;
             }
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -468,6 +490,17 @@ impl Committer {
         Ok(removed)
     }
 
+    /// `n` messages of inbox `num` were lost: every device is told.
+    fn record_gap(&mut self, devices: &mut Devices<'_>, num: u64, n: u64) -> Result<()> {
+        if let Some(a) = self.books.inboxes.get_mut(&num) {
+            for (name, v) in a.devices.iter_mut() {
+                v.1 += n;
+                devices.insert((num, name.as_str()), *v).map_err(engine)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Past a server-wide limit, the oldest message of all inboxes goes first.
     fn enforce_totals(
         &mut self,
@@ -508,13 +541,4 @@ impl Committer {
     fn over_totals(&self) -> bool {
         self.books.count > self.limits.total_messages || self.books.bytes > self.limits.total_bytes
     }
-}
-
-/// Creates the tables, so that readers never find one missing.
-pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<()> {
-    tx.open_table(INBOXES).map_err(engine)?;
-    tx.open_table(MESSAGES).map_err(engine)?;
-    tx.open_table(DEVICES).map_err(engine)?;
-    tx.open_table(NEXT_SEQ).map_err(engine)?;
-    Ok(())
 }

@@ -19,6 +19,8 @@ pub enum StoreError {
     Full { limit: u64 },
     #[error("a commit failed and its messages were lost: {0}")]
     CommitFailed(String),
+    #[error("the inbox store is being reopened after an error; try again")]
+    Unavailable,
     #[error("the store's committer thread has stopped")]
     Closed,
 }

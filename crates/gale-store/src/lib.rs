@@ -11,6 +11,7 @@
 //! Module map:
 //! - `store`: the [`Store`] handle (open, register, append, read, ack, flush, stats)
 //! - `committer`: the writer thread, deletions and limits
+//! - `db`: the redb database, reopened after an I/O error
 //! - `shared`: what the handle and the committer share (queue, registrations)
 //! - `layout`: the tables and their keys
 //! - `limits`: [`Limits`], [`CommitPolicy`] and their defaults
@@ -19,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 mod committer;
+mod db;
 mod error;
 mod layout;
 mod limits;

@@ -78,6 +78,8 @@ pub(crate) struct Shared {
     pub last_failure: Option<String>,
     /// Messages `append` refused, per inbox: gaps to record at the next commit.
     pub overflow: HashMap<u64, u64>,
+    /// Gaps the committer has not yet written (its last commit failed).
+    pub unrecorded: HashMap<u64, u64>,
     pub flush_wanted: bool,
     pub closing: bool,
     pub committer_gone: bool,

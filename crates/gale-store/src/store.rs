@@ -9,7 +9,9 @@ use std::thread::JoinHandle;
 
 use redb::{Database, ReadableDatabase, ReadableTable};
 
-use crate::committer::{create_tables, Books, Committer};
+use crate::db::Db;
+
+use crate::committer::{Books, Committer};
 use crate::error::{engine, Result, StoreError};
 use crate::layout::{DEVICES, INBOXES, MESSAGES, NEXT_SEQ};
 use crate::limits::{CommitPolicy, Limits};
@@ -49,7 +51,7 @@ pub struct Batch {
 
 /// The inbox store. Cheap calls from any thread; one committer thread writes.
 pub struct Store {
-    db: Arc<Database>,
+    db: Arc<Db>,
     sync: Arc<Sync>,
     policy: CommitPolicy,
     file: PathBuf,
@@ -68,15 +70,11 @@ impl Store {
             source,
         })?;
         let file = dir.join(FILE_NAME);
-        let db = Database::create(&file).map_err(engine)?;
-        let tx = db.begin_write().map_err(engine)?;
-        create_tables(&tx)?;
-        tx.commit().map_err(engine)?;
-        let books = Books::load(&db)?;
+        let db = Arc::new(Db::open(&file)?);
+        let books = db.with(Books::load)?;
         let sync = Arc::new(Sync::default());
-        load_registrations(&db, &mut sync.lock())?;
+        db.with(|db| load_registrations(db, &mut sync.lock()))?;
         sync.lock().held = (books.count, books.bytes);
-        let db = Arc::new(db);
         let committer = Committer::new(
             db.clone(),
             sync.clone(),
@@ -205,7 +203,7 @@ impl Store {
     /// drops this device has not been told of. A device is known (and waited
     /// for before messages are deleted) from its first read or ack.
     pub fn read(&self, inbox: &str, device: &str, after_seq: u64, max: usize) -> Result<Batch> {
-        let (num, queued) = {
+        let (num, queued, gaps) = {
             let mut s = self.sync.lock();
             let m = s
                 .inboxes
@@ -232,30 +230,41 @@ impl Store {
                     }
                 }
             }
-            (num, queued)
+            let gaps = s.unrecorded.get(&num).copied().unwrap_or(0)
+                + s.overflow.get(&num).copied().unwrap_or(0);
+            (num, queued, gaps)
         };
-        let mut out = BTreeMap::new();
-        let tx = self.db.begin_read().map_err(engine)?;
-        let messages = tx.open_table(MESSAGES).map_err(engine)?;
-        let start = after_seq.saturating_add(1);
-        for row in messages
-            .range((num, start)..=(num, u64::MAX))
-            .map_err(engine)?
-            .take(max)
-        {
-            let (k, v) = row.map_err(engine)?;
-            let (id, time, bytes) = v.value();
-            let seq = k.value().1;
-            out.insert(
-                seq,
-                Stored {
+        let (mut out, dropped) = self.db.with(|db| {
+            let mut out = BTreeMap::new();
+            let tx = db.begin_read().map_err(engine)?;
+            let messages = tx.open_table(MESSAGES).map_err(engine)?;
+            let start = after_seq.saturating_add(1);
+            for row in messages
+                .range((num, start)..=(num, u64::MAX))
+                .map_err(engine)?
+                .take(max)
+            {
+                let (k, v) = row.map_err(engine)?;
+                let (id, time, bytes) = v.value();
+                let seq = k.value().1;
+                out.insert(
                     seq,
-                    id,
-                    time,
-                    bytes: bytes.to_vec(),
-                },
-            );
-        }
+                    Stored {
+                        seq,
+                        id,
+                        time,
+                        bytes: bytes.to_vec(),
+                    },
+                );
+            }
+            let dropped = tx
+                .open_table(DEVICES)
+                .map_err(engine)?
+                .get((num, device))
+                .map_err(engine)?
+                .map_or(0, |v| v.value().1);
+            Ok((out, dropped))
+        })?;
         for p in queued {
             out.entry(p.seq).or_insert_with(|| Stored {
                 seq: p.seq,
@@ -264,14 +273,8 @@ impl Store {
                 bytes: p.bytes.to_vec(),
             });
         }
-        let dropped = tx
-            .open_table(DEVICES)
-            .map_err(engine)?
-            .get((num, device))
-            .map_err(engine)?
-            .map_or(0, |v| v.value().1);
         Ok(Batch {
-            dropped,
+            dropped: dropped + gaps,
             messages: out.into_values().take(max).collect(),
         })
     }
@@ -285,6 +288,8 @@ impl Store {
             .get_mut(inbox)
             .ok_or_else(|| StoreError::UnknownInbox(inbox.to_string()))?;
         let num = m.num;
+        // Nobody can have read what was not appended yet.
+        let seq = seq.min(m.next_seq - 1);
         let acked = m.devices.entry(device.to_string()).or_insert(0);
         *acked = (*acked).max(seq);
         self.enqueue(
@@ -350,8 +355,9 @@ impl Store {
         Ok(())
     }
 
-    /// Figures for the status view.
-    pub fn stats(&self) -> Result<Stats> {
+    /// Figures for the status view (the oldest message's time is `None`
+    /// while the store cannot be read).
+    pub fn stats(&self) -> Stats {
         let (nums, pending, counters, last_error, (messages, bytes)) = {
             let s = self.sync.lock();
             (
@@ -363,20 +369,26 @@ impl Store {
             )
         };
         // The oldest message is the oldest of the inboxes' first ones.
-        let tx = self.db.begin_read().map_err(engine)?;
-        let table = tx.open_table(MESSAGES).map_err(engine)?;
-        let mut oldest = None::<u64>;
-        for &num in &nums {
-            if let Some(row) = table
-                .range((num, 0)..=(num, u64::MAX))
-                .map_err(engine)?
-                .next()
-            {
-                let time = row.map_err(engine)?.1.value().1;
-                oldest = Some(oldest.map_or(time, |o| o.min(time)));
-            }
-        }
-        Ok(Stats {
+        let oldest = self
+            .db
+            .with(|db| {
+                let tx = db.begin_read().map_err(engine)?;
+                let table = tx.open_table(MESSAGES).map_err(engine)?;
+                let mut oldest = None::<u64>;
+                for &num in &nums {
+                    if let Some(row) = table
+                        .range((num, 0)..=(num, u64::MAX))
+                        .map_err(engine)?
+                        .next()
+                    {
+                        let time = row.map_err(engine)?.1.value().1;
+                        oldest = Some(oldest.map_or(time, |o| o.min(time)));
+                    }
+                }
+                Ok(oldest)
+            })
+            .unwrap_or(None);
+        Stats {
             inboxes: nums.len() as u64,
             messages,
             bytes,
@@ -385,7 +397,7 @@ impl Store {
             pending,
             counters,
             last_error,
-        })
+        }
     }
 
     /// Queues `op`; wakes the committer when it starts a batch (so the

@@ -96,22 +96,22 @@ fn two_devices_both_get_everything() {
     s.ack(INBOX, "laptop", 10).unwrap();
     s.flush().unwrap();
     // The laptop read them all; the desktop has not: still held.
-    assert_eq!(s.stats().unwrap().messages, 10);
+    assert_eq!(s.stats().messages, 10);
     assert_eq!(s.cursor(INBOX, "laptop"), Some(10));
     assert_eq!(s.cursor(INBOX, "desktop"), Some(0));
     assert_eq!(seqs(&s, INBOX, "desktop").1, (1..=10).collect::<Vec<_>>());
     s.ack(INBOX, "desktop", 6).unwrap();
     s.flush().unwrap();
-    assert_eq!(s.stats().unwrap().messages, 4);
+    assert_eq!(s.stats().messages, 4);
     s.ack(INBOX, "desktop", 10).unwrap();
     s.flush().unwrap();
-    assert_eq!(s.stats().unwrap().messages, 0);
+    assert_eq!(s.stats().messages, 0);
     // Forgetting a device stops it holding messages back.
     append_n(&s, INBOX, 11..=12, now_ms());
     s.ack(INBOX, "laptop", 12).unwrap();
     s.forget_device(INBOX, "desktop").unwrap();
     s.flush().unwrap();
-    assert_eq!(s.stats().unwrap().messages, 0);
+    assert_eq!(s.stats().messages, 0);
 }
 
 #[test]
@@ -120,7 +120,7 @@ fn messages_are_kept_until_some_device_reads_them() {
     let s = open(d.path(), Limits::default());
     append_n(&s, INBOX, 1..=5, now_ms());
     s.flush().unwrap();
-    assert_eq!(s.stats().unwrap().messages, 5);
+    assert_eq!(s.stats().messages, 5);
     assert_eq!(s.cursor(INBOX, "laptop"), None);
 }
 
@@ -144,7 +144,7 @@ fn past_the_inbox_limit_the_oldest_go_and_each_device_is_told_how_many() {
     let (dropped, got) = seqs(&s, INBOX, "laptop");
     assert_eq!((dropped, got), (7, (8..=12).collect::<Vec<_>>()));
     assert_eq!(seqs(&s, INBOX, "phone").0, 4);
-    let st = s.stats().unwrap();
+    let st = s.stats();
     assert_eq!((st.messages, st.counters.dropped_limit), (5, 7));
     // Told once: an ack clears the count.
     s.ack(INBOX, "laptop", 12).unwrap();
@@ -184,7 +184,7 @@ fn past_the_server_limit_the_oldest_of_all_inboxes_go() {
     s.flush().unwrap();
     assert_eq!(seqs(&s, INBOX, "laptop"), (6, vec![7, 8]));
     assert_eq!(seqs(&s, "other@ofb.net", "laptop"), (0, (1..=8).collect()));
-    assert_eq!(s.stats().unwrap().counters.dropped_limit, 6);
+    assert_eq!(s.stats().counters.dropped_limit, 6);
 }
 
 #[test]
@@ -201,7 +201,7 @@ fn messages_older_than_max_age_expire() {
     append_n(&s, INBOX, 5..=6, now);
     s.flush().unwrap();
     assert_eq!(seqs(&s, INBOX, "laptop"), (4, vec![5, 6]));
-    let st = s.stats().unwrap();
+    let st = s.stats();
     assert_eq!(st.counters.dropped_age, 4);
     assert!(st.oldest.unwrap() >= now);
 }
@@ -240,7 +240,7 @@ fn registrations_messages_and_cursors_survive_reopening() {
     s.ack(INBOX, "desktop", 6).unwrap();
     s.close().unwrap();
     let s = Store::open(d.path(), Limits::default()).unwrap();
-    assert_eq!(s.stats().unwrap().messages, 0);
+    assert_eq!(s.stats().messages, 0);
     assert_eq!(s.append(INBOX, id(7), now_ms(), b"x").unwrap(), 7);
 }
 
@@ -253,7 +253,7 @@ fn unregistering_deletes_the_inbox_and_its_messages() {
     s.unregister(INBOX).unwrap();
     s.flush().unwrap();
     assert!(s.list().is_empty());
-    assert_eq!(s.stats().unwrap().messages, 0);
+    assert_eq!(s.stats().messages, 0);
     assert!(matches!(
         s.append(INBOX, id(1), 0, b"x"),
         Err(StoreError::UnknownInbox(_))
@@ -278,7 +278,7 @@ fn a_full_store_is_an_error_value_counted_and_told_as_a_gap() {
     append_n(&s, INBOX, 1..=3, now_ms());
     let err = s.flush().unwrap_err();
     assert!(err.to_string().contains("size limit"), "{err}");
-    let st = s.stats().unwrap();
+    let st = s.stats();
     assert_eq!(st.messages, 0);
     assert_eq!(st.counters.dropped_failed, 3);
     assert!(st.counters.errors >= 1);
@@ -322,8 +322,53 @@ fn a_committer_far_behind_drops_and_counts_instead_of_growing() {
         }
     }
     assert_eq!(refused, 15);
-    assert_eq!(s.stats().unwrap().counters.dropped_overload, 15);
+    assert_eq!(s.stats().counters.dropped_overload, 15);
     s.flush().unwrap();
     assert_eq!(seqs(&s, INBOX, "laptop"), (15, (1..=10).collect()));
-    assert_eq!(s.stats().unwrap().counters.dropped_overload, 15);
+    assert_eq!(s.stats().counters.dropped_overload, 15);
+}
+
+/// A real full disk. Needs a small file system, which a test cannot make
+/// without root: `mount -t tmpfs -o size=2M tmpfs /mnt/tiny` and run with
+/// `GALE_STORE_SMALL_FS=/mnt/tiny`; without it the test only says so.
+#[test]
+fn a_full_disk_is_counted_told_and_recovered_from() {
+    let Some(fs) = std::env::var_os("GALE_STORE_SMALL_FS") else {
+        eprintln!("GALE_STORE_SMALL_FS unset: not testing a real full disk");
+        return;
+    };
+    let d = tempfile::tempdir_in(fs).unwrap();
+    let s = open(d.path(), Limits::default());
+    s.read(INBOX, "laptop", 0, 0).unwrap();
+    s.flush().unwrap();
+    let body = vec![0x5a; 300];
+    let mut last_ok = 0;
+    let mut failed = None;
+    for n in 1..=200_000u64 {
+        let seq = s.append(INBOX, id(n), now_ms(), &body).unwrap();
+        if n % 100 == 0 {
+            match s.flush() {
+                Ok(()) => last_ok = seq,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+    }
+    let err = failed.expect("the disk never filled up");
+    eprintln!("full after {last_ok} messages: {err}");
+    let st = s.stats();
+    assert!(st.counters.errors >= 1);
+    assert!(st.counters.dropped_failed >= 1);
+    // Reads work again once the committer has reopened the file.
+    let b = s.read(INBOX, "laptop", 0, usize::MAX).unwrap();
+    assert_eq!(b.messages.len() as u64, last_ok);
+    assert!(b.dropped >= 1, "the gap is told");
+    // Acking frees space; new messages are stored again.
+    s.ack(INBOX, "laptop", u64::MAX).unwrap();
+    s.flush().unwrap();
+    let seq = s.append(INBOX, id(0), now_ms(), &body).unwrap();
+    s.flush().unwrap();
+    assert_eq!(seqs(&s, INBOX, "laptop").1, vec![seq]);
 }
