@@ -21,6 +21,9 @@ use crate::stats::Counters;
 /// How often messages past `max_age` are looked for when nothing else happens.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
+/// How long the committer waits after a failed commit before the next.
+const RETRY_AFTER: Duration = Duration::from_millis(500);
+
 /// What the committer knows of one inbox on disk.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Acct {
@@ -115,6 +118,8 @@ pub(crate) struct Committer {
     lost: HashMap<u64, u64>,
     counters: Counters,
     last_sweep: Instant,
+    /// After a failed commit, the next waits until then (unless closing).
+    retry_at: Option<Instant>,
 }
 
 impl Committer {
@@ -136,6 +141,7 @@ impl Committer {
             lost: HashMap::new(),
             counters: Counters::default(),
             last_sweep: Instant::now(),
+            retry_at: None,
         }
     }
 
@@ -166,8 +172,12 @@ impl Committer {
     fn wait_for_work(&mut self) -> (Arc<Vec<(u64, Op)>>, bool) {
         let mut s = self.sync.lock();
         loop {
+            let backoff = self.retry_at.map_or(Duration::ZERO, |t| {
+                t.saturating_duration_since(Instant::now())
+            });
             let due = match s.queued_at {
                 None => None,
+                Some(_) if !backoff.is_zero() && !s.closing => Some(backoff),
                 Some(_) if s.flush_wanted || s.closing => Some(Duration::ZERO),
                 Some(_) if s.queue.len() >= self.policy.max_batch => Some(Duration::ZERO),
                 Some(at) => Some(self.policy.interval.saturating_sub(at.elapsed())),
@@ -210,6 +220,7 @@ impl Committer {
             Ok(durable) => {
                 self.counters.commits += 1;
                 self.lost.clear();
+                self.retry_at = None;
                 durable
             }
             Err(e) => {
@@ -232,12 +243,25 @@ impl Committer {
                 if let Some(t) = last {
                     s.failed = t;
                 }
+                // Registrations, devices and acks are not lost: they go first
+                // in the next batch, which waits a little for the disk.
+                let mut retry: Vec<(u64, Op)> = batch
+                    .iter()
+                    .filter(|(_, op)| !matches!(op, Op::Append(_)))
+                    .cloned()
+                    .collect();
+                if !retry.is_empty() {
+                    retry.append(&mut s.queue);
+                    s.queue = retry;
+                    s.queued_at.get_or_insert_with(Instant::now);
+                }
+                self.retry_at = Some(Instant::now() + RETRY_AFTER);
                 HashMap::new()
             }
         };
         let mut s = self.sync.lock();
         if let Some(t) = last {
-            s.done = t;
+            s.done = s.done.max(t);
         }
         s.inflight = Arc::new(Vec::new());
         for inbox in s.inboxes.values_mut() {

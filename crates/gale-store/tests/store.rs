@@ -365,10 +365,18 @@ fn a_full_disk_is_counted_told_and_recovered_from() {
     let b = s.read(INBOX, "laptop", 0, usize::MAX).unwrap();
     assert_eq!(b.messages.len() as u64, last_ok);
     assert!(b.dropped >= 1, "the gap is told");
+    // A registration made while the disk is full is not lost.
+    s.register("new@ofb.net", b"k", &[]);
+    let _ = s.flush();
     // Acking frees space; new messages are stored again.
     s.ack(INBOX, "laptop", u64::MAX).unwrap();
     s.flush().unwrap();
     let seq = s.append(INBOX, id(0), now_ms(), &body).unwrap();
+    s.append("new@ofb.net", id(0), now_ms(), &body).unwrap();
     s.flush().unwrap();
     assert_eq!(seqs(&s, INBOX, "laptop").1, vec![seq]);
+    s.close().unwrap();
+    let s = Store::open(d.path(), Limits::default()).unwrap();
+    assert_eq!(s.list().len(), 2);
+    assert_eq!(seqs(&s, "new@ofb.net", "laptop").1, vec![1]);
 }
