@@ -64,6 +64,9 @@ impl Store {
         Store::open_with(dir, limits, CommitPolicy::default())
     }
 
+    /// Opens the store with a commit policy of the caller's. Reads every
+    /// message's size once (about a second per few million messages) to know
+    /// the inboxes' sizes, then starts the committer thread.
     pub fn open_with(dir: &Path, limits: Limits, policy: CommitPolicy) -> Result<Store> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
             path: dir.to_path_buf(),

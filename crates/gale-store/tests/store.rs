@@ -380,3 +380,37 @@ fn a_full_disk_is_counted_told_and_recovered_from() {
     assert_eq!(s.list().len(), 2);
     assert_eq!(seqs(&s, "new@ofb.net", "laptop").1, vec![1]);
 }
+
+#[test]
+fn a_reader_paging_while_messages_arrive_skips_none() {
+    let d = tempfile::tempdir().unwrap();
+    let policy = CommitPolicy {
+        interval: Duration::from_millis(1),
+        max_batch: 256,
+        ..CommitPolicy::default()
+    };
+    let s = std::sync::Arc::new(Store::open_with(d.path(), Limits::default(), policy).unwrap());
+    s.register(INBOX, b"key", &[]);
+    const N: u64 = 8_000;
+    let writer = {
+        let s = s.clone();
+        std::thread::spawn(move || {
+            for n in 1..=N {
+                s.append(INBOX, id(n), now_ms(), &payload(n)).unwrap();
+            }
+        })
+    };
+    let mut after = 0;
+    while after < N {
+        let b = s.read(INBOX, "laptop", after, 100).unwrap();
+        for m in &b.messages {
+            assert_eq!(m.seq, after + 1, "skipped from {after} to {}", m.seq);
+            assert_eq!(m.bytes, payload(m.seq));
+            after = m.seq;
+        }
+        s.ack(INBOX, "laptop", after).unwrap();
+    }
+    writer.join().unwrap();
+    s.flush().unwrap();
+    assert_eq!(s.stats().messages, 0);
+}
