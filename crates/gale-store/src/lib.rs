@@ -10,7 +10,8 @@
 //!
 //! Module map:
 //! - `store`: the [`Store`] handle (open, register, append, read, ack, flush, stats)
-//! - `committer`: the writer thread, deletions and limits
+//! - `committer`: the writer thread: batches, failures, reopening; `committer/apply`:
+//!   one transaction, with deletions and limits
 //! - `db`: the redb database, reopened after an I/O error
 //! - `shared`: what the handle and the committer share (queue, registrations)
 //! - `layout`: the tables and their keys
