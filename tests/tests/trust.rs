@@ -316,3 +316,55 @@ fn presence_notices_and_wills_are_signed_even_after_a_reconnect() {
         "{will}"
     );
 }
+
+#[test]
+fn a_key_made_here_while_asking_is_used_not_taken_for_another_machine() {
+    // A new user starts gsub, then gsend at once (the README's quick start): gsub
+    // makes the key while gsend is asking over Gale whether the name answers
+    // elsewhere, and the answer gsend gets is that very key. Made deterministic
+    // here: the answer is a captured one, sent once the key file is in place.
+    let g = Galed::start(&[]);
+    let s = g.server();
+    let alice = User::new("alice@example.org");
+    let secret = alice.gale_dir().join("auth/private/alice@example.org.gpri");
+    let mut spy = RawClient::connect(g.addr);
+    spy.subscribe("_gale.key.alice@example.org");
+    let answer = {
+        let sub = alice.gsub(
+            &s,
+            &FAST
+                .iter()
+                .chain(&["alice@example.org"])
+                .copied()
+                .collect::<Vec<_>>(),
+        );
+        RawClient::connect(g.addr).publish(key_query("alice@example.org"));
+        let answer = spy.deliver();
+        drop(sub);
+        answer
+    };
+    // The key is not there when gsend starts...
+    let aside = alice.gale_dir().join("made-by-gsub.gpri");
+    std::fs::rename(&secret, &aside).unwrap();
+    let mut answerer = RawClient::connect(g.addr);
+    answerer.subscribe("_gale.query.alice@example.org");
+    let mut cmd = std::process::Command::new(bin("gsend"));
+    let gsend = alice
+        .env(&mut cmd)
+        .args(["-s", &s, "--key-timeout", "20", "-m", "first words"])
+        .arg("pub.first@example.org")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // ... and is, by the time the answer comes.
+    let q = answerer.deliver();
+    assert_eq!(q.to[0].as_str(), "_gale.query.alice@example.org");
+    std::fs::rename(&aside, &secret).unwrap();
+    answerer.publish(answer);
+    let out = gsend.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{out:?}");
+    assert!(!err.contains("already has a key over Gale"), "{err}");
+}

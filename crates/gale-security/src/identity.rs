@@ -116,6 +116,14 @@ pub async fn load_or_create_checked(
     }
     if let Some(d) = discovery {
         if let Some((key, trust)) = d.probe(store, name).await {
+            // Another program of this user (a gsub started a moment before) may
+            // have made the key while we asked: then the answer was our own key.
+            if let Some((mine, _)) = store.secret(name)? {
+                return Ok(Own {
+                    key: mine,
+                    created: None,
+                });
+            }
             return Err(IdentityError::AnswersElsewhere {
                 name: name.clone(),
                 id: key.id(),
