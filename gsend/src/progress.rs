@@ -65,11 +65,16 @@ fn unreachable(
             _ => None,
         })
         .collect();
-    Some(format!(
+    Some(cannot_reach(&each?))
+}
+
+/// The line for a gsend that reached no server: `each` names a server and why.
+fn cannot_reach(each: &[String]) -> String {
+    format!(
         "cannot reach any server: {}; is galed running there? Use -s or GALE_SERVER to \
          choose a server, or --timeout SECS to keep trying that long",
-        each?.join(", ")
-    ))
+        each.join(", ")
+    )
 }
 
 impl Progress {
@@ -208,11 +213,7 @@ impl Progress {
                 None => format!("{srv} (no answer yet)"),
             })
             .collect();
-        format!(
-            "cannot reach any server: {}; is galed running there? Use -s or GALE_SERVER to \
-             choose a server, or --timeout SECS to keep trying that long",
-            each.join(", ")
-        )
+        cannot_reach(&each)
     }
 
     /// Resolves when no server can be reached: every one has failed since
