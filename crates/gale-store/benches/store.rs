@@ -7,7 +7,7 @@
 //! ```
 //! Targets on the 2-core machine: 100,000 msg/s stored, 200,000 msg/s replayed.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use gale_store::{Limits, Store, StoreError};
 
@@ -50,16 +50,13 @@ fn main() {
         let inbox = &names[(i % INBOXES) as usize];
         let mut id = [0u8; 16];
         id[..8].copy_from_slice(&i.to_be_bytes());
-        loop {
-            match s.append(inbox, id, now, &body) {
-                Ok(_) => break,
-                // The committer is a full queue behind: wait for it.
-                Err(StoreError::Overloaded) => {
-                    refused += 1;
-                    std::thread::sleep(Duration::from_micros(200));
-                }
-                Err(e) => panic!("append: {e}"),
-            }
+        // Unpaced, as galed's router appends: a message the committer is too far
+        // behind to take is lost (galed counts it and tells the owner), and the
+        // loss is reported beside the rate rather than hidden by waiting.
+        match s.append(inbox, id, now, &body) {
+            Ok(_) => {}
+            Err(StoreError::Overloaded) => refused += 1,
+            Err(e) => panic!("append: {e}"),
         }
     }
     let appended = start.elapsed();
@@ -67,8 +64,10 @@ fn main() {
     let stored = start.elapsed();
     let st = s.stats();
     println!(
-        "stored   {n} messages of {MSG_BYTES} B in {INBOXES} inboxes: {:>9.0} msg/s durable ({:.2} s; appends alone {:.0} msg/s; {refused} refused while the committer caught up; {} commits)",
-        n as f64 / stored.as_secs_f64(),
+        "stored   {} of {n} messages of {MSG_BYTES} B in {INBOXES} inboxes: {:>9.0} msg/s durable, loss {refused} ({:.2}%: refused while the committer was a full queue behind) ({:.2} s; appends alone {:.0} msg/s; {} commits)",
+        n - refused,
+        (n - refused) as f64 / stored.as_secs_f64(),
+        refused as f64 * 100.0 / n as f64,
         stored.as_secs_f64(),
         n as f64 / appended.as_secs_f64(),
         st.counters.commits,
@@ -92,7 +91,7 @@ fn main() {
         s.ack(name, "laptop", after).expect("ack");
     }
     let replayed = start.elapsed();
-    assert_eq!(got, n);
+    assert_eq!(got, n - refused);
     s.flush().expect("flush");
     let all = start.elapsed();
     println!(
