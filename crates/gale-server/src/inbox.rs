@@ -152,21 +152,34 @@ impl Inboxes {
     /// Opens the store as `config` says. A store that cannot be opened is
     /// logged and leaves galed running without inboxes.
     pub fn open(config: &Config) -> Inboxes {
-        let mut me = Inboxes {
-            store: None,
-            unavailable: None,
-            data_dir: None,
-            max_inboxes: config.max_inboxes,
+        let mut me = Inboxes::closed();
+        me.max_inboxes = config.max_inboxes;
+        if !config.inboxes {
+            me.unavailable = Some("inboxes are turned off on this server (inboxes = false)".into());
+            return me;
+        }
+        me.open_store(config);
+        me
+    }
+
+    /// No store: every INBOX_OPEN is answered "unavailable".
+    pub fn closed() -> Inboxes {
+        Inboxes {
             index: RwLock::new(SubscriptionTrie::new()),
             by_name: Mutex::new(HashMap::new()),
             count: AtomicUsize::new(0),
             next_num: AtomicU64::new(1),
             counters: InboxCounters::default(),
-        };
-        if !config.inboxes {
-            me.unavailable = Some("inboxes are turned off on this server (inboxes = false)".into());
-            return me;
+            max_inboxes: 0,
+            unavailable: Some("this server was started without an inbox store".into()),
+            store: None,
+            data_dir: None,
         }
+    }
+
+    fn open_store(&mut self, config: &Config) {
+        let me = self;
+        me.unavailable = None;
         let dir = config.data_dir();
         me.data_dir = Some(dir.clone());
         match Store::open_with(&dir, config.store_limits(), config.commit_policy()) {
@@ -197,7 +210,6 @@ impl Inboxes {
                 me.unavailable = Some(why);
             }
         }
-        me
     }
 
     pub fn store(&self) -> Option<&Arc<Store>> {
@@ -532,12 +544,13 @@ impl Inboxes {
 /// (the store file is locked while it runs).
 pub fn drop_inbox(config: &Config, name: &str) -> Result<String, String> {
     let dir = config.data_dir();
-    let store = Store::open_with(&dir, config.store_limits(), config.commit_policy()).map_err(|e| {
-        format!(
-            "cannot open the inbox store in {}: {e} (is galed running? stop it first)",
-            dir.display()
-        )
-    })?;
+    let store =
+        Store::open_with(&dir, config.store_limits(), config.commit_policy()).map_err(|e| {
+            format!(
+                "cannot open the inbox store in {}: {e} (is galed running? stop it first)",
+                dir.display()
+            )
+        })?;
     let owner = store
         .list()
         .into_iter()
