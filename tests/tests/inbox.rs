@@ -56,25 +56,16 @@ fn ok(out: &Output) -> &Output {
 
 /// alice and bob, each with a key, and alice holding bob's.
 fn alice_and_bob() -> (User, User) {
-    let (alice, bob) = (User::new("alice@example.org"), User::new("bob@example.org"));
-    alice.gkey_ok(&["gen", "alice@example.org"], b"");
-    bob.gkey_ok(&["gen", "bob@example.org"], b"");
+    let (alice, bob) = (
+        user_with_key("alice@example.org"),
+        user_with_key("bob@example.org"),
+    );
     introduce(&bob, &alice);
     (alice, bob)
 }
 
 fn send(from: &User, server: &str, to: &str, body: &str) {
     from.send_ok(server, &[to], body);
-}
-
-/// A galed whose config file says `settings` (its data directory is the
-/// harness's own).
-fn galed_with(settings: &str) -> (Galed, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("galed.toml");
-    std::fs::write(&path, settings).unwrap();
-    let g = Galed::start(&["--config", path.to_str().unwrap()]);
-    (g, dir)
 }
 
 #[test]
@@ -192,8 +183,7 @@ fn a_stranger_cannot_open_someone_elses_inbox() {
     ok(&drain(&bob, &g.server(), &["--device", "laptop"]));
     send(&alice, &g.server(), "bob@example.org", "secret");
     // mallory has a key of her own, and names bob's inbox.
-    let mallory = User::new("mallory@example.org");
-    mallory.gkey_ok(&["gen", "mallory@example.org"], b"");
+    let mallory = user_with_key("mallory@example.org");
     let out = drain(
         &mallory,
         &g.server(),
@@ -216,8 +206,7 @@ fn a_stranger_cannot_open_someone_elses_inbox() {
 #[test]
 fn a_named_durable_subscription_keeps_its_locations() {
     let g = Galed::start(&[]);
-    let bob = User::new("bob@example.org");
-    bob.gkey_ok(&["gen", "bob@example.org"], b"");
+    let bob = user_with_key("bob@example.org");
     let args = [
         "--durable",
         "alerts",
@@ -282,9 +271,14 @@ fn an_inbox_taken_by_someone_else_is_refused_until_the_operator_drops_it() {
     let mut g = Galed::start(&[]);
     let (alice, bob) = alice_and_bob();
     // mallory gets there first, naming bob's inbox with her key.
-    let mallory = User::new("mallory@example.org");
-    mallory.gkey_ok(&["gen", "mallory@example.org"], b"");
-    let squat = ["--durable", "bob@example.org", "--device", "x", "bob@example.org"];
+    let mallory = user_with_key("mallory@example.org");
+    let squat = [
+        "--durable",
+        "bob@example.org",
+        "--device",
+        "x",
+        "bob@example.org",
+    ];
     ok(&drain(&mallory, &g.server(), &squat));
     let out = drain(&bob, &g.server(), &[]);
     assert_eq!(out.status.code(), Some(1));
@@ -308,7 +302,10 @@ fn an_inbox_taken_by_someone_else_is_refused_until_the_operator_drops_it() {
     let out = drain(&bob, &g.server(), &["--device", "laptop"]);
     assert!(String::from_utf8_lossy(&ok(&out).stderr).contains("created inbox bob@example.org"));
     send(&alice, &g.server(), "bob@example.org", "for bob");
-    assert_eq!(bodies(ok(&drain(&bob, &g.server(), &["--device", "laptop"]))), ["for bob"]);
+    assert_eq!(
+        bodies(ok(&drain(&bob, &g.server(), &["--device", "laptop"]))),
+        ["for bob"]
+    );
 }
 
 #[test]
