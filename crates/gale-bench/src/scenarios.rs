@@ -117,8 +117,10 @@ pub async fn fanout(cfg: &Setup, subs: usize, servers: usize) -> Result<()> {
     let mut pub_rates = Vec::new();
     let mut losses = Vec::new();
     let mut worst = (0u64, 0u64);
+    let mut cpu_per_msg = Vec::new();
     for _ in 0..cfg.runs {
         let line = crate::raw::line(&cfg.galed, servers)?;
+        let cpu0: u64 = line.iter().map(|g| g.cpu_ns().unwrap_or(0)).sum();
         let (first, g) = (line[0].addr, line.last().expect("servers"));
         let mut counters = Vec::new();
         let mut pace = Vec::new();
@@ -136,6 +138,8 @@ pub async fn fanout(cfg: &Setup, subs: usize, servers: usize) -> Result<()> {
         let p = publisher(first, t, cfg.messages, pace, 1, cfg.window);
         let (got, lost, first, last) = gather(counters).await?;
         let published = p.join().expect("publisher thread")?;
+        let cpu1: u64 = line.iter().map(|g| g.cpu_ns().unwrap_or(0)).sum();
+        cpu_per_msg.push((cpu1 - cpu0) as f64 / cfg.messages as f64);
         if std::env::var_os("GALE_BENCH_DEBUG").is_some() {
             for g in &line {
                 let st = crate::raw::status(g.addr)?;
@@ -171,7 +175,8 @@ pub async fn fanout(cfg: &Setup, subs: usize, servers: usize) -> Result<()> {
     println!(
         "fanout 1->{subs} across {servers} server(s), unpaced{}: median {:.0} deliveries/s \
          (each: {:?}), publisher median {:.0} msgs/s, {BODY}-byte bodies; median loss {:.2}% \
-         (worst run: {} of {} not delivered, {} of them reported in LOSSAGE)",
+         (worst run: {} of {} not delivered, {} of them reported in LOSSAGE); galed CPU \
+         median {:.0} ns per message published",
         window_note(cfg),
         median(&mut rates.clone()),
         rates.iter().map(|r| *r as u64).collect::<Vec<_>>(),
@@ -180,6 +185,7 @@ pub async fn fanout(cfg: &Setup, subs: usize, servers: usize) -> Result<()> {
         worst.0,
         cfg.messages * subs as u64,
         worst.1,
+        median(&mut cpu_per_msg),
     );
     Ok(())
 }
