@@ -1,0 +1,261 @@
+//! What a gsub answers: a receipt for each message it shows that asks for one,
+//! its presence for each ping (and "who is around" ask), and one away reply per
+//! sender per period to private messages. Rules (docs/security.md "People"):
+//! - only signed asks are answered, never forged ones, and with
+//!   [`Visibility::Verified`] only asks whose signer is verified;
+//! - an answer goes only to a location under the asker's own name
+//!   ([`super::reply_allowed`]);
+//! - an answer to an encrypted message, or to an asker whose key is known, is
+//!   encrypted to the asker; an answer to a private message is never sent in
+//!   clear;
+//! - nothing answers a message marked automatic (`message.auto`), and away
+//!   replies never go to the gsub's own person.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use gale_client::{Delivery, Verify};
+use gale_keys::{KeyName, KeyStore, SecretKey};
+use gale_proto::fragment::names;
+use gale_proto::{Fragments, Location, Message, Timestamp, Value};
+
+use super::{is_ask, is_automatic, is_who_reply, receipt_request, reply_allowed, Status};
+use crate::outgoing::{self, Class, Decision};
+
+/// Default time between two away replies to the same sender.
+pub const DEFAULT_AWAY_PERIOD: Duration = Duration::from_secs(3600);
+/// Most senders remembered for away replies before the oldest are forgotten.
+const AWAY_MEMORY: usize = 10_000;
+
+/// Who may see this gsub's presence and receipts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Visibility {
+    /// Anyone who signs an ask; presence notices are published in clear.
+    #[default]
+    Anyone,
+    /// Only askers whose keys verify here; no presence notices or will are
+    /// published (they would be readable by all), and every answer is
+    /// encrypted to the asker.
+    Verified,
+}
+
+impl std::str::FromStr for Visibility {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "anyone" => Ok(Visibility::Anyone),
+            "verified" => Ok(Visibility::Verified),
+            _ => Err(format!("{s:?}: write anyone or verified")),
+        }
+    }
+}
+
+/// An away message and how often one sender may get it.
+#[derive(Debug, Clone)]
+pub struct Away {
+    pub text: String,
+    pub period: Duration,
+}
+
+/// What was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A receipt for a message shown.
+    Receipt,
+    /// A ping (a receipt request without a body, to this person).
+    Ping,
+    /// A "who is around" lookup (gwho): answered without showing it.
+    Who,
+    /// An automatic away reply.
+    Away,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Receipt => "receipt",
+            Kind::Ping => "ping",
+            Kind::Who => "who",
+            Kind::Away => "away",
+        }
+    }
+}
+
+/// One answer to send.
+#[derive(Debug)]
+pub struct Answer {
+    pub kind: Kind,
+    /// Who asked (or whom the away reply is for).
+    pub to: KeyName,
+    pub message: Message,
+}
+
+/// Decides and builds a gsub's answers.
+#[derive(Debug)]
+pub struct Answerer {
+    /// Who this gsub is (`bob@example.org`).
+    pub me: Location,
+    key: SecretKey,
+    sender: Option<String>,
+    class: String,
+    pub visibility: Visibility,
+    pub away: Option<Away>,
+    away_sent: HashMap<KeyName, Instant>,
+}
+
+impl Answerer {
+    pub fn new(
+        me: Location,
+        key: SecretKey,
+        sender: Option<String>,
+        class: String,
+        visibility: Visibility,
+    ) -> Answerer {
+        Answerer {
+            me,
+            key,
+            sender,
+            class,
+            visibility,
+            away: None,
+            away_sent: HashMap::new(),
+        }
+    }
+
+    /// Who signed `d`, if its asks may be answered under the visibility rule.
+    fn asker<'a>(&self, d: &'a Delivery) -> Option<&'a KeyName> {
+        match (&d.verify, self.visibility) {
+            (Verify::Verified { from }, _) => Some(from),
+            (Verify::Unverified { from: Some(n), .. }, Visibility::Anyone) => Some(n),
+            _ => None,
+        }
+    }
+
+    fn base(&self, status: &Status) -> Fragments {
+        let mut f = Fragments::new();
+        status.push_to(&mut f);
+        if let Some(s) = &self.sender {
+            f.push_text(names::MESSAGE_SENDER, s.as_str());
+        }
+        f.push(names::ID_TIME, Value::Time(Timestamp::now()));
+        f.push_text(names::ID_CLASS, self.class.as_str());
+        f
+    }
+
+    /// How to send to `to`: encrypted to its keys if known; in clear only if
+    /// `clear_ok` (and the visibility allows it); else not at all.
+    fn decision(&self, store: &KeyStore, to: &Location, clear_ok: bool) -> Option<Decision> {
+        match outgoing::classify(store, to, Timestamp::now()) {
+            Ok(Class::Private(keys)) => Some(Decision::Encrypt(keys)),
+            Ok(_) if clear_ok && self.visibility == Visibility::Anyone => Some(Decision::Clear),
+            _ => None,
+        }
+    }
+
+    fn build(&self, to: Location, f: &Fragments, decision: &Decision) -> Option<Message> {
+        let mut f = f.clone();
+        if *decision == Decision::Clear {
+            outgoing::carry_key(&mut f, &self.key);
+        }
+        match outgoing::build(vec![to], &f, Some(&self.key), decision) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::warn!("cannot build an answer: {e}");
+                None
+            }
+        }
+    }
+
+    /// The answers to `d` (shown by this gsub, or a ping it took), with the
+    /// gsub's presence `status`.
+    pub fn answer(
+        &mut self,
+        store: &KeyStore,
+        d: &Delivery,
+        status: &Status,
+        now: Instant,
+    ) -> Vec<Answer> {
+        let Some(f) = d.fragments().filter(|_| d.unreadable.is_none()) else {
+            return Vec::new();
+        };
+        if is_automatic(f) {
+            return Vec::new();
+        }
+        let Some(asker) = self.asker(d).cloned() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let ask = is_ask(&d.message.to, f);
+        if let Some(reply) = receipt_request(f).filter(|r| reply_allowed(&asker, r)) {
+            let kind = match ask {
+                true if is_who_reply(&reply) => Kind::Who,
+                true => Kind::Ping,
+                false => Kind::Receipt,
+            };
+            let mut a = self.base(status);
+            a.push_text(names::ANSWER_RECEIPT, self.me.as_str());
+            a.push_text(names::ANSWER_RECEIPT_ID, d.message.id.to_string());
+            a.push_text(names::MESSAGE_AUTO, super::AUTO_RECEIPT);
+            // Encrypted to the asker's own key (the reply location is under
+            // their name), when it is known here.
+            let asker_loc = Location::parse(asker.as_str()).ok();
+            let dec = asker_loc.and_then(|l| self.decision(store, &l, !d.encrypted));
+            if let Some(dec) = dec {
+                if let Some(message) = self.build(reply, &a, &dec) {
+                    out.push(Answer {
+                        kind,
+                        to: asker.clone(),
+                        message,
+                    });
+                }
+            }
+        }
+        if let Some(m) = self.away_reply(store, d, f, &asker, status, now) {
+            out.push(Answer {
+                kind: Kind::Away,
+                to: asker,
+                message: m,
+            });
+        }
+        out
+    }
+
+    /// An away reply to a private message to this person, once per period.
+    fn away_reply(
+        &mut self,
+        store: &KeyStore,
+        d: &Delivery,
+        f: &Fragments,
+        asker: &KeyName,
+        status: &Status,
+        now: Instant,
+    ) -> Option<Message> {
+        let away = self.away.as_ref()?;
+        let to_me = d.message.to.iter().any(|l| self.me.covers(l));
+        let own = asker.as_str() == self.me.as_str() || asker == self.key.name();
+        if !d.encrypted || !to_me || own || f.get(names::QUESTION_KEY).is_some() {
+            return None;
+        }
+        if is_ask(&d.message.to, f) {
+            return None;
+        }
+        if let Some(at) = self.away_sent.get(asker) {
+            if now.duration_since(*at) < away.period {
+                return None;
+            }
+        }
+        let reply_to = Location::parse(asker.as_str()).ok()?;
+        let mut a = self.base(status);
+        a.push_text(names::MESSAGE_BODY, away.text.as_str());
+        a.push_text(names::MESSAGE_AUTO, super::AUTO_AWAY);
+        let dec = self.decision(store, &reply_to, false)?;
+        let m = self.build(reply_to, &a, &dec)?;
+        if self.away_sent.len() >= AWAY_MEMORY {
+            let period = away.period;
+            self.away_sent
+                .retain(|_, at| now.duration_since(*at) < period);
+        }
+        self.away_sent.insert(asker.clone(), now);
+        Some(m)
+    }
+}
