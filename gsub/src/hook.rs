@@ -262,6 +262,8 @@ mod tests {
         assert_eq!(get("GALE_TO"), Some("a@x.org b@x.org"));
         assert_eq!(get("GALE_FROM"), Some(""));
         assert_eq!(get("GALE_VERIFY"), Some("anonymous"));
+        assert_eq!(get("GALE_KIND"), Some("message"));
+        assert_eq!(get("GALE_ABOUT"), Some(""));
         assert_eq!(get("GALE_KEYWORDS"), Some("a b"));
         assert_eq!(get("GALE_TIME"), Some("1970-01-01T00:00:00Z"));
         assert_eq!(get("GALE_TEXT_MESSAGE_BODY"), Some("hi\n"));

@@ -503,3 +503,51 @@ fn presence_to_verified_answers_only_verified_askers() {
         "eve's key does not verify for bob"
     );
 }
+
+#[test]
+fn the_hook_gets_gale_kind_and_presence_survives_a_server_restart() {
+    let mut g = Galed::start(&[]);
+    let s = g.server();
+    let (_d, u) = people(&["alice@example.org", "bob@example.org"]);
+    let (alice, bob) = (&u[0], &u[1]);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let script = dir.path().join("hook.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$GALE_KIND $GALE_ABOUT $GALE_TEXT_NOTICE_PRESENCE\" >> {}\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let hook = Gsub::spawn_as(
+        alice,
+        &s,
+        &["-f", script.to_str().unwrap(), "_gale.notice@example.org"],
+        true,
+    );
+    hook.stderr.wait_for("gsub: subscribed");
+    let bob_sub = bob.gsub(
+        &s,
+        &["-p", "in.present", "--device", "laptop", "bob@example.org"],
+    );
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_until("the hook ran", || {
+        read().contains("presence bob@example.org in.present")
+    });
+    set_presence(bob, "out.to.lunch", None);
+    wait_until("the hook saw the change", || {
+        read().contains("presence bob@example.org out.to.lunch")
+    });
+
+    // The server restarts: bob's gsub reconnects with the presence it had.
+    g.kill9();
+    g.restart();
+    bob_sub.stderr.wait_for("gsub: subscribed");
+    let out = run(alice, "gwho", &s, &["bob"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "out.to.lunch bob@example.org (laptop)\n");
+}

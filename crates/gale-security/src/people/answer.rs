@@ -259,3 +259,191 @@ impl Answerer {
         Some(m)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gale_keys::{open, KeyStore};
+    use gale_proto::Payload;
+
+    fn loc(s: &str) -> Location {
+        Location::parse(s).unwrap()
+    }
+
+    struct World {
+        _dir: tempfile::TempDir,
+        store: KeyStore,
+        bob: Answerer,
+        alice: SecretKey,
+        bob_key: SecretKey,
+    }
+
+    /// bob answers; he knows alice's key.
+    fn world(visibility: Visibility) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KeyStore::new(dir.path(), None);
+        let alice = crate::test_key("alice@x.org");
+        let bob_key = crate::test_key("bob@x.org");
+        store
+            .write_public(gale_keys::Dir::Local, alice.public(), false)
+            .unwrap();
+        let bob = Answerer::new(
+            loc("bob@x.org"),
+            bob_key.clone(),
+            None,
+            "test".into(),
+            visibility,
+        );
+        World {
+            _dir: dir,
+            store,
+            bob,
+            alice,
+            bob_key,
+        }
+    }
+
+    fn status() -> Status {
+        Status {
+            presence: "in.present".into(),
+            device: Some("laptop".into()),
+            active_at: None,
+        }
+    }
+
+    /// A delivery from `from` (as verified or not), opened, with `f`.
+    fn delivery(to: &str, f: Fragments, verify: Verify, encrypted: bool) -> Delivery {
+        let m = Message::new(vec![loc(to)], Payload::Plain(f.clone()).encode().unwrap());
+        let mut d = Delivery::open(m).unwrap();
+        d.verify = verify;
+        d.encrypted = encrypted;
+        d
+    }
+
+    fn asking(reply: &str) -> Fragments {
+        let mut f = Fragments::new();
+        f.push_text(names::QUESTION_RECEIPT, reply);
+        f.push_text(names::MESSAGE_BODY, "hi");
+        f
+    }
+
+    fn from_alice() -> Verify {
+        Verify::Verified {
+            from: KeyName::parse("alice@x.org").unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_receipt_is_signed_encrypted_to_the_asker_and_carries_presence() {
+        let mut w = world(Visibility::Anyone);
+        let d = delivery(
+            "bob@x.org",
+            asking("alice.receipt.1@x.org"),
+            from_alice(),
+            true,
+        );
+        let out = w.bob.answer(&w.store, &d, &status(), Instant::now());
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].kind, Kind::Receipt);
+        let m = &out[0].message;
+        assert_eq!(m.to, vec![loc("alice.receipt.1@x.org")]);
+        let bob_pub = w.bob_key.public().clone();
+        let look = move |_: &KeyName, _| Some(bob_pub.clone());
+        let o = open(m, &[&w.alice], &look).unwrap();
+        assert!(o.encrypted);
+        assert_eq!(o.signature, gale_keys::SigState::Valid);
+        assert_eq!(o.fragments.text(names::ANSWER_RECEIPT), Some("bob@x.org"));
+        assert_eq!(
+            o.fragments.text(names::ANSWER_RECEIPT_ID),
+            Some(d.message.id.to_string().as_str())
+        );
+        assert_eq!(o.fragments.text(names::NOTICE_DEVICE), Some("laptop"));
+        assert_eq!(o.fragments.text(names::MESSAGE_AUTO), Some("receipt"));
+    }
+
+    #[test]
+    fn what_is_never_answered() {
+        let mut w = world(Visibility::Anyone);
+        let now = Instant::now();
+        let none = |w: &mut World, d: &Delivery| w.bob.answer(&w.store, d, &status(), now);
+        // Forged and anonymous asks.
+        let forged = Verify::Forged {
+            claimed: KeyName::parse("alice@x.org").ok(),
+            why: "bad".into(),
+        };
+        let d = delivery("bob@x.org", asking("alice.receipt.1@x.org"), forged, false);
+        assert!(none(&mut w, &d).is_empty());
+        let d = delivery(
+            "bob@x.org",
+            asking("alice.r@x.org"),
+            Verify::Anonymous,
+            false,
+        );
+        assert!(none(&mut w, &d).is_empty());
+        // A reply location that is not the asker's.
+        let d = delivery("bob@x.org", asking("pub.spam@x.org"), from_alice(), false);
+        assert!(none(&mut w, &d).is_empty());
+        // An automatic message.
+        let mut f = asking("alice.receipt.1@x.org");
+        f.push_text(names::MESSAGE_AUTO, "away");
+        let d = delivery("bob@x.org", f, from_alice(), true);
+        assert!(none(&mut w, &d).is_empty());
+        // A private message is never answered in clear: eve's key is unknown.
+        let eve = Verify::Unverified {
+            from: KeyName::parse("eve@x.org").ok(),
+            why: "unknown".into(),
+        };
+        let d = delivery(
+            "bob@x.org",
+            asking("eve.receipt.1@x.org"),
+            eve.clone(),
+            true,
+        );
+        assert!(none(&mut w, &d).is_empty());
+        // In clear, an unverified asker gets a clear answer, unless only the
+        // verified may see.
+        let d = delivery("pub.x@x.org", asking("eve.receipt.1@x.org"), eve, false);
+        assert_eq!(none(&mut w, &d).len(), 1);
+        w.bob.visibility = Visibility::Verified;
+        assert!(none(&mut w, &d).is_empty());
+    }
+
+    #[test]
+    fn away_replies_go_once_per_period_and_never_to_oneself() {
+        let mut w = world(Visibility::Anyone);
+        w.bob.away = Some(Away {
+            text: "gone fishing".into(),
+            period: Duration::from_secs(60),
+        });
+        let mut f = Fragments::new();
+        f.push_text(names::MESSAGE_BODY, "hi");
+        let t0 = Instant::now();
+        let d = delivery("bob@x.org", f.clone(), from_alice(), true);
+        let out = w.bob.answer(&w.store, &d, &status(), t0);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].kind, Kind::Away);
+        assert_eq!(out[0].message.to, vec![loc("alice@x.org")]);
+        let o = open(&out[0].message, &[&w.alice], &|_, _| None).unwrap();
+        assert!(o.encrypted);
+        assert_eq!(o.fragments.text(names::MESSAGE_BODY), Some("gone fishing"));
+        assert_eq!(o.fragments.text(names::MESSAGE_AUTO), Some("away"));
+        let again = w
+            .bob
+            .answer(&w.store, &d, &status(), t0 + Duration::from_secs(59));
+        assert!(again.is_empty(), "once per period");
+        let later = w
+            .bob
+            .answer(&w.store, &d, &status(), t0 + Duration::from_secs(61));
+        assert_eq!(later.len(), 1, "again after the period");
+        // Not for a message in clear, to a public location, or from bob himself.
+        let d = delivery("bob@x.org", f.clone(), from_alice(), false);
+        assert!(w.bob.answer(&w.store, &d, &status(), t0).is_empty());
+        let d = delivery("pub.x@x.org", f.clone(), from_alice(), true);
+        assert!(w.bob.answer(&w.store, &d, &status(), t0).is_empty());
+        let me = Verify::Verified {
+            from: KeyName::parse("bob@x.org").unwrap(),
+        };
+        let d = delivery("bob@x.org", f, me, true);
+        assert!(w.bob.answer(&w.store, &d, &status(), t0).is_empty());
+    }
+}
