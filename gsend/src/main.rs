@@ -54,6 +54,12 @@ members include the world (gkey gen --public). A message to private and public
 locations at once is refused unless --allow-clear. -a sends anonymously: no
 signature, no name.
 
+Receipts and pings: -r asks each gsub that shows the message for a signed receipt
+carrying its person's presence and device (encrypted to you for a private
+message); they are printed on standard output as they come (received:
+in.present bob@example.org (laptop)), until everyone named has answered or
+--receipt-timeout. --ping bob sends bob's gsubs a receipt request without a body.
+
 Environment: GALE_SERVER (server list), GALE_DOMAIN (default domain), GALE_ID
 (who you are), GALE_DIR (your keys), GALE_NAME (your name, sent as
 message.sender unless -a), RUST_LOG (the libraries' messages on standard error:
@@ -79,6 +85,8 @@ Exit status:
       --timeout is given), or none confirmed before --timeout: worth trying
       again later
   3   I/O error reading standard input
+  4   sent, but no receipt came within --receipt-timeout (--require-receipt), or
+      nobody answered a --ping
   64  usage error: an unknown option, a missing argument, or a value that does
       not parse (a location, -t, a keyword, --id, the server list)
 

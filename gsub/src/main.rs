@@ -80,6 +80,15 @@ line, \"(not for you)\". Keys of unknown signers are asked for over Gale
 (--key-timeout). gsub makes your key on first use and answers other people's
 requests for it on _gale.query.<your id>, unless -a.
 
+People: with a key, and without -a, gsub answers pings and who-is-around asks
+(gwho) with its presence, sends a signed receipt for each message it shows that
+asks for one, and with --away an away reply to private messages (once per sender
+per --away-period). Its presence changes while it runs: gsub --set-presence STATE
+(or --set-away TEXT) tells every running gsub of yours (or the one on --device)
+through its socket in $GALE_DIR/run. Presence notices, receipts and pings show as
+one line each (* 12:01 in.present bob@example.org (laptop)); --json has \"kind\"
+(message, presence, receipt, ping, away), -f programs GALE_KIND.
+
 A server that refuses gsub for good (an ERROR that asking again cannot change,
 such as too many subscriptions or a protocol version it does not speak) ends it
 with status 1 and the server's reason; one that is busy or shutting down is
