@@ -385,7 +385,7 @@ async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
                         Err(e) => return Ok(Some(e)),
                     }
                     if let Some(p) = people.as_mut() {
-                        p.shown(&client, opener.store(), &opening.delivery);
+                        p.shown(&client, opener.store(), &opening);
                     }
                 }
                 if stop {
@@ -407,7 +407,7 @@ async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
                     if let (Some(p), true) = (people.as_mut(), d.is_sealed()) {
                         // A ping or a "who is around" ask: signed, so opened first.
                         let opening = opener.open(d);
-                        if p.ask(&client, opener.store(), &opening.delivery) {
+                        if p.ask(&client, opener.store(), &opening) {
                             match deliver(&output, &opening.delivery).await {
                                 Ok(true) => {}
                                 Ok(false) => break,
@@ -447,7 +447,7 @@ async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
                     Err(e) => return Ok(Some(e)),
                 }
                 if let Some(p) = people.as_mut() {
-                    p.shown(&client, opener.store(), &opening.delivery);
+                    p.shown(&client, opener.store(), &opening);
                 }
             }
             Event::Connected { server, name } => status(format!("connected to {server} ({name})")),

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use gale_client::{Client, ClientConfig, Delivery};
+use gale_client::{Client, ClientConfig};
+use gale_security::incoming::Opening;
 use gale_keys::{KeyStore, SecretKey};
 use gale_proto::{Location, SubEntry};
 use gale_security::people::answer::{Answerer, Away, Kind, Visibility};
@@ -232,25 +233,26 @@ impl People {
     }
 
     /// After a message was shown: its receipt, and an away reply.
-    pub fn shown(&mut self, client: &Client, store: &KeyStore, d: &Delivery) {
-        self.answer(client, store, d);
+    pub fn shown(&mut self, client: &Client, store: &KeyStore, o: &Opening) {
+        self.answer(client, store, o);
     }
 
     /// A ping or "who is around" ask on a query location: answers it; returns
     /// true if it is to be shown (a ping, not a lookup).
-    pub fn ask(&mut self, client: &Client, store: &KeyStore, d: &Delivery) -> bool {
+    pub fn ask(&mut self, client: &Client, store: &KeyStore, o: &Opening) -> bool {
+        let d = &o.delivery;
         let Some(f) = d.fragments() else {
             return false;
         };
         if !is_ask(&d.message.to, f) {
             return false;
         }
-        self.answer(client, store, d);
+        self.answer(client, store, o);
         let who = receipt_request(f).is_some_and(|r| is_who_reply(&r));
         !who
     }
 
-    fn answer(&mut self, client: &Client, store: &KeyStore, d: &Delivery) {
+    fn answer(&mut self, client: &Client, store: &KeyStore, o: &Opening) {
         if self.answerer.is_none() {
             return;
         }
@@ -258,7 +260,8 @@ impl People {
         let Some(a) = &mut self.answerer else {
             return;
         };
-        for answer in a.answer(store, d, &status, Instant::now()) {
+        let checked = o.missing_key.is_none();
+        for answer in a.answer(store, &o.delivery, checked, &status, Instant::now()) {
             if let Err(e) = client.publish(answer.message) {
                 eprintln!(
                     "gsub: {} to {} not sent: {e}",

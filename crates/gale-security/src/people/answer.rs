@@ -167,14 +167,19 @@ impl Answerer {
     }
 
     /// The answers to `d` (shown by this gsub, or a ping it took), with the
-    /// gsub's presence `status`.
+    /// gsub's presence `status`. `checked`: the signature was checked (the
+    /// signer's key was known or carried); an unchecked claim is never answered.
     pub fn answer(
         &mut self,
         store: &KeyStore,
         d: &Delivery,
+        checked: bool,
         status: &Status,
         now: Instant,
     ) -> Vec<Answer> {
+        if !checked {
+            return Vec::new();
+        }
         let Some(f) = d.fragments().filter(|_| d.unreadable.is_none()) else {
             return Vec::new();
         };
@@ -342,7 +347,7 @@ mod tests {
             from_alice(),
             true,
         );
-        let out = w.bob.answer(&w.store, &d, &status(), Instant::now());
+        let out = w.bob.answer(&w.store, &d, true, &status(), Instant::now());
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].kind, Kind::Receipt);
         let m = &out[0].message;
@@ -365,7 +370,7 @@ mod tests {
     fn what_is_never_answered() {
         let mut w = world(Visibility::Anyone);
         let now = Instant::now();
-        let none = |w: &mut World, d: &Delivery| w.bob.answer(&w.store, d, &status(), now);
+        let none = |w: &mut World, d: &Delivery| w.bob.answer(&w.store, d, true, &status(), now);
         // Forged and anonymous asks.
         let forged = Verify::Forged {
             claimed: KeyName::parse("alice@x.org").ok(),
@@ -404,6 +409,8 @@ mod tests {
         // verified may see.
         let d = delivery("pub.x@x.org", asking("eve.receipt.1@x.org"), eve, false);
         assert_eq!(none(&mut w, &d).len(), 1);
+        // ... but not when its signature could not be checked (unknown key).
+        assert!(w.bob.answer(&w.store, &d, false, &status(), now).is_empty());
         w.bob.visibility = Visibility::Verified;
         assert!(none(&mut w, &d).is_empty());
     }
@@ -419,7 +426,7 @@ mod tests {
         f.push_text(names::MESSAGE_BODY, "hi");
         let t0 = Instant::now();
         let d = delivery("bob@x.org", f.clone(), from_alice(), true);
-        let out = w.bob.answer(&w.store, &d, &status(), t0);
+        let out = w.bob.answer(&w.store, &d, true, &status(), t0);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].kind, Kind::Away);
         assert_eq!(out[0].message.to, vec![loc("alice@x.org")]);
@@ -429,21 +436,21 @@ mod tests {
         assert_eq!(o.fragments.text(names::MESSAGE_AUTO), Some("away"));
         let again = w
             .bob
-            .answer(&w.store, &d, &status(), t0 + Duration::from_secs(59));
+            .answer(&w.store, &d, true, &status(), t0 + Duration::from_secs(59));
         assert!(again.is_empty(), "once per period");
         let later = w
             .bob
-            .answer(&w.store, &d, &status(), t0 + Duration::from_secs(61));
+            .answer(&w.store, &d, true, &status(), t0 + Duration::from_secs(61));
         assert_eq!(later.len(), 1, "again after the period");
         // Not for a message in clear, to a public location, or from bob himself.
         let d = delivery("bob@x.org", f.clone(), from_alice(), false);
-        assert!(w.bob.answer(&w.store, &d, &status(), t0).is_empty());
+        assert!(w.bob.answer(&w.store, &d, true, &status(), t0).is_empty());
         let d = delivery("pub.x@x.org", f.clone(), from_alice(), true);
-        assert!(w.bob.answer(&w.store, &d, &status(), t0).is_empty());
+        assert!(w.bob.answer(&w.store, &d, true, &status(), t0).is_empty());
         let me = Verify::Verified {
             from: KeyName::parse("bob@x.org").unwrap(),
         };
         let d = delivery("bob@x.org", f, me, true);
-        assert!(w.bob.answer(&w.store, &d, &status(), t0).is_empty());
+        assert!(w.bob.answer(&w.store, &d, true, &status(), t0).is_empty());
     }
 }
