@@ -554,6 +554,39 @@ mod tests {
     }
 
     #[test]
+    fn receipts_and_pings_on_one_line() {
+        let bob = gale_keys::KeyName::parse("bob@ofb.net").unwrap();
+        let mut f = Fragments::new();
+        f.push_text("notice.presence", "out.to.lunch");
+        f.push_text("notice.device", "laptop");
+        f.push_text("answer.receipt", "bob@ofb.net");
+        f.push("id.time", Value::Time(Timestamp { secs: 0, nanos: 0 }));
+        let mut d = delivery(f);
+        d.verify = Verify::Verified { from: bob.clone() };
+        assert_eq!(
+            format_delivery(&d, &style(40)),
+            "* 1970-01-01 00:00:00 received: out.to.lunch bob@ofb.net (laptop)\n"
+        );
+        // Signed by someone else than the person it names: a forgery.
+        d.verify = Verify::Verified {
+            from: gale_keys::KeyName::parse("mallory@ofb.net").unwrap(),
+        };
+        assert!(format_delivery(&d, &style(40))
+            .contains("[*FORGED*: signed by mallory@ofb.net]"));
+
+        let mut f = Fragments::new();
+        f.push_text("question.receipt", "bob.receipt.1@ofb.net");
+        f.push("id.time", Value::Time(Timestamp { secs: 0, nanos: 0 }));
+        let mut d = delivery(f);
+        d.message.to = vec![Location::parse("_gale.query.egnor@ofb.net").unwrap()];
+        d.verify = Verify::Verified { from: bob };
+        assert_eq!(
+            format_delivery(&d, &style(40)),
+            "* 1970-01-01 00:00:00 ping from bob@ofb.net\n"
+        );
+    }
+
+    #[test]
     fn presence_and_sealed() {
         let mut f = Fragments::new();
         f.push_text("notice.presence", "in.present");
