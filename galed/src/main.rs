@@ -33,7 +33,18 @@ Config file (TOML), every key optional:
   links = [\"a.example.org:11512,b.example.org:11512\"]   dedup_cache = 65536
   max_subscriptions = 4000000    max_link_interest = 65536 (locations held per link)
   resume_window_bytes = 8388608  resume_window_secs = 300
+  data_dir = \"/var/lib/gale\"     inboxes = true    max_inboxes = 100000
+  inbox_max_messages = 10000     inbox_max_bytes = 67108864
+  store_max_messages = 1000000   store_max_bytes = 1073741824
+  store_max_age_secs = 604800    store_max_file_bytes = 4294967296
+  store_commit_ms = 5            store_cache_bytes = 16777216
 Command-line options override the file.
+
+Inboxes: galed keeps durable subscriptions (gsub --durable, and each person's own
+location by default) in an embedded store under the data directory: --data-dir
+DIR, default /var/lib/gale as root, else $XDG_STATE_HOME/gale. Stored messages
+reach the disk within store_commit_ms (5 ms); kill -9 loses at most that window.
+`galed --drop-inbox NAME` (galed stopped) removes an inbox and what it holds.
 
 Links: --link HOST:PORT[,ALT:PORT] (repeatable, or links = [...] in the file) dials
 another galed; alternates are tried in turn. `galed --status HOST:PORT` prints a
@@ -79,6 +90,18 @@ struct Args {
     /// HOST:PORT,HOST:PORT (repeatable, one option per link).
     #[arg(long = "link", value_name = "HOST:PORT[,...]")]
     links: Vec<String>,
+    /// Directory of the inbox store (default: /var/lib/gale as root, else
+    /// $XDG_STATE_HOME/gale, i.e. ~/.local/state/gale).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Keep no inboxes (durable subscriptions are refused as unavailable).
+    #[arg(long)]
+    no_inboxes: bool,
+    /// Remove the inbox NAME and what it holds from the data directory, and
+    /// exit (galed must not be running there). For an inbox whose owner lost
+    /// their key, or that someone else took first.
+    #[arg(long, value_name = "NAME")]
+    drop_inbox: Option<String>,
     /// Print the status of the galed at ADDR (HOST:PORT) as JSON, and exit.
     #[arg(long, value_name = "ADDR", exclusive = true)]
     status: Option<String>,
@@ -126,6 +149,18 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if let Some(name) = &args.drop_inbox {
+        return match gale_server::inbox::drop_inbox(&config, name) {
+            Ok(done) => {
+                eprintln!("galed: {done}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("galed: {e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        };
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -160,6 +195,12 @@ fn load_config(args: &Args) -> Result<Config> {
         config.client_queue_bytes = q;
     }
     config.links.extend(args.links.iter().cloned());
+    if let Some(d) = &args.data_dir {
+        config.data_dir = Some(d.clone());
+    }
+    if args.no_inboxes {
+        config.inboxes = false;
+    }
     config.validate()?;
     Ok(config)
 }
@@ -226,7 +267,7 @@ async fn serve(mut config: Config, defaults: bool) -> Result<()> {
         }
     }
     let shutdown = CancellationToken::new();
-    let router = Arc::new(Router::new(config));
+    let router = Arc::new(Router::open(config));
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut usr1 = signal(SignalKind::user_defined1())?;

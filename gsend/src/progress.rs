@@ -170,7 +170,11 @@ impl Progress {
                 | Event::Undecodable { .. }
                 | Event::Lossage(_)
                 | Event::Resumed { .. }
-                | Event::Gap { .. } => continue,
+                | Event::Gap { .. }
+                | Event::InboxOpened { .. }
+                | Event::InboxRefused { .. }
+                | Event::InboxDone { .. }
+                | Event::InboxGap { .. } => continue,
             };
             self.state.send_modify(|s| {
                 if lost {

@@ -571,8 +571,7 @@ mod tests {
         d.verify = Verify::Verified {
             from: gale_keys::KeyName::parse("mallory@ofb.net").unwrap(),
         };
-        assert!(format_delivery(&d, &style(40))
-            .contains("[*FORGED*: signed by mallory@ofb.net]"));
+        assert!(format_delivery(&d, &style(40)).contains("[*FORGED*: signed by mallory@ofb.net]"));
 
         let mut f = Fragments::new();
         f.push_text("question.receipt", "bob.receipt.1@ofb.net");

@@ -140,6 +140,10 @@ pub fn hook_env(d: &Delivery) -> Vec<(String, String)> {
                 .unwrap_or_default(),
         ),
         (
+            "GALE_INBOX_SEQ".to_string(),
+            d.inbox_seq.map(|s| s.to_string()).unwrap_or_default(),
+        ),
+        (
             "GALE_SENDER".to_string(),
             clean(f.and_then(|f| f.text(names::MESSAGE_SENDER)).unwrap_or("")),
         ),

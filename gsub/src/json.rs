@@ -50,6 +50,10 @@ struct JsonMessage<'a> {
     key_changed: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     key_was: Vec<String>,
+    /// Its place in the inbox, when it came from the inbox (kept while away,
+    /// or sent by the inbox while connected).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    inbox_seq: Option<u64>,
     time: Option<String>,
     keywords: Vec<&'a str>,
     body: Option<&'a str>,
@@ -99,6 +103,19 @@ fn fragments_json(f: &Fragments) -> Vec<JsonFragment<'_>> {
 }
 
 /// A span of missed messages (an `Event::Gap`), as the JSON line (no newline).
+/// A gap in an inbox: `count` messages for this device were lost while it
+/// was away or connected (limits, age, a store error).
+pub fn inbox_gap_json(server: &str, inbox: &str, count: Option<u64>, why: &str) -> String {
+    serde_json::json!({
+        "type": "gap",
+        "server": server,
+        "inbox": inbox,
+        "count": count,
+        "why": why,
+    })
+    .to_string()
+}
+
 pub fn gap_json(
     server: &str,
     from: std::time::SystemTime,
@@ -152,6 +169,7 @@ pub fn to_json(d: &Delivery) -> String {
             .iter()
             .flat_map(|c| c.old.iter().map(|i| i.to_string()))
             .collect(),
+        inbox_seq: d.inbox_seq,
         time: f.and_then(|_| rfc3339(message_time(d))),
         keywords: f
             .map(|f| f.texts(names::MESSAGE_KEYWORD).collect())

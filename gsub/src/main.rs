@@ -6,6 +6,7 @@
 
 mod format;
 mod hook;
+mod inbox;
 mod json;
 mod people;
 
@@ -36,7 +37,7 @@ use crate::format::{
     format_delivery, Style, TimeFormat, COLUMNS_ENV, DEFAULT_TIME_FORMAT, TIME_FORMAT_ENV,
 };
 use crate::hook::{find_program, run_hook};
-use crate::json::{gap_json, to_json, utc_ms};
+use crate::json::{gap_json, inbox_gap_json, to_json, utc_ms};
 use crate::people::People;
 use gale_security::people::answer::{Away, Visibility, DEFAULT_AWAY_PERIOD};
 use gale_security::people::control::{valid_state, Command, Incoming, STATE_RULE};
@@ -139,11 +140,6 @@ struct Args {
     #[arg(short = 'a', long)]
     stealth: bool,
 
-    /// This gsub's device, telling it apart from your other gsubs in presence,
-    /// receipts and gwho [default: $GALE_DEVICE, else the host name]
-    #[arg(long, value_name = "NAME")]
-    device: Option<String>,
-
     /// Change the presence of your running gsubs (all of them, or the one on
     /// --device) to STATE, announced at once, and exit
     #[arg(long, value_name = "STATE", conflicts_with_all = ["presence", "away", "away_file"])]
@@ -176,6 +172,28 @@ struct Args {
     /// as unverified (other messages are not held up); 0 does not look keys up
     #[arg(long, value_name = "SECS", default_value_t = 3.0)]
     key_timeout: f64,
+
+    /// Keep these LOCATIONs in a durable inbox named NAME on the server: what
+    /// arrives while this gsub is away waits there, and is shown (once, in
+    /// order) when it comes back. The inbox is bound to your key.
+    #[arg(long, value_name = "NAME", conflicts_with = "no_inbox")]
+    durable: Option<String>,
+
+    /// Do not open your own inbox (by default gsub opens one keeping your own
+    /// location, so private messages sent while you are away wait for you)
+    #[arg(long)]
+    no_inbox: bool,
+
+    /// Name of this device: in the inbox (each device gets every message), and
+    /// in presence, receipts and gwho, telling your gsubs apart
+    /// [default: $GALE_DEVICE, else the host name]
+    #[arg(long, value_name = "NAME")]
+    device: Option<String>,
+
+    /// Print what the inbox holds, then exit (for cron jobs and scripts): no
+    /// live messages. Exit status 1 if the inbox cannot be opened.
+    #[arg(long, conflicts_with = "no_inbox")]
+    drain: bool,
 
     /// Locations to subscribe to; '-' excludes the location after it
     #[arg(value_name = "LOCATION")]
@@ -257,6 +275,19 @@ async fn set_remote(args: &Args) -> anyhow::Result<Option<anyhow::Error>> {
     Ok(None)
 }
 
+/// This device's name: --device, else `$GALE_DEVICE`, else the host name.
+fn device(args: &Args) -> String {
+    args.device
+        .clone()
+        .or_else(|| {
+            std::env::var(gale_security::people::idle::DEVICE_ENV)
+                .ok()
+                .map(|d| d.trim().to_string())
+                .filter(|d| !d.is_empty())
+        })
+        .unwrap_or_else(inbox::default_device)
+}
+
 /// The away message from --away or --away-file.
 fn away(args: &Args) -> anyhow::Result<Option<Away>> {
     let text = match (&args.away, &args.away_file) {
@@ -298,7 +329,7 @@ async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
             locations = env.split_whitespace().map(String::from).collect();
         }
     }
-    if locations.is_empty() {
+    if locations.is_empty() && !args.drain {
         return Err(Usage(anyhow!(
             "no location given: name what to subscribe to (e.g. gsub pub.test@example.org), \
              or set GALE_SUBSCRIBE"
@@ -306,6 +337,17 @@ async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
         .into());
     }
     let subscriptions = parse_subscriptions(&locations, domain_from_env().as_deref())?;
+    if let Some(name) = &args.durable {
+        gale_proto::Location::parse(name).map(|_| ()).or_else(|_| {
+            if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                Err(Usage(anyhow!(
+                    "--durable {name:?}: an inbox name has no spaces"
+                )))
+            } else {
+                Ok(())
+            }
+        })?;
+    }
     check_subscription_count(subscriptions.entries.len(), 0)?;
     let servers = servers_from_env(args.server.as_deref()).context("bad server list")?;
     let output = match (&args.program, args.json) {
@@ -314,7 +356,7 @@ async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
         (None, false) => Output::Human(human_style()),
     };
     let mut config = ClientConfig::new(servers, AGENT);
-    config.subscriptions = subscriptions;
+    config.subscriptions = subscriptions.clone();
     let store = KeyStore::from_env()?;
     let timeout = Duration::try_from_secs_f64(args.key_timeout.max(0.0))
         .unwrap_or(discovery::DEFAULT_TIMEOUT);
@@ -323,13 +365,45 @@ async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
     let before = config.subscriptions.entries.len();
     let gale_dir = store.user_dir().to_path_buf();
     let (mut ours, own_key) = own_keys(&args, &store, &mut config, discovery.as_deref()).await?;
+    let inbox_name = if args.no_inbox {
+        None
+    } else {
+        match (
+            &own_key,
+            identity::key_name(args.id.as_deref(), domain_from_env().as_deref()),
+        ) {
+            (Some(key), Ok(me)) => {
+                let device = device(&args);
+                let ib = inbox::config(
+                    args.durable.as_deref(),
+                    &me,
+                    &subscriptions,
+                    device,
+                    args.drain,
+                    key.clone(),
+                )
+                .map_err(Usage)?;
+                let name = ib.name.clone();
+                config.inbox = Some(ib);
+                Some(name)
+            }
+            _ if args.durable.is_some() || args.drain => {
+                return Err(anyhow!(
+                    "an inbox is bound to your key, and there is no key of yours (see above)"
+                ))
+            }
+            _ => None,
+        }
+    };
     let sender = sender_from_env();
     // Presence notices, receipts and the will are signed, like every message.
     let mut people = match own_key {
+        // Draining only shows what the inbox holds: no presence, no answers.
+        Some(_) if args.drain => None,
         Some(key) => {
             let opts = people::Options {
                 presence: args.presence.clone(),
-                device: args.device.clone(),
+                device: Some(device(&args)),
                 stealth: args.stealth,
                 visibility: args.presence_to,
                 away,
@@ -348,6 +422,10 @@ async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
     check_subscription_count(before, answering)?;
     // The domain's "who is around" asks are not a key of yours.
     let key_queries = answering - people.as_ref().map_or(0, People::subscriptions);
+    if args.drain {
+        // Only what the inbox holds: no live messages, no answering.
+        config.subscriptions = Default::default();
+    }
     let opener = Arc::new(Opener::new(store)?);
     let mut held = HeldMessages::new();
     let (found_tx, mut found_rx) = mpsc::unbounded_channel::<Lookup>();
@@ -355,6 +433,7 @@ async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
     let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let quiet = args.quiet;
+    let mut drain_done = false;
     let status = |line: String| {
         if !quiet {
             eprintln!("gsub: {line}");
@@ -387,8 +466,11 @@ async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
                     if let Some(p) = people.as_mut() {
                         p.shown(&client, opener.store(), &opening);
                     }
+                    if let Some(seq) = opening.delivery.inbox_seq {
+                        let _ = client.ack(seq).await;
+                    }
                 }
-                if stop {
+                if stop || (drain_done && held.is_empty()) {
                     break;
                 }
                 continue;
@@ -448,6 +530,97 @@ async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
                 }
                 if let Some(p) = people.as_mut() {
                     p.shown(&client, opener.store(), &opening);
+                }
+                if let Some(seq) = opening.delivery.inbox_seq {
+                    let _ = client.ack(seq).await;
+                }
+            }
+            Event::InboxOpened {
+                server,
+                name,
+                device,
+                created,
+                held,
+                dropped,
+                ..
+            } => {
+                status(format!(
+                    "{} inbox {name} on {server} for device {device}{}",
+                    if created { "created" } else { "opened" },
+                    match held {
+                        0 => String::new(),
+                        1 => ": 1 message waiting".to_string(),
+                        n => format!(": {n} messages waiting"),
+                    }
+                ));
+                if dropped > 0 {
+                    let why = "the inbox dropped them while this device was away (its limits, their age, or a store error)";
+                    eprintln!(
+                        "gsub: missed {dropped} message{} in inbox {name}: {why}",
+                        if dropped == 1 { "" } else { "s" }
+                    );
+                    if let Output::Json = output {
+                        if !write_out(
+                            &(inbox_gap_json(&server.to_string(), &name, Some(dropped), why)
+                                + "\n"),
+                        )? {
+                            break;
+                        }
+                    }
+                }
+            }
+            Event::InboxRefused {
+                server,
+                name,
+                status: st,
+                text,
+            } => {
+                if args.drain {
+                    return Ok(Some(anyhow!("inbox {name} not opened on {server}: {text}")));
+                }
+                eprintln!(
+                    "gsub: warning: inbox {name} not opened on {server} ({}): {text}; messages \
+                     sent while gsub is away will not wait for it",
+                    match st {
+                        gale_proto::InboxStatus::Unavailable => "unavailable",
+                        gale_proto::InboxStatus::WrongKey => "owned by another key",
+                        gale_proto::InboxStatus::BadSignature => "signature refused",
+                        _ => "refused",
+                    }
+                );
+            }
+            Event::InboxDone { replayed, .. } => {
+                if replayed > 0 {
+                    status(format!(
+                        "inbox: {replayed} message{} kept while away delivered",
+                        if replayed == 1 { "" } else { "s" }
+                    ));
+                }
+                if args.drain {
+                    // Held messages may still wait for their senders' keys.
+                    if held.is_empty() {
+                        break;
+                    }
+                    drain_done = true;
+                }
+            }
+            Event::InboxGap { count, text } => {
+                let name = inbox_name.as_deref().unwrap_or("?");
+                eprintln!(
+                    "gsub: inbox {name} lost {} message{}: {text}",
+                    if count == 0 {
+                        "some".to_string()
+                    } else {
+                        count.to_string()
+                    },
+                    if count == 1 { "" } else { "s" }
+                );
+                if let Output::Json = output {
+                    if !write_out(
+                        &(inbox_gap_json("", name, (count > 0).then_some(count), &text) + "\n"),
+                    )? {
+                        break;
+                    }
                 }
             }
             Event::Connected { server, name } => status(format!("connected to {server} ({name})")),

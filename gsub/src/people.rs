@@ -8,9 +8,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 use gale_client::{Client, ClientConfig};
-use gale_security::incoming::Opening;
 use gale_keys::{KeyStore, SecretKey};
 use gale_proto::{Location, SubEntry};
+use gale_security::incoming::Opening;
 use gale_security::people::answer::{Answerer, Away, Kind, Visibility};
 use gale_security::people::control::{Command, ControlSocket, Incoming, Request};
 use gale_security::people::{idle, is_ask, is_who_reply, receipt_request, who_location, Status};

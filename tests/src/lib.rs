@@ -240,12 +240,32 @@ impl Lines {
     }
 }
 
+/// A galed whose config file says `settings` (the file lives as long as the
+/// returned directory).
+pub fn galed_with(settings: &str) -> (Galed, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("config directory");
+    let path = dir.path().join("galed.toml");
+    std::fs::write(&path, settings).expect("write galed.toml");
+    let g = Galed::start(&["--config", path.to_str().expect("UTF-8 path")]);
+    (g, dir)
+}
+
+/// A user with a key of their own.
+pub fn user_with_key(id: &str) -> User {
+    let u = User::new(id);
+    u.gkey_ok(&["gen", id], b"");
+    u
+}
+
 /// A running galed, killed on drop.
 pub struct Galed {
     pub child: Child,
     pub addr: SocketAddr,
     pub stderr: Lines,
     args: Vec<String>,
+    /// The inbox store's directory, made for this galed unless the test gave
+    /// `--data-dir`; kept across [`Galed::restart`].
+    data: Option<std::sync::Arc<tempfile::TempDir>>,
 }
 
 impl Galed {
@@ -260,10 +280,27 @@ impl Galed {
     /// Starts galed on `listen` with `args`, after `setup` has had its say on
     /// the command (limits for the process, say).
     pub fn start_with(listen: &str, args: &[&str], setup: impl FnOnce(&mut Command)) -> Galed {
+        // Each galed its own store: galeds of tests running at once would
+        // otherwise share the default data directory (and its lock).
+        let own = !args
+            .iter()
+            .any(|a| *a == "--data-dir" || *a == "--no-inboxes");
+        let data = own.then(|| std::sync::Arc::new(tempfile::tempdir().expect("data dir")));
+        Self::start_in(listen, args, data, setup)
+    }
+
+    fn start_in(
+        listen: &str,
+        args: &[&str],
+        data: Option<std::sync::Arc<tempfile::TempDir>>,
+        setup: impl FnOnce(&mut Command),
+    ) -> Galed {
         let mut cmd = Command::new(bin("galed"));
-        cmd.args(["--listen", listen])
-            .args(args)
-            .env("RUST_LOG", "info")
+        cmd.args(["--listen", listen]).args(args);
+        if let Some(d) = &data {
+            cmd.arg("--data-dir").arg(d.path());
+        }
+        cmd.env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -277,7 +314,13 @@ impl Galed {
             addr,
             stderr,
             args: args.iter().map(|s| s.to_string()).collect(),
+            data,
         }
+    }
+
+    /// The inbox store's directory.
+    pub fn data_dir(&self) -> Option<&std::path::Path> {
+        self.data.as_ref().map(|d| d.path())
     }
 
     /// galed's resident memory (VmRSS), in bytes.
@@ -312,7 +355,7 @@ impl Galed {
     pub fn restart(&mut self) {
         let args: Vec<&str> = self.args.iter().map(|s| s.as_str()).collect();
         let addr = self.addr.to_string();
-        let new = Galed::start_on(&addr, &args);
+        let new = Galed::start_in(&addr, &args, self.data.clone(), |_| {});
         let old = std::mem::replace(self, new);
         drop(old);
     }

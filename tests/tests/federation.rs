@@ -220,7 +220,11 @@ fn interest_is_withdrawn_on_unsubscribe_and_on_client_death() {
     wait_until("withdrawal after unsubscribe", || {
         a.link("B").is_some_and(|l| l["interest_received"] == 0)
     });
-    let mut sub = Gsub::start(&b.server(), &["pub.x@example.org", "pub.y@example.org"]);
+    // Without an inbox, which would keep its location as interest (tests/inbox.rs).
+    let mut sub = Gsub::start(
+        &b.server(),
+        &["--no-inbox", "pub.x@example.org", "pub.y@example.org"],
+    );
     wait_interest(&a, "B", 2);
     sub.kill9();
     wait_until("withdrawal after the client died", || {

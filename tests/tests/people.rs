@@ -407,7 +407,7 @@ fn stealth_answers_nothing() {
     let (alice, bob) = (&u[0], &u[1]);
     introduce(bob, alice);
     let alice_sub = alice.gsub(&s, &["alice@example.org"]);
-    let notices = alice.gsub(&s, &["_gale.notice@example.org"]);
+    let notices = alice.gsub(&s, &["--no-inbox", "_gale.notice@example.org"]);
     let bob_sub = bob.gsub(
         &s,
         &[

@@ -110,15 +110,6 @@ fn body(m: &serde_json::Value) -> &str {
         .trim_end_matches('\n')
 }
 
-/// A galed whose config file sets `settings`.
-fn galed_with(settings: &str) -> (Galed, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("galed.toml");
-    std::fs::write(&path, settings).unwrap();
-    let g = Galed::start(&["--config", path.to_str().unwrap()]);
-    (g, dir)
-}
-
 #[test]
 fn messages_sent_during_a_reconnect_are_replayed_once_in_order() {
     let g = Galed::start(&[]);

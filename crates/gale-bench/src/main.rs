@@ -19,7 +19,8 @@ struct Args {
     /// (a stalled subscriber beside a healthy one), slow (a 10,000 msgs/s reader),
     /// tree, anchors (the same firehose against nats-server and redis-server, if
     /// installed), churn (memory given back after 250,000 subscriptions come and
-    /// go, 5 times), or all.
+    /// go, 5 times), inbox (durable messages stored per second while their owners
+    /// are away, and replayed when they come back), or all.
     #[arg(default_value = "all")]
     which: Vec<String>,
     /// Repeat each scenario this many times and report the median.
@@ -98,6 +99,9 @@ fn main() -> Result<()> {
     }
     if want("churn") {
         rt.block_on(scenarios::churn(&cfg, 250_000, 5))?;
+    }
+    if want("inbox") {
+        rt.block_on(scenarios::inbox(&cfg))?;
     }
     if want("slow") {
         rt.block_on(scenarios::slow_reader(&cfg, 10_000))?;

@@ -15,13 +15,27 @@ use tokio::io::AsyncReadExt;
 pub struct Galed {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The inbox store's directory made for this galed (removed on drop),
+    /// unless the bench gave `--data-dir` or `--no-inboxes`.
+    data: Option<std::path::PathBuf>,
 }
 
 impl Galed {
     pub fn start(bin: &Path, extra: &[&str]) -> Result<Galed> {
-        let mut child = Command::new(bin)
-            .args(["--listen", "127.0.0.1:0"])
-            .args(extra)
+        let own = !extra
+            .iter()
+            .any(|a| *a == "--data-dir" || *a == "--no-inboxes");
+        let data = own.then(|| {
+            static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            std::env::temp_dir().join(format!("gale-bench-{}-{n}", std::process::id()))
+        });
+        let mut cmd = Command::new(bin);
+        cmd.args(["--listen", "127.0.0.1:0"]).args(extra);
+        if let Some(d) = &data {
+            cmd.arg("--data-dir").arg(d);
+        }
+        let mut child = cmd
             .env("RUST_LOG", "warn")
             .stderr(Stdio::piped())
             .spawn()
@@ -42,7 +56,7 @@ impl Galed {
                         }
                     }
                 });
-                return Ok(Galed { child, addr });
+                return Ok(Galed { child, addr, data });
             }
         }
         bail!("galed exited before listening")
@@ -80,6 +94,9 @@ impl Drop for Galed {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(d) = &self.data {
+            let _ = std::fs::remove_dir_all(d);
+        }
     }
 }
 

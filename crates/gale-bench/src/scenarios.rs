@@ -722,3 +722,129 @@ pub async fn churn(cfg: &Setup, total: usize, cycles: usize) -> Result<()> {
     );
     Ok(())
 }
+
+/// Opens inbox `name` (device `device`) on a blocking connection, signed by
+/// `key`; with `drain`, counts the STORED frames until INBOX_DONE. Returns the
+/// connection, how many came, and the time from INBOX_STATE to INBOX_DONE.
+fn open_inbox(
+    addr: std::net::SocketAddr,
+    key: &ed25519_dalek::SigningKey,
+    name: &str,
+    device: &str,
+    locations: &[&str],
+) -> Result<(u64, Duration)> {
+    use ed25519_dalek::Signer;
+    use gale_proto::inbox::{InboxOpen, FLAG_DRAIN};
+    let mut c = gale_net::raw::blocking::RawClient::connect(addr, "bench")?;
+    c.set_timeout(Duration::from_secs(120));
+    c.send(&Frame::InboxHello)?;
+    let challenge = loop {
+        match c.next_frame()? {
+            Frame::InboxChallenge(ch) => break ch,
+            Frame::Ping(t) => c.send(&Frame::Pong(t))?,
+            _ => {}
+        }
+    };
+    let mut open = InboxOpen {
+        flags: FLAG_DRAIN,
+        name: name.into(),
+        device: device.into(),
+        key: key.verifying_key().to_bytes(),
+        locations: locations.iter().map(|l| loc(l)).collect(),
+        signature: [0; 64],
+    };
+    open.signature = key.sign(&open.signed_bytes(&challenge)?).to_bytes();
+    c.send(&Frame::InboxOpen(open))?;
+    let (mut got, mut last, mut start) = (0u64, 0u64, Instant::now());
+    loop {
+        match c.next_frame()? {
+            Frame::InboxState(st) if !st.status.is_open() => {
+                bail!("inbox {name} refused: {:?} {}", st.status, st.text)
+            }
+            Frame::InboxState(_) => start = Instant::now(),
+            Frame::Stored { seq, .. } => {
+                got += 1;
+                last = seq;
+            }
+            Frame::InboxDone(_) => break,
+            Frame::Ping(t) => c.send(&Frame::Pong(t))?,
+            _ => {}
+        }
+    }
+    let elapsed = start.elapsed();
+    if last > 0 {
+        c.send(&Frame::InboxAck(last))?;
+        c.sync()?;
+    }
+    Ok((got, elapsed))
+}
+
+/// Inboxes: `INBOXES` owners away, an unpaced publisher sends `messages` private
+/// messages spread over them; how fast galed stores them durably (group commit,
+/// default policy), what it could not store, then how fast each owner's device
+/// gets them back.
+pub async fn inbox(cfg: &Setup) -> Result<()> {
+    const INBOXES: usize = 100;
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let names: Vec<String> = (0..INBOXES).map(|i| format!("u{i}@x.org")).collect();
+    let (mut stored_rates, mut replay_rates, mut losses) = (Vec::new(), Vec::new(), Vec::new());
+    let mut worst = (0u64, serde_json::Value::Null);
+    for _ in 0..cfg.runs {
+        let g = Galed::start(&cfg.galed, &[])?;
+        for n in &names {
+            open_inbox(g.addr, &key, n, "d", &[n.as_str()])?;
+        }
+        let templates: Vec<Vec<u8>> = names.iter().map(|n| publish_frame(n, BODY)).collect();
+        let t = Instant::now();
+        let p = publisher(g.addr, templates, cfg.messages, Vec::new(), 1, 0);
+        let published = p.join().expect("publisher thread")?;
+        // Stored means on disk: every message is either held after a commit or
+        // counted as dropped.
+        let mut last = serde_json::Value::Null;
+        crate::raw::wait_for(|| {
+            last = crate::raw::status(g.addr)?["inboxes"].clone();
+            let held = last["messages"].as_u64().unwrap_or(0);
+            let dropped: u64 = ["dropped_limit", "dropped_overload", "dropped_failed"]
+                .iter()
+                .filter_map(|k| last[k].as_u64())
+                .sum();
+            Ok(held + dropped >= cfg.messages && last["pending"] == 0)
+        })?;
+        let secs = t.elapsed().as_secs_f64();
+        let held = last["messages"].as_u64().unwrap_or(0);
+        stored_rates.push(held as f64 / secs);
+        let lost = cfg.messages - held.min(cfg.messages);
+        losses.push(lost as f64 * 100.0 / cfg.messages as f64);
+        if lost >= worst.0 {
+            worst = (lost, last.clone());
+        }
+        let _ = published;
+        let (mut got, mut took) = (0u64, Duration::ZERO);
+        for n in &names {
+            let (k, d) = open_inbox(g.addr, &key, n, "d", &[])?;
+            got += k;
+            took += d;
+        }
+        replay_rates.push(got as f64 / took.as_secs_f64());
+    }
+    println!(
+        "inbox: {} messages to {INBOXES} inboxes whose owners are away, unpaced, {BODY}-byte \
+         bodies: median {:.0} stored durably/s (each: {:?}); median loss {:.2}% (worst run: {} \
+         not stored: held {}, dropped at a limit {}, behind {}, failed {}; publishers held {} \
+         times, {} ms); replay median {:.0} msgs/s (each: {:?})",
+        cfg.messages,
+        median(&mut stored_rates.clone()),
+        stored_rates.iter().map(|r| *r as u64).collect::<Vec<_>>(),
+        median(&mut losses),
+        worst.0,
+        worst.1["messages"],
+        worst.1["dropped_limit"],
+        worst.1["dropped_overload"],
+        worst.1["dropped_failed"],
+        worst.1["store_holds"],
+        worst.1["store_held_ms"],
+        median(&mut replay_rates.clone()),
+        replay_rates.iter().map(|r| *r as u64).collect::<Vec<_>>(),
+    );
+    Ok(())
+}

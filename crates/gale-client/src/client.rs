@@ -26,6 +26,8 @@ pub(crate) enum Command {
     Flush(oneshot::Sender<()>),
     Subscribe(SubscriptionList),
     SetWill(Option<Will>),
+    /// A message from the inbox has been shown.
+    Ack(u64),
     Close {
         clear_will: bool,
         done: oneshot::Sender<()>,
@@ -159,6 +161,14 @@ impl Client {
             });
         }
         self.command(Command::Subscribe(list)).await
+    }
+
+    /// Says that the inbox message `seq` ([`crate::Delivery::inbox_seq`]) has
+    /// been shown, so the server may forget it for this device. Acknowledge
+    /// each one, in any order; the client tells the server, at most every few
+    /// messages, up to where everything has been.
+    pub async fn ack(&self, seq: u64) -> Result<(), ClientError> {
+        self.command(Command::Ack(seq)).await
     }
 
     /// Sets or clears the will, now and on every reconnect. Waits only for a free

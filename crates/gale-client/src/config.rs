@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use gale_proto::SubscriptionList;
+use std::sync::Arc;
+
+use gale_proto::{Location, SubscriptionList};
 
 use crate::recent_ids::DEFAULT_DEDUP_CAPACITY;
 use crate::server::ServerAddr;
@@ -43,6 +45,41 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// How many recent message ids to remember for dropping duplicates.
     pub dedup_capacity: usize,
+    /// The durable inbox to open on every connection (protocol version 3).
+    pub inbox: Option<InboxConfig>,
+}
+
+/// Signs INBOX_OPEN with the key that owns the inbox.
+pub trait InboxSigner: Send + Sync {
+    /// The Ed25519 public key the inbox is bound to.
+    fn public(&self) -> [u8; 32];
+    /// An Ed25519 signature over `msg` (which begins with the request's own
+    /// context string: `gale_proto::inbox::SIGNING_CONTEXT`).
+    fn sign(&self, msg: &[u8]) -> [u8; 64];
+}
+
+/// A durable inbox: its name, this device, the locations it keeps, and the
+/// owner's key.
+#[derive(Clone)]
+pub struct InboxConfig {
+    pub name: String,
+    pub device: String,
+    /// Replaces the locations registered before; empty keeps them.
+    pub locations: Vec<Location>,
+    /// Fetch what is held and stop there: no live messages from the inbox.
+    pub drain: bool,
+    pub signer: Arc<dyn InboxSigner>,
+}
+
+impl std::fmt::Debug for InboxConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InboxConfig")
+            .field("name", &self.name)
+            .field("device", &self.device)
+            .field("locations", &self.locations)
+            .field("drain", &self.drain)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ClientConfig {
@@ -57,6 +94,7 @@ impl ClientConfig {
             keepalive: DEFAULT_KEEPALIVE,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             dedup_capacity: DEFAULT_DEDUP_CAPACITY,
+            inbox: None,
         }
     }
 }

@@ -106,6 +106,10 @@ pub struct Delivery {
     /// Set on the first message signed by a new key for a name that had another:
     /// show it loudly (`gsub --json`: `"key_changed": true`).
     pub key_changed: Option<Box<KeyChanged>>,
+    /// Set when the message came from this client's inbox (STORED): its place
+    /// there. Acknowledge it with [`crate::Client::ack`] once it has been shown,
+    /// so that the server can forget it for this device.
+    pub inbox_seq: Option<u64>,
 }
 
 impl Delivery {
@@ -129,6 +133,7 @@ impl Delivery {
             encrypted,
             unreadable: None,
             key_changed: None,
+            inbox_seq: None,
         })
     }
 
@@ -210,6 +215,42 @@ pub enum Event {
         to: SystemTime,
         count: Option<u64>,
         why: String,
+    },
+    /// The inbox was opened (after every connect): `held` messages (at most)
+    /// follow as [`Event::Message`]s, then [`Event::InboxDone`]. `dropped`
+    /// messages were lost for this device while it was away (the inbox's
+    /// limits, their age, a store error): a gap to report.
+    InboxOpened {
+        server: ServerAddr,
+        name: String,
+        device: String,
+        created: bool,
+        held: u64,
+        dropped: u64,
+        /// Time (Unix ms) of the oldest message held; 0 when none.
+        oldest_ms: u64,
+    },
+    /// The server would not open the inbox: another key owns it, the
+    /// signature failed, or the server keeps no inboxes (`unavailable`). Live
+    /// messages still flow.
+    InboxRefused {
+        server: ServerAddr,
+        name: String,
+        status: gale_proto::InboxStatus,
+        text: String,
+    },
+    /// Everything the inbox held has been sent (`replayed` messages); with
+    /// `live`, new messages keep coming this way; without (a drain), nothing
+    /// more will.
+    InboxDone {
+        replayed: u64,
+        live: bool,
+    },
+    /// The inbox lost messages for this device while it was connected
+    /// (`count`, 0 when unknown), and why.
+    InboxGap {
+        count: u64,
+        text: String,
     },
     /// The server refused this client for good: an ERROR whose code is not
     /// transient ([`ErrorCode::is_transient`]), such as too many subscriptions

@@ -45,7 +45,7 @@ pub mod will;
 
 pub use client::Client;
 pub use compose::Compose;
-pub use config::ClientConfig;
+pub use config::{ClientConfig, InboxConfig, InboxSigner};
 pub use conn::describe_error;
 pub use error::ClientError;
 pub use event::{Delivery, Event, Events, Unreadable, Verify};

@@ -12,7 +12,10 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use gale_proto::limits::{MAX_SUB_ENTRIES, RESUME_VERSION};
+use std::collections::BTreeSet;
+
+use gale_proto::inbox::{InboxOpen, FLAG_DRAIN};
+use gale_proto::limits::{INBOX_VERSION, MAX_SUB_ENTRIES, RESUME_VERSION};
 use gale_proto::{ErrorCode, Frame, SubscriptionList};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep, sleep_until, Instant};
@@ -59,6 +62,33 @@ pub(crate) struct Task {
     sub_token: Option<u64>,
     /// Where we stand on the server, for RESUME after a reconnect.
     resumption: Resumption,
+    /// The inbox on this connection: what to acknowledge.
+    inbox: InboxAcks,
+}
+
+/// Acknowledgements of inbox messages. The server takes one seq meaning
+/// "everything up to here"; the application acknowledges each message when it
+/// has shown it, in any order, and duplicates (already shown live) are
+/// acknowledged here at once.
+#[derive(Default)]
+struct InboxAcks {
+    /// Handed to the application and not yet acknowledged by it.
+    shown: BTreeSet<u64>,
+    /// The highest seq received on this connection.
+    highest: u64,
+    /// The last seq acknowledged to the server.
+    sent: u64,
+}
+
+impl InboxAcks {
+    /// What may be acknowledged now: everything below the first message the
+    /// application still holds.
+    fn ackable(&self) -> u64 {
+        match self.shown.first() {
+            Some(&first) => first - 1,
+            None => self.highest,
+        }
+    }
 }
 
 impl Task {
@@ -85,6 +115,7 @@ impl Task {
             next_token: 1,
             sub_token: None,
             resumption: Resumption::default(),
+            inbox: InboxAcks::default(),
         }
     }
 
@@ -258,6 +289,8 @@ impl Task {
             Some(Command::Flush(done)) => self.add_flush(done),
             Some(Command::Subscribe(list)) => self.subs = list,
             Some(Command::SetWill(will)) => self.will = will,
+            // The connection is gone: the server sends it again on the next.
+            Some(Command::Ack(_)) => {}
             Some(Command::Close { clear_will, done }) => {
                 if clear_will {
                     self.will = None;
@@ -313,6 +346,22 @@ impl Task {
             } else {
                 let resume = self.resumption.request();
                 self.write_subs(conn, Some(resume)).await?;
+            }
+        }
+        self.inbox = InboxAcks::default();
+        if let Some(ib) = &self.cfg.inbox {
+            if conn.version >= INBOX_VERSION {
+                conn.write(Frame::InboxHello).await?;
+            } else {
+                self.push_event(Event::InboxRefused {
+                    server: conn.server.clone(),
+                    name: ib.name.clone(),
+                    status: gale_proto::InboxStatus::Unavailable,
+                    text: format!(
+                        "this server speaks protocol version {}, which has no inboxes (3 has)",
+                        conn.version
+                    ),
+                });
             }
         }
         self.drop_oversize(conn.max_frame);
@@ -461,6 +510,11 @@ impl Task {
             if conn.sent > conn.pinged {
                 self.ping(conn).await?;
             }
+            let ack = self.inbox.ackable();
+            if ack > self.inbox.sent {
+                self.inbox.sent = ack;
+                conn.write(Frame::InboxAck(ack)).await?;
+            }
             conn.flush().await?;
         }
     }
@@ -495,6 +549,9 @@ impl Task {
             Command::SetWill(will) => {
                 self.will = will;
                 self.write_will(conn).await?;
+            }
+            Command::Ack(seq) => {
+                self.inbox.shown.remove(&seq);
             }
             Command::Close { clear_will, done } => {
                 if clear_will {
@@ -544,6 +601,83 @@ impl Task {
                 }
             }
             Frame::Lossage(n) => self.push_event(Event::Lossage(n)),
+            Frame::InboxChallenge(challenge) => {
+                let Some(ib) = &self.cfg.inbox else {
+                    return Ok(());
+                };
+                let mut open = InboxOpen {
+                    flags: if ib.drain { FLAG_DRAIN } else { 0 },
+                    name: ib.name.clone(),
+                    device: ib.device.clone(),
+                    key: ib.signer.public(),
+                    locations: ib.locations.clone(),
+                    signature: [0; 64],
+                };
+                match open.signed_bytes(&challenge) {
+                    Ok(signed) => {
+                        open.signature = ib.signer.sign(&signed);
+                        conn.write(Frame::InboxOpen(open)).await?;
+                    }
+                    Err(e) => self.push_event(Event::InboxRefused {
+                        server: conn.server.clone(),
+                        name: ib.name.clone(),
+                        status: gale_proto::InboxStatus::Refused,
+                        text: format!("the request cannot be encoded: {e}"),
+                    }),
+                }
+            }
+            Frame::InboxState(st) => {
+                let name = self
+                    .cfg
+                    .inbox
+                    .as_ref()
+                    .map_or_else(String::new, |i| i.name.clone());
+                let device = self
+                    .cfg
+                    .inbox
+                    .as_ref()
+                    .map_or_else(String::new, |i| i.device.clone());
+                if st.status.is_open() {
+                    self.push_event(Event::InboxOpened {
+                        server: conn.server.clone(),
+                        name,
+                        device,
+                        created: st.status == gale_proto::InboxStatus::Created,
+                        held: st.held,
+                        dropped: st.dropped,
+                        oldest_ms: st.oldest_ms,
+                    });
+                } else {
+                    self.push_event(Event::InboxRefused {
+                        server: conn.server.clone(),
+                        name,
+                        status: st.status,
+                        text: st.text,
+                    });
+                }
+            }
+            Frame::Stored { seq, message } => {
+                self.inbox.highest = self.inbox.highest.max(seq);
+                if self.recent.insert(message.id) {
+                    let id = message.id;
+                    match Delivery::open(message) {
+                        Ok(mut d) => {
+                            d.inbox_seq = Some(seq);
+                            self.inbox.shown.insert(seq);
+                            self.push_event(Event::Message(d));
+                        }
+                        Err(e) => self.push_event(Event::Undecodable {
+                            id,
+                            error: e.to_string(),
+                        }),
+                    }
+                }
+            }
+            Frame::InboxDone(d) => self.push_event(Event::InboxDone {
+                replayed: d.replayed,
+                live: d.live,
+            }),
+            Frame::InboxGap { count, text } => self.push_event(Event::InboxGap { count, text }),
             Frame::Resumed(r) => {
                 if let Some(ev) = self.resumption.resumed(&conn.server, &conn.name, &r) {
                     self.push_event(ev);

@@ -196,6 +196,18 @@ impl SecretKey {
         self.public.id()
     }
 
+    /// Signs a request to a server (INBOX_OPEN: docs/protocol.md §4.15) with
+    /// the signing key. The request's bytes begin with their own context string,
+    /// so such a signature cannot pass for one over a message or a key.
+    pub fn sign_request(&self, msg: &[u8]) -> [u8; 64] {
+        self.signing.sign(msg).to_bytes()
+    }
+
+    /// The Ed25519 public key that verifies [`SecretKey::sign_request`].
+    pub fn signing_public(&self) -> [u8; 32] {
+        self.signing.verifying_key().to_bytes()
+    }
+
     pub(crate) fn sign_raw(&self, msg: &[u8]) -> Signature {
         self.signing.sign(msg)
     }

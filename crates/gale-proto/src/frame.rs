@@ -8,6 +8,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
+use crate::inbox::{self, InboxDone, InboxOpen, InboxState};
 use crate::limits::{
     FRAME_HEADER_LEN, MAGIC, MAX_LOCATIONS, MAX_LOCATION_LEN, MAX_LOSS_ENTRIES, MAX_SHORT_TEXT,
     MAX_SUB_ENTRIES,
@@ -34,6 +35,15 @@ pub enum FrameType {
     Resume = 0x22,
     /// Version 2.
     Resumed = 0x23,
+    /// Version 3: inboxes (docs/protocol.md §4.15).
+    InboxHello = 0x24,
+    InboxChallenge = 0x25,
+    InboxOpen = 0x26,
+    InboxState = 0x27,
+    Stored = 0x28,
+    InboxDone = 0x29,
+    InboxAck = 0x2A,
+    InboxGap = 0x2B,
     Ping = 0x30,
     Pong = 0x31,
     Lossage = 0x40,
@@ -59,6 +69,14 @@ impl FrameType {
             0x21 => Unsubscribe,
             0x22 => Resume,
             0x23 => Resumed,
+            0x24 => InboxHello,
+            0x25 => InboxChallenge,
+            0x26 => InboxOpen,
+            0x27 => InboxState,
+            0x28 => Stored,
+            0x29 => InboxDone,
+            0x2A => InboxAck,
+            0x2B => InboxGap,
             0x30 => Ping,
             0x31 => Pong,
             0x40 => Lossage,
@@ -217,6 +235,28 @@ pub enum Frame {
     Resume(Resume),
     /// Version 2, server: the answer to RESUME, after the replayed messages.
     Resumed(Resumed),
+    /// Version 3, client: asks for a challenge to sign (INBOX_CHALLENGE).
+    InboxHello,
+    /// Version 3, server: random bytes the next INBOX_OPEN must sign.
+    InboxChallenge([u8; inbox::CHALLENGE_LEN]),
+    /// Version 3, client: opens (or creates) its inbox, signed.
+    InboxOpen(InboxOpen),
+    /// Version 3, server: the answer to INBOX_OPEN.
+    InboxState(InboxState),
+    /// Version 3, server: a message from the inbox, with its place in it.
+    Stored {
+        seq: u64,
+        message: Message,
+    },
+    /// Version 3, server: what was held has been sent.
+    InboxDone(InboxDone),
+    /// Version 3, client: everything up to `seq` has been shown.
+    InboxAck(u64),
+    /// Version 3, server: the inbox lost messages for this device while open.
+    InboxGap {
+        count: u64,
+        text: String,
+    },
     Ping(u64),
     Pong(u64),
     /// Messages the server dropped for this connection since the last LOSSAGE.
@@ -330,6 +370,14 @@ impl Frame {
             Frame::Unsubscribe { .. } => FrameType::Unsubscribe,
             Frame::Resume(_) => FrameType::Resume,
             Frame::Resumed(_) => FrameType::Resumed,
+            Frame::InboxHello => FrameType::InboxHello,
+            Frame::InboxChallenge(_) => FrameType::InboxChallenge,
+            Frame::InboxOpen(_) => FrameType::InboxOpen,
+            Frame::InboxState(_) => FrameType::InboxState,
+            Frame::Stored { .. } => FrameType::Stored,
+            Frame::InboxDone(_) => FrameType::InboxDone,
+            Frame::InboxAck(_) => FrameType::InboxAck,
+            Frame::InboxGap { .. } => FrameType::InboxGap,
             Frame::Ping(_) => FrameType::Ping,
             Frame::Pong(_) => FrameType::Pong,
             Frame::Lossage(_) => FrameType::Lossage,
@@ -383,6 +431,20 @@ impl Frame {
             Frame::Unsubscribe { entries } => put_entries(out, entries)?,
             Frame::Resume(r) => r.encode(out),
             Frame::Resumed(r) => r.encode(out),
+            Frame::InboxHello => {}
+            Frame::InboxChallenge(c) => out.put_slice(c),
+            Frame::InboxOpen(o) => o.encode(out)?,
+            Frame::InboxState(st) => st.encode(out)?,
+            Frame::Stored { seq, message } => {
+                out.put_u64(*seq);
+                message.encode(out)?;
+            }
+            Frame::InboxDone(d) => d.encode(out),
+            Frame::InboxAck(seq) => out.put_u64(*seq),
+            Frame::InboxGap { count, text } => {
+                out.put_u64(*count);
+                put_str16(out, truncate(text, MAX_SHORT_TEXT), "text", MAX_SHORT_TEXT)?;
+            }
             Frame::Interest {
                 reset,
                 all,
@@ -506,6 +568,23 @@ impl Frame {
             },
             FrameType::Resume => Frame::Resume(Resume::decode(&mut r)?),
             FrameType::Resumed => Frame::Resumed(Resumed::decode(&mut r)?),
+            FrameType::InboxHello => Frame::InboxHello,
+            FrameType::InboxChallenge => {
+                Frame::InboxChallenge(r.take(inbox::CHALLENGE_LEN)?.try_into().expect("32 bytes"))
+            }
+            FrameType::InboxOpen => Frame::InboxOpen(InboxOpen::decode(&mut r)?),
+            FrameType::InboxState => Frame::InboxState(InboxState::decode(&mut r)?),
+            FrameType::Stored => {
+                let seq = r.u64()?;
+                let message = Message::decode(&body.slice(8..))?;
+                return Ok(Some(Frame::Stored { seq, message }));
+            }
+            FrameType::InboxDone => Frame::InboxDone(InboxDone::decode(&mut r)?),
+            FrameType::InboxAck => Frame::InboxAck(r.u64()?),
+            FrameType::InboxGap => Frame::InboxGap {
+                count: r.u64()?,
+                text: r.str16(MAX_SHORT_TEXT)?.to_string(),
+            },
             FrameType::Interest => {
                 let flags = r.u8()?;
                 // Bit 1 (`all`) only with bit 0 (`reset`).

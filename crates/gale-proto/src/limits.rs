@@ -1,9 +1,11 @@
 //! Protocol limits. Both sides enforce every one of them.
 
 /// Newest protocol version spoken by this implementation.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 /// The first version with RESUME and RESUMED.
 pub const RESUME_VERSION: u16 = 2;
+/// The first version with inboxes (INBOX_HELLO to INBOX_GAP).
+pub const INBOX_VERSION: u16 = 3;
 /// Oldest protocol version this implementation still speaks.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
 /// Magic bytes at the start of a HELLO body.

@@ -45,6 +45,11 @@ impl HeldMessages {
         Self::default()
     }
 
+    /// True when no message waits for a key.
+    pub fn is_empty(&self) -> bool {
+        self.waiting.values().all(|v| v.is_empty())
+    }
+
     /// Holds `sealed` (the message as it arrived) until the lookup of `signer`'s
     /// key `id` ends, unless that key was looked up within [`RETRY_LOOKUP`].
     pub fn hold(&mut self, signer: &KeyName, id: KeyId, sealed: &Delivery, now: Instant) -> Hold {

@@ -62,6 +62,48 @@ pub struct Config {
     pub resume_window_bytes: usize,
     /// Seconds a routed message is kept for resuming clients, at most.
     pub resume_window_secs: u64,
+    /// Where inboxes are kept (the store file `inboxes.redb`). Default:
+    /// `/var/lib/gale` when galed runs as root, else `$XDG_STATE_HOME/gale`
+    /// (`~/.local/state/gale`). See [`default_data_dir`].
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Keep inboxes at all. With `false` galed opens no store and refuses
+    /// INBOX_OPEN as unavailable; live delivery is the same either way.
+    pub inboxes: bool,
+    /// Inboxes this server keeps, at most; past it new ones are refused.
+    pub max_inboxes: usize,
+    /// Messages held for one inbox; past it the oldest are dropped (and the
+    /// owner's devices told how many).
+    pub inbox_max_messages: u64,
+    /// Payload bytes held for one inbox (same rule).
+    pub inbox_max_bytes: u64,
+    /// Messages held for all inboxes together (the oldest go first).
+    pub store_max_messages: u64,
+    /// Payload bytes held for all inboxes together.
+    pub store_max_bytes: u64,
+    /// A stored message older than this many seconds is dropped.
+    pub store_max_age_secs: u64,
+    /// The store file may not grow past this many bytes.
+    pub store_max_file_bytes: u64,
+    /// Group commit: stored messages reach the disk (fsync) at most this many
+    /// milliseconds after they arrive. `kill -9` loses at most this window.
+    pub store_commit_ms: u64,
+    /// Memory the store may use to cache its file's pages.
+    pub store_cache_bytes: usize,
+}
+
+/// Where inboxes are kept unless `data_dir` says: `/var/lib/gale` for root,
+/// `$XDG_STATE_HOME/gale` (else `~/.local/state/gale`) for anyone else.
+pub fn default_data_dir() -> std::path::PathBuf {
+    if rustix::process::geteuid().is_root() {
+        return "/var/lib/gale".into();
+    }
+    match std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        Some(d) => std::path::PathBuf::from(d).join("gale"),
+        None => match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+            Some(h) => std::path::PathBuf::from(h).join(".local/state/gale"),
+            None => "gale-data".into(),
+        },
+    }
 }
 
 impl Default for Config {
@@ -82,6 +124,17 @@ impl Default for Config {
             memory_limit: None,
             resume_window_bytes: 8 << 20,
             resume_window_secs: 300,
+            data_dir: None,
+            inboxes: true,
+            max_inboxes: 100_000,
+            inbox_max_messages: gale_store::DEFAULT_INBOX_MESSAGES,
+            inbox_max_bytes: gale_store::DEFAULT_INBOX_BYTES,
+            store_max_messages: gale_store::DEFAULT_TOTAL_MESSAGES,
+            store_max_bytes: gale_store::DEFAULT_TOTAL_BYTES,
+            store_max_age_secs: gale_store::DEFAULT_MAX_AGE.as_secs(),
+            store_max_file_bytes: gale_store::DEFAULT_FILE_BYTES,
+            store_commit_ms: gale_store::DEFAULT_COMMIT_INTERVAL.as_millis() as u64,
+            store_cache_bytes: gale_store::DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -171,7 +224,14 @@ impl Config {
                 why: "must hold at least one frame of max_frame bytes".into(),
             });
         }
-        let positive: [(&'static str, u64); 7] = [
+        let positive: [(&'static str, u64); 14] = [
+            ("max_inboxes", self.max_inboxes as u64),
+            ("inbox_max_messages", self.inbox_max_messages),
+            ("inbox_max_bytes", self.inbox_max_bytes),
+            ("store_max_messages", self.store_max_messages),
+            ("store_max_bytes", self.store_max_bytes),
+            ("store_max_age_secs", self.store_max_age_secs),
+            ("store_max_file_bytes", self.store_max_file_bytes),
             ("client_queue_frames", self.client_queue_frames as u64),
             ("max_connections", self.max_connections as u64),
             ("dedup_cache", self.dedup_cache as u64),
@@ -189,6 +249,13 @@ impl Config {
                 });
             }
         }
+        if self.store_cache_bytes < 1 << 20 {
+            return Err(ConfigError::Range {
+                field: "store_cache_bytes",
+                value: self.store_cache_bytes.to_string(),
+                why: "must be at least 1 MiB (1048576)".into(),
+            });
+        }
         if self.memory_limit.is_some_and(|m| m < 16 << 20) {
             return Err(ConfigError::Range {
                 field: "memory_limit",
@@ -203,6 +270,32 @@ impl Config {
     pub fn memory_budget(&self) -> usize {
         self.memory_limit
             .unwrap_or_else(crate::memory::default_limit)
+    }
+
+    /// The data directory: `data_dir`, or [`default_data_dir`].
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.data_dir.clone().unwrap_or_else(default_data_dir)
+    }
+
+    /// The store's limits, from the `inbox_*` and `store_*` keys.
+    pub fn store_limits(&self) -> gale_store::Limits {
+        gale_store::Limits {
+            inbox_messages: self.inbox_max_messages,
+            inbox_bytes: self.inbox_max_bytes,
+            total_messages: self.store_max_messages,
+            total_bytes: self.store_max_bytes,
+            max_age: Duration::from_secs(self.store_max_age_secs),
+            file_bytes: self.store_max_file_bytes,
+        }
+    }
+
+    /// The store's commit policy: the defaults, with `store_commit_ms`.
+    pub fn commit_policy(&self) -> gale_store::CommitPolicy {
+        gale_store::CommitPolicy {
+            interval: Duration::from_millis(self.store_commit_ms),
+            cache_bytes: self.store_cache_bytes,
+            ..Default::default()
+        }
     }
 
     pub fn keepalive(&self) -> Duration {

@@ -51,6 +51,9 @@ pub struct Routing {
     /// the resume window: reading it per message costs a publisher dearly on some
     /// virtual machines, and the window needs no finer time. 0: read it now.
     now_ms: u64,
+    /// Inboxes the current message waits to be stored in (the store is
+    /// behind its disk): see [`crate::inbox::Inboxes::hold`].
+    pub(crate) store_waiting: Vec<Arc<crate::inbox::Sink>>,
 }
 
 /// Why a hold ended early.
@@ -71,6 +74,7 @@ impl Routing {
             published: 0,
             delivered: 0,
             now_ms: 0,
+            store_waiting: Vec::new(),
         }
     }
 
@@ -156,9 +160,15 @@ impl Routing {
         self.flush.push(ob.clone());
     }
 
-    /// Whether the message just routed is waiting for full outboxes.
+    /// Whether the message just routed is waiting for full outboxes, or for
+    /// the inbox store.
     pub fn is_blocked(&self) -> bool {
-        !self.blocked.is_empty()
+        !self.blocked.is_empty() || !self.store_waiting.is_empty()
+    }
+
+    /// False for routing that must never wait.
+    pub(crate) fn may_hold(&self) -> bool {
+        self.may_hold
     }
 
     /// Writes what this reader queued, as far as each socket takes it. The first
@@ -186,6 +196,9 @@ impl Routing {
         self.flush();
         let view = MessageView::parse(&frame[FRAME_HEADER_LEN..]).expect("routed, so valid");
         let mut waiting = std::mem::take(&mut self.blocked);
+        if waiting.is_empty() {
+            return Ok(0);
+        }
         let room = self
             .room
             .clone()

@@ -18,6 +18,8 @@
 //! - [`link`]: dialling links (alternates, back-off) and serving them.
 //! - [`resume`]: the resume window: recently routed messages, replayed to
 //!   clients that reconnect, and the gaps it cannot fill.
+//! - [`inbox`]: durable inboxes in the embedded store: storing what their
+//!   owners' devices miss, and sending it back in order.
 //! - [`seen_ids`]: the recent-message-id cache that stops duplicates and cycles.
 //! - [`status`]: the operator's view of the server's state (text and JSON).
 //!
@@ -31,6 +33,7 @@ pub mod connection;
 pub mod federation;
 pub mod flow;
 pub mod host;
+pub mod inbox;
 pub mod interest;
 pub mod link;
 pub mod logs;
@@ -63,7 +66,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// Serves `listeners` until `shutdown` is cancelled, then closes every connection
 /// (telling each client the server is shutting down) and returns.
 pub async fn run(listeners: Vec<TcpListener>, config: Config, shutdown: CancellationToken) {
-    let router = Arc::new(Router::new(config));
+    let router = Arc::new(Router::open(config));
     serve(listeners, router, shutdown).await
 }
 
@@ -95,6 +98,8 @@ pub async fn serve(listeners: Vec<TcpListener>, router: Arc<Router>, shutdown: C
     {
         tracing::warn!("some connections did not close within {SHUTDOWN_GRACE:?}; exiting anyway");
     }
+    // What the store has queued is committed before galed exits.
+    router.inboxes.flush();
 }
 
 /// Lets go of the resume window's frames as they age, even when no message comes

@@ -138,12 +138,32 @@ pub struct Router {
     federated: AtomicBool,
     /// When a cycle was last reported for a pair of sources.
     cycle_warned: Mutex<HashMap<(u64, u64), Instant>>,
+    /// Durable inboxes (see [`crate::inbox`]).
+    pub inboxes: crate::inbox::Inboxes,
 }
 
 impl Router {
+    /// A router without inboxes (every INBOX_OPEN is answered "unavailable"):
+    /// for tests and embedders. galed uses [`Router::open`].
     pub fn new(config: Config) -> Router {
+        Router::build(config, crate::inbox::Inboxes::closed())
+    }
+
+    /// A router with the inbox store `config` names (opened now; a store that
+    /// cannot be opened is logged, and the router runs without inboxes).
+    pub fn open(config: Config) -> Router {
+        let inboxes = crate::inbox::Inboxes::open(&config);
+        Router::build(config, inboxes)
+    }
+
+    fn build(config: Config, inboxes: crate::inbox::Inboxes) -> Router {
         let federated = !config.links.is_empty();
-        let fed = Federation::new(config.max_link_interest);
+        let mut fed = Federation::new(config.max_link_interest);
+        // Inboxes keep their interest on the links whether their owners are
+        // connected or not.
+        for l in inboxes.locations() {
+            fed.local_add(&l);
+        }
         let seen = SeenIds::new(config.dedup_cache);
         let memory = Arc::new(MemoryBudget::new(config.memory_budget()));
         let window = ResumeWindow::new(
@@ -170,6 +190,7 @@ impl Router {
             window: Mutex::new(window),
             federated: AtomicBool::new(federated),
             cycle_warned: Mutex::new(HashMap::new()),
+            inboxes,
         }
     }
 
@@ -509,7 +530,23 @@ impl Router {
             drop(idx);
             ctx.cache(generation, raw, targets);
         }
-        ctx.offer_all(frame, view)
+        let n = ctx.offer_all(frame, view);
+        self.inboxes.offer(frame, view, now, ctx);
+        n
+    }
+
+    /// An inbox now keeps `gained` and no longer `lost`: tell the links.
+    pub fn inbox_interest(&self, gained: &[Location], lost: &[Location]) {
+        if gained.is_empty() && lost.is_empty() {
+            return;
+        }
+        let mut fed = self.fed.lock();
+        for l in gained {
+            fed.local_add(l);
+        }
+        for l in lost {
+            fed.local_remove(l);
+        }
     }
 
     /// Adds what a reader routed since the last call to the server's totals.

@@ -245,7 +245,15 @@ pub(crate) async fn read_frames(
                 Ok(None) => break,
                 Ok(Some(held)) => {
                     // Boxed: only a connection that is holding pays for the wait's state.
-                    if Box::pin(routing.hold(&held, shutdown)).await.is_err() {
+                    // Then, if the inbox store is behind its disk, for it.
+                    let held_back = Box::pin(async {
+                        routing.hold(&held, shutdown).await?;
+                        if !routing.store_waiting.is_empty() {
+                            router.inboxes.hold(routing, &held, shutdown).await;
+                        }
+                        Ok::<(), crate::flow::ShuttingDown>(())
+                    });
+                    if held_back.await.is_err() {
                         router.tally(routing);
                         return End::Shutdown;
                     }
@@ -403,9 +411,9 @@ mod tests {
             MIN_MAX_FRAME
         );
         // A version range we do not speak: refused with both ranges named.
-        let (code, text) = accept(&hello(3, 4, 4096), 8192).unwrap_err();
+        let (code, text) = accept(&hello(4, 5, 4096), 8192).unwrap_err();
         assert_eq!(code, ErrorCode::UnsupportedVersion);
-        assert!(text.contains("1 to 2") && text.contains("3 to 4"), "{text}");
+        assert!(text.contains("1 to 3") && text.contains("4 to 5"), "{text}");
         // A version 1 peer is served in version 1; a version 2 one in 2.
         assert_eq!(accept(&hello(1, 1, 4096), 8192).unwrap().version, 1);
         assert_eq!(accept(&hello(1, 2, 4096), 8192).unwrap().version, 2);
@@ -424,7 +432,7 @@ mod tests {
             dialled(&w(1, DEFAULT_MAX_FRAME), 8192).unwrap().max_frame,
             8192
         );
-        assert!(dialled(&w(3, 4096), DEFAULT_MAX_FRAME).is_err());
+        assert!(dialled(&w(4, 4096), DEFAULT_MAX_FRAME).is_err());
     }
 
     fn decode_all(frames: &[Bytes], max_frame: u32) -> Vec<(bool, Vec<SubEntry>)> {

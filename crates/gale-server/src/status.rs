@@ -48,6 +48,76 @@ pub struct Status {
     /// Recently routed messages kept for clients that resume.
     #[serde(default)]
     pub resume_window: WindowStatus,
+    /// Durable inboxes and their store.
+    #[serde(default)]
+    pub inboxes: InboxesStatus,
+}
+
+/// Durable inboxes ([`crate::inbox`]) and the store that keeps them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct InboxesStatus {
+    /// True when the store is open and inboxes are kept.
+    pub enabled: bool,
+    /// The data directory (absent when inboxes are turned off).
+    pub data_dir: Option<String>,
+    /// Why inboxes are not kept, when they are not.
+    pub unavailable: Option<String>,
+    /// Inboxes registered, messages and payload bytes held in all, the age of
+    /// the oldest in seconds, the store file's size, messages queued for the
+    /// next commit.
+    pub count: u64,
+    pub messages: u64,
+    pub bytes: u64,
+    pub oldest_secs: Option<u64>,
+    pub file_bytes: u64,
+    pub pending: u64,
+    /// Counters since start: commits and failed commits; messages dropped at
+    /// a limit, for their age, because the store was behind, or because their
+    /// commit failed; and the last error.
+    pub commits: u64,
+    pub errors: u64,
+    pub dropped_limit: u64,
+    pub dropped_age: u64,
+    pub dropped_overload: u64,
+    pub dropped_failed: u64,
+    pub last_error: Option<String>,
+    /// Messages stored, sent to devices (replayed or live), inboxes opened,
+    /// created and refused since start.
+    pub stored: u64,
+    pub sent: u64,
+    pub opened: u64,
+    pub created: u64,
+    pub refused: u64,
+    /// Messages whose publisher was held back because the store was behind
+    /// its disk, and for how long in all (ms).
+    pub store_holds: u64,
+    pub store_held_ms: u64,
+    /// Each inbox (the first 1,000 by name).
+    pub list: Vec<InboxStatus>,
+}
+
+/// One durable inbox.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct InboxStatus {
+    pub name: String,
+    pub locations: Vec<String>,
+    /// The last seq given to a message (messages ever stored).
+    pub last_seq: u64,
+    /// Messages and payload bytes held for it (as of the store's last commit).
+    pub messages: u64,
+    pub bytes: u64,
+    pub devices: Vec<DeviceStatus>,
+}
+
+/// One device of an inbox.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DeviceStatus {
+    pub name: String,
+    /// The last seq it acknowledged, and how many came after it.
+    pub acked: u64,
+    pub waiting: u64,
+    /// Connected and caught up.
+    pub live: bool,
 }
 
 /// The resume window ([`crate::resume`]).
@@ -140,6 +210,70 @@ pub struct ClientStatus {
     /// How often and how long publishers waited for room in its queue.
     pub holds: u64,
     pub held_ms: u64,
+}
+
+/// The inboxes' part of the status.
+fn inboxes_status(router: &Router) -> InboxesStatus {
+    let ib = &router.inboxes;
+    let c = &ib.counters;
+    let mut out = InboxesStatus {
+        data_dir: ib.data_dir.as_ref().map(|d| d.display().to_string()),
+        unavailable: ib.unavailable.clone(),
+        stored: c.stored.load(Ordering::Relaxed),
+        sent: c.sent.load(Ordering::Relaxed),
+        opened: c.opened.load(Ordering::Relaxed),
+        created: c.created.load(Ordering::Relaxed),
+        refused: c.refused.load(Ordering::Relaxed),
+        store_holds: c.store_holds.load(Ordering::Relaxed),
+        store_held_ms: c.store_held_ms.load(Ordering::Relaxed),
+        ..Default::default()
+    };
+    let Some(store) = ib.store() else {
+        return out;
+    };
+    let st = store.stats();
+    let now = crate::resume::now_ms();
+    out.enabled = true;
+    out.count = st.inboxes;
+    out.messages = st.messages;
+    out.bytes = st.bytes;
+    out.oldest_secs = st.oldest.map(|t| now.saturating_sub(t) / 1000);
+    out.file_bytes = st.file_bytes;
+    out.pending = st.pending;
+    out.commits = st.counters.commits;
+    out.errors = st.counters.errors;
+    out.dropped_limit = st.counters.dropped_limit;
+    out.dropped_age = st.counters.dropped_age;
+    out.dropped_overload = st.counters.dropped_overload;
+    out.dropped_failed = st.counters.dropped_failed;
+    out.last_error = st.last_error;
+    let live = ib.live_devices();
+    out.list = store
+        .inboxes()
+        .into_iter()
+        .take(1000)
+        .map(|i| {
+            let live_here = live.get(&i.inbox);
+            InboxStatus {
+                devices: i
+                    .devices
+                    .iter()
+                    .map(|(d, acked)| DeviceStatus {
+                        name: d.clone(),
+                        acked: *acked,
+                        waiting: i.last_seq.saturating_sub(*acked),
+                        live: live_here.is_some_and(|l| l.contains(d)),
+                    })
+                    .collect(),
+                name: i.inbox,
+                locations: i.locations,
+                last_seq: i.last_seq,
+                messages: i.messages,
+                bytes: i.bytes,
+            }
+        })
+        .collect();
+    out
 }
 
 impl Status {
@@ -243,6 +377,7 @@ impl Status {
                     budgeted: ws.budgeted,
                 }
             },
+            inboxes: inboxes_status(router),
         }
     }
 
@@ -298,6 +433,39 @@ impl Status {
             w.resumed,
             w.gaps,
         );
+        let ib = &self.inboxes;
+        if ib.enabled {
+            let _ = writeln!(
+                out,
+                "  inboxes: {} in {}, {} messages ({} MB, file {} MB), oldest {}s; {} stored, \
+                 {} sent; {} commits, {} errors, dropped {} at a limit, {} by age, {} behind, \
+                 {} in failed commits{}",
+                ib.count,
+                ib.data_dir.as_deref().unwrap_or("?"),
+                ib.messages,
+                ib.bytes >> 20,
+                ib.file_bytes >> 20,
+                ib.oldest_secs.unwrap_or(0),
+                ib.stored,
+                ib.sent,
+                ib.commits,
+                ib.errors,
+                ib.dropped_limit,
+                ib.dropped_age,
+                ib.dropped_overload,
+                ib.dropped_failed,
+                ib.last_error
+                    .as_ref()
+                    .map(|e| format!("; last error: {e}"))
+                    .unwrap_or_default(),
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "  inboxes: not kept: {}",
+                ib.unavailable.as_deref().unwrap_or("unknown")
+            );
+        }
         for l in &self.links {
             let _ = writeln!(
                 out,

@@ -323,7 +323,7 @@ async fn version_mismatch_is_refused_with_reason() {
             code: ErrorCode::UnsupportedVersion,
             text,
         }) => {
-            assert!(text.contains("versions 1 to 2"), "{text}")
+            assert!(text.contains("versions 1 to 3"), "{text}")
         }
         f => panic!("{f:?}"),
     }

@@ -140,7 +140,7 @@ impl Committer {
             if sweep {
                 self.last_sweep = Instant::now();
             }
-            self.finish(last, &batch, result);
+            self.finish(last, &batch, result, sweep);
         }
         let mut s = self.sync.lock();
         s.committer_gone = true;
@@ -195,6 +195,7 @@ impl Committer {
         last: Option<u64>,
         batch: &[(u64, Op)],
         result: Result<HashMap<u64, u64>>,
+        sweep: bool,
     ) {
         let durable = match result {
             Ok(durable) => {
@@ -250,6 +251,24 @@ impl Committer {
             }
         }
         s.held = (self.books.count, self.books.bytes);
+        // Each inbox's size for the status view: those this batch touched, and
+        // all of them after a sweep (limits may have dropped from any).
+        let acct = |a: Option<&Acct>| a.map_or((0, 0), |a| (a.count, a.bytes));
+        if sweep {
+            s.held_by = self
+                .books
+                .inboxes
+                .iter()
+                .map(|(n, a)| (*n, (a.count, a.bytes)))
+                .collect();
+        } else {
+            for (_, op) in batch {
+                if let Some(num) = op.inbox() {
+                    let v = acct(self.books.inboxes.get(&num));
+                    s.held_by.insert(num, v);
+                }
+            }
+        }
         s.unrecorded = self.lost.clone();
         let overload = s.counters.dropped_overload;
         s.counters = self.counters.clone();

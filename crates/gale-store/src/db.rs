@@ -13,14 +13,16 @@ use crate::layout::{DEVICES, INBOXES, MESSAGES, NEXT_SEQ};
 
 pub(crate) struct Db {
     file: PathBuf,
+    cache_bytes: usize,
     inner: RwLock<Option<Database>>,
 }
 
 impl Db {
-    pub fn open(file: &Path) -> Result<Db> {
-        let db = open_file(file)?;
+    pub fn open(file: &Path, cache_bytes: usize) -> Result<Db> {
+        let db = open_file(file, cache_bytes)?;
         Ok(Db {
             file: file.to_path_buf(),
+            cache_bytes,
             inner: RwLock::new(Some(db)),
         })
     }
@@ -38,7 +40,7 @@ impl Db {
     pub fn reopen(&self) -> Result<()> {
         // Close first: redb refuses a second open of a file in one process.
         drop(self.inner.write().unwrap_or_else(|e| e.into_inner()).take());
-        let db = open_file(&self.file)?;
+        let db = open_file(&self.file, self.cache_bytes)?;
         *self.inner.write().unwrap_or_else(|e| e.into_inner()) = Some(db);
         Ok(())
     }
@@ -51,8 +53,11 @@ impl Db {
     }
 }
 
-fn open_file(file: &Path) -> Result<Database> {
-    let db = Database::create(file).map_err(engine)?;
+fn open_file(file: &Path, cache_bytes: usize) -> Result<Database> {
+    let db = redb::Builder::new()
+        .set_cache_size(cache_bytes)
+        .create(file)
+        .map_err(engine)?;
     let tx = db.begin_write().map_err(engine)?;
     create_tables(&tx)?;
     tx.commit().map_err(engine)?;

@@ -31,8 +31,9 @@ mod store;
 
 pub use error::{Result, StoreError};
 pub use limits::{
-    CommitPolicy, Limits, DEFAULT_COMMIT_INTERVAL, DEFAULT_FILE_BYTES, DEFAULT_INBOX_BYTES,
-    DEFAULT_INBOX_MESSAGES, DEFAULT_MAX_AGE, DEFAULT_TOTAL_BYTES, DEFAULT_TOTAL_MESSAGES,
+    CommitPolicy, Limits, DEFAULT_CACHE_BYTES, DEFAULT_COMMIT_INTERVAL, DEFAULT_FILE_BYTES,
+    DEFAULT_INBOX_BYTES, DEFAULT_INBOX_MESSAGES, DEFAULT_MAX_AGE, DEFAULT_TOTAL_BYTES,
+    DEFAULT_TOTAL_MESSAGES,
 };
 pub use stats::{Counters, Stats};
-pub use store::{Batch, Registration, Store, Stored, FILE_NAME};
+pub use store::{Batch, InboxInfo, Registration, Store, Stored, FILE_NAME};

@@ -57,6 +57,9 @@ pub struct CommitPolicy {
     pub max_pending: usize,
     /// Payload bytes queued and not yet committed (same rule).
     pub max_pending_bytes: usize,
+    /// Memory redb may use to cache the file's pages (its own default is
+    /// 1 GiB, too much for a daemon on every host).
+    pub cache_bytes: usize,
 }
 
 impl Default for CommitPolicy {
@@ -66,8 +69,10 @@ impl Default for CommitPolicy {
             max_batch: 8_192,
             max_pending: 65_536,
             max_pending_bytes: 64 << 20,
+            cache_bytes: DEFAULT_CACHE_BYTES,
         }
     }
 }
 
 pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(5);
+pub const DEFAULT_CACHE_BYTES: usize = 16 << 20;

@@ -37,6 +37,20 @@ pub(crate) enum Op {
     },
 }
 
+impl Op {
+    /// The inbox an operation changes.
+    pub fn inbox(&self) -> Option<u64> {
+        Some(match self {
+            Op::Register { num, .. }
+            | Op::Unregister { num, .. }
+            | Op::Device { num, .. }
+            | Op::Ack { num, .. }
+            | Op::ForgetDevice { num, .. } => *num,
+            Op::Append(p) => p.num,
+        })
+    }
+}
+
 /// A message handed to `append` and not yet known to be on disk.
 #[derive(Clone, Debug)]
 pub(crate) struct Pending {
@@ -86,6 +100,8 @@ pub(crate) struct Shared {
     pub counters: Counters,
     /// Messages and payload bytes on disk, as of the last commit.
     pub held: (u64, u64),
+    /// The same per inbox (by number), for the status view.
+    pub held_by: HashMap<u64, (u64, u64)>,
 }
 
 impl Shared {

@@ -30,6 +30,20 @@ pub struct Registration {
     pub locations: Vec<String>,
 }
 
+/// One inbox as the status view shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InboxInfo {
+    pub inbox: String,
+    pub locations: Vec<String>,
+    /// The last seq handed out (0 if none).
+    pub last_seq: u64,
+    /// Messages and payload bytes it holds on disk, as of the last commit.
+    pub messages: u64,
+    pub bytes: u64,
+    /// Each known device and the last seq it acknowledged.
+    pub devices: Vec<(String, u64)>,
+}
+
 /// A stored message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stored {
@@ -73,11 +87,19 @@ impl Store {
             source,
         })?;
         let file = dir.join(FILE_NAME);
-        let db = Arc::new(Db::open(&file)?);
+        let db = Arc::new(Db::open(&file, policy.cache_bytes)?);
         let books = db.with(Books::load)?;
         let sync = Arc::new(Sync::default());
         db.with(|db| load_registrations(db, &mut sync.lock()))?;
-        sync.lock().held = (books.count, books.bytes);
+        {
+            let mut s = sync.lock();
+            s.held = (books.count, books.bytes);
+            s.held_by = books
+                .inboxes
+                .iter()
+                .map(|(n, a)| (*n, (a.count, a.bytes)))
+                .collect();
+        }
         let committer = Committer::new(
             db.clone(),
             sync.clone(),
@@ -329,6 +351,45 @@ impl Store {
             },
         );
         Ok(())
+    }
+
+    /// The last seq handed out for `inbox` (0 if none yet).
+    pub fn last_seq(&self, inbox: &str) -> Option<u64> {
+        let s = self.sync.lock();
+        s.inboxes.get(inbox).map(|m| m.next_seq - 1)
+    }
+
+    /// Whether `append` would take a message of `len` bytes now (the committer
+    /// is not behind by its bound): a caller that can wait checks this first.
+    pub fn has_room(&self, len: usize) -> bool {
+        let s = self.sync.lock();
+        s.queued_msgs < self.policy.max_pending
+            && s.queued_bytes + len <= self.policy.max_pending_bytes
+    }
+
+    /// Every inbox with its devices' cursors, sorted by name (status view).
+    pub fn inboxes(&self) -> Vec<InboxInfo> {
+        let s = self.sync.lock();
+        let mut v: Vec<InboxInfo> = s
+            .inboxes
+            .iter()
+            .map(|(name, m)| {
+                let mut devices: Vec<(String, u64)> =
+                    m.devices.iter().map(|(d, c)| (d.clone(), *c)).collect();
+                devices.sort();
+                let (messages, bytes) = s.held_by.get(&m.num).copied().unwrap_or_default();
+                InboxInfo {
+                    inbox: name.clone(),
+                    locations: m.locations.clone(),
+                    last_seq: m.next_seq - 1,
+                    messages,
+                    bytes,
+                    devices,
+                }
+            })
+            .collect();
+        v.sort_by(|a, b| a.inbox.cmp(&b.inbox));
+        v
     }
 
     /// The highest seq of `inbox` known to be on disk.

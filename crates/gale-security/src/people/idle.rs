@@ -30,27 +30,9 @@ pub fn last_active(tty: &Path) -> Option<Timestamp> {
     })
 }
 
-/// The default device: `$GALE_DEVICE`, else the host name (`unknown` if
-/// none) followed by the terminal when there is one (`laptop:pts/3`, as Zephyr
-/// shows host and tty), so two gsubs on one machine are told apart.
+/// The default device: `$GALE_DEVICE`, else the host name, else `unknown`.
+/// Stable (no terminal in it): gsub's inbox cursor is kept per device too.
 pub fn default_device() -> String {
-    let host = host_device();
-    if std::env::var(DEVICE_ENV).is_ok_and(|d| !d.trim().is_empty()) {
-        return host;
-    }
-    match terminal().and_then(|t| {
-        t.strip_prefix("/dev/")
-            .ok()
-            .and_then(|p| p.to_str())
-            .map(str::to_string)
-    }) {
-        Some(tty) => format!("{host}:{tty}"),
-        None => host,
-    }
-}
-
-/// `$GALE_DEVICE`, else the host name, else `unknown`.
-fn host_device() -> String {
     if let Some(d) = std::env::var(DEVICE_ENV)
         .ok()
         .filter(|d| !d.trim().is_empty())
