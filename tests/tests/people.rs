@@ -175,15 +175,17 @@ fn gwho_watch_prints_presence_changes() {
         &["-p", "in.present", "--device", "laptop", "bob@example.org"],
     );
     let mut cmd = Command::new(bin("gwho"));
-    let mut child = alice
-        .env(&mut cmd)
-        .args(["-s", &s, "--watch", "--json", "bob"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = Lines::spawn_reader(child.stdout.take().unwrap());
+    let mut child = KillOnDrop(
+        alice
+            .env(&mut cmd)
+            .args(["-s", &s, "--watch", "--json", "bob"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let out = Lines::spawn_reader(child.0.stdout.take().unwrap());
     let first: Value = serde_json::from_str(&out.next().unwrap()).unwrap();
     assert_eq!(first["presence"], "in.present", "{first}");
     let set = set_presence(bob, "out.to.lunch", None);
@@ -191,8 +193,17 @@ fn gwho_watch_prints_presence_changes() {
     let change: Value = serde_json::from_str(&out.wait_for("out.to.lunch")).unwrap();
     assert_eq!(change["change"], true, "{change}");
     assert_eq!(change["device"], "laptop", "{change}");
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
+}
+
+/// A child process killed when the test ends, whether it passes or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[test]
