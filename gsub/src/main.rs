@@ -154,7 +154,9 @@ struct Args {
     #[arg(long, value_name = "TEXT", conflicts_with = "away_file")]
     away: Option<String>,
 
-    /// Like --away, with the text read from FILE (as zaway's ~/.away)
+    /// Like --away, with the text read from FILE, which may be in zaway's
+    /// ~/.away format: '>NAME' starts a section for the sender NAME, '>*' one
+    /// for everyone, '>%' one for senders no named section matched
     #[arg(long, value_name = "FILE")]
     away_file: Option<PathBuf>,
 

@@ -51,10 +51,58 @@ impl std::str::FromStr for Visibility {
 }
 
 /// An away message and how often one sender may get it.
+///
+/// The text may be in zaway's format (`~/.away`): lines `>NAME` start a section
+/// for the sender NAME (`alice` or `alice@example.org`; several names may share
+/// a section, one `>` line each), `>*` one for every sender, and `>%` one for
+/// senders no named section matched. A sender gets the sections meant for them,
+/// in order; a text without `>` lines is for everyone. A sender for whom no
+/// section is meant gets no reply.
 #[derive(Debug, Clone)]
 pub struct Away {
     pub text: String,
     pub period: Duration,
+}
+
+impl Away {
+    /// The reply for `sender` (`alice@example.org`), if any.
+    pub fn text_for(&self, sender: &str) -> Option<String> {
+        if !self.text.lines().any(|l| l.starts_with('>')) {
+            return Some(self.text.clone()).filter(|t| !t.trim().is_empty());
+        }
+        let local = sender.split('@').next().unwrap_or(sender);
+        let mut sections: Vec<(Vec<&str>, String)> = Vec::new();
+        let mut in_header = false;
+        for line in self.text.lines() {
+            if let Some(name) = line.strip_prefix('>') {
+                if !in_header {
+                    sections.push((Vec::new(), String::new()));
+                }
+                in_header = true;
+                if let Some(s) = sections.last_mut() {
+                    s.0.push(name.trim());
+                }
+            } else {
+                in_header = false;
+                if let Some(s) = sections.last_mut() {
+                    s.1.push_str(line);
+                    s.1.push('\n');
+                }
+            }
+        }
+        let named = |n: &&str| *n == sender || *n == local;
+        let matched = sections.iter().any(|(names, _)| names.iter().any(named));
+        let out: String = sections
+            .iter()
+            .filter(|(names, _)| {
+                names
+                    .iter()
+                    .any(|n| named(n) || *n == "*" || (*n == "%" && !matched))
+            })
+            .map(|(_, body)| body.as_str())
+            .collect();
+        Some(out).filter(|t| !t.trim().is_empty())
+    }
 }
 
 /// What was answered.
@@ -249,9 +297,10 @@ impl Answerer {
                 return None;
             }
         }
+        let text = away.text_for(asker.as_str())?;
         let reply_to = Location::parse(asker.as_str()).ok()?;
         let mut a = self.base(status);
-        a.push_text(names::MESSAGE_BODY, away.text.as_str());
+        a.push_text(names::MESSAGE_BODY, text);
         a.push_text(names::MESSAGE_AUTO, super::AUTO_AWAY);
         let dec = self.decision(store, &reply_to, false)?;
         let m = self.build(reply_to, &a, &dec)?;
@@ -413,6 +462,31 @@ mod tests {
         assert!(w.bob.answer(&w.store, &d, false, &status(), now).is_empty());
         w.bob.visibility = Visibility::Verified;
         assert!(none(&mut w, &d).is_empty());
+    }
+
+    #[test]
+    fn zaway_sections() {
+        let away = |text: &str| Away {
+            text: text.into(),
+            period: DEFAULT_AWAY_PERIOD,
+        };
+        assert_eq!(away("plain\n").text_for("a@x.org").unwrap(), "plain\n");
+        let a = away(">alice\n>carol@x.org\nHi friend.\n>*\nBack at 3.\n>%\nWho are you?\n");
+        assert_eq!(
+            a.text_for("alice@x.org").unwrap(),
+            "Hi friend.\nBack at 3.\n"
+        );
+        assert_eq!(
+            a.text_for("carol@x.org").unwrap(),
+            "Hi friend.\nBack at 3.\n"
+        );
+        assert_eq!(
+            a.text_for("eve@x.org").unwrap(),
+            "Back at 3.\nWho are you?\n"
+        );
+        let only_alice = away(">alice\nHi.\n");
+        assert_eq!(only_alice.text_for("eve@x.org"), None, "no section for eve");
+        assert_eq!(away("  \n").text_for("eve@x.org"), None);
     }
 
     #[test]
