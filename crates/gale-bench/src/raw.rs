@@ -22,9 +22,12 @@ pub struct Galed {
 
 impl Galed {
     pub fn start(bin: &Path, extra: &[&str]) -> Result<Galed> {
+        // (A galed from before inboxes, measured for comparison, has no
+        // --data-dir.)
         let own = !extra
             .iter()
-            .any(|a| *a == "--data-dir" || *a == "--no-inboxes");
+            .any(|a| *a == "--data-dir" || *a == "--no-inboxes")
+            && keeps_inboxes(bin);
         let data = own.then(|| {
             static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
             let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -88,6 +91,22 @@ impl Galed {
         let kb: u64 = line.split_whitespace().nth(1).context("VmRSS")?.parse()?;
         Ok(kb * 1024)
     }
+}
+
+/// Whether the galed at `bin` takes `--data-dir` (asked once per path).
+fn keeps_inboxes(bin: &Path) -> bool {
+    static ASKED: std::sync::Mutex<Vec<(std::path::PathBuf, bool)>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut asked = ASKED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, yes)) = asked.iter().find(|(p, _)| p == bin) {
+        return *yes;
+    }
+    let yes = Command::new(bin)
+        .arg("--help")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--data-dir"));
+    asked.push((bin.to_path_buf(), yes));
+    yes
 }
 
 impl Drop for Galed {

@@ -723,10 +723,10 @@ pub async fn churn(cfg: &Setup, total: usize, cycles: usize) -> Result<()> {
     Ok(())
 }
 
-/// Opens inbox `name` (device `device`) on a blocking connection, signed by
-/// `key`; with `drain`, counts the STORED frames until INBOX_DONE. Returns the
-/// connection, how many came, and the time from INBOX_STATE to INBOX_DONE.
-fn open_inbox(
+/// Drains inbox `name` (device `device`), signed by `key`: counts the STORED
+/// frames until INBOX_DONE, then acknowledges them. Returns how many came, and
+/// the time from INBOX_STATE to INBOX_DONE.
+async fn open_inbox(
     addr: std::net::SocketAddr,
     key: &ed25519_dalek::SigningKey,
     name: &str,
@@ -735,13 +735,13 @@ fn open_inbox(
 ) -> Result<(u64, Duration)> {
     use ed25519_dalek::Signer;
     use gale_proto::inbox::{InboxOpen, FLAG_DRAIN};
-    let mut c = gale_net::raw::blocking::RawClient::connect(addr, "bench")?;
+    let mut c = gale_net::RawClient::connect(addr, "bench").await?;
     c.set_timeout(Duration::from_secs(120));
-    c.send(&Frame::InboxHello)?;
+    c.send(&Frame::InboxHello).await?;
     let challenge = loop {
-        match c.next_frame()? {
+        match c.next_frame().await? {
             Frame::InboxChallenge(ch) => break ch,
-            Frame::Ping(t) => c.send(&Frame::Pong(t))?,
+            Frame::Ping(t) => c.send(&Frame::Pong(t)).await?,
             _ => {}
         }
     };
@@ -754,10 +754,10 @@ fn open_inbox(
         signature: [0; 64],
     };
     open.signature = key.sign(&open.signed_bytes(&challenge)?).to_bytes();
-    c.send(&Frame::InboxOpen(open))?;
+    c.send(&Frame::InboxOpen(open)).await?;
     let (mut got, mut last, mut start) = (0u64, 0u64, Instant::now());
     loop {
-        match c.next_frame()? {
+        match c.next_frame().await? {
             Frame::InboxState(st) if !st.status.is_open() => {
                 bail!("inbox {name} refused: {:?} {}", st.status, st.text)
             }
@@ -767,14 +767,14 @@ fn open_inbox(
                 last = seq;
             }
             Frame::InboxDone(_) => break,
-            Frame::Ping(t) => c.send(&Frame::Pong(t))?,
+            Frame::Ping(t) => c.send(&Frame::Pong(t)).await?,
             _ => {}
         }
     }
     let elapsed = start.elapsed();
     if last > 0 {
-        c.send(&Frame::InboxAck(last))?;
-        c.sync()?;
+        c.send(&Frame::InboxAck(last)).await?;
+        c.sync().await?;
     }
     Ok((got, elapsed))
 }
@@ -792,7 +792,7 @@ pub async fn inbox(cfg: &Setup) -> Result<()> {
     for _ in 0..cfg.runs {
         let g = Galed::start(&cfg.galed, &[])?;
         for n in &names {
-            open_inbox(g.addr, &key, n, "d", &[n.as_str()])?;
+            open_inbox(g.addr, &key, n, "d", &[n.as_str()]).await?;
         }
         let templates: Vec<Vec<u8>> = names.iter().map(|n| publish_frame(n, BODY)).collect();
         let t = Instant::now();
@@ -821,7 +821,7 @@ pub async fn inbox(cfg: &Setup) -> Result<()> {
         let _ = published;
         let (mut got, mut took) = (0u64, Duration::ZERO);
         for n in &names {
-            let (k, d) = open_inbox(g.addr, &key, n, "d", &[])?;
+            let (k, d) = open_inbox(g.addr, &key, n, "d", &[]).await?;
             got += k;
             took += d;
         }
