@@ -5,6 +5,7 @@
 
 mod input;
 mod progress;
+mod receipts;
 
 use std::io::{self, IsTerminal, Write};
 use std::process::ExitCode;
@@ -53,6 +54,12 @@ members include the world (gkey gen --public). A message to private and public
 locations at once is refused unless --allow-clear. -a sends anonymously: no
 signature, no name.
 
+Receipts and pings: -r asks each gsub that shows the message for a signed receipt
+carrying its person's presence and device (encrypted to you for a private
+message); they are printed on standard output as they come (received:
+in.present bob@example.org (laptop)), until everyone named has answered or
+--receipt-timeout. --ping bob sends bob's gsubs a receipt request without a body.
+
 Environment: GALE_SERVER (server list), GALE_DOMAIN (default domain), GALE_ID
 (who you are), GALE_DIR (your keys), GALE_NAME (your name, sent as
 message.sender unless -a), RUST_LOG (the libraries' messages on standard error:
@@ -78,6 +85,8 @@ Exit status:
       --timeout is given), or none confirmed before --timeout: worth trying
       again later
   3   I/O error reading standard input
+  4   sent, but no receipt came within --receipt-timeout (--require-receipt), or
+      nobody answered a --ping
   64  usage error: an unknown option, a missing argument, or a value that does
       not parse (a location, -t, a keyword, --id, the server list)
 
@@ -145,6 +154,24 @@ struct Args {
     require_private: bool,
 
     /// Recipients (name@domain, or name with $GALE_DOMAIN), then /keywords
+    /// Ask for receipts: each gsub that shows the message answers with its
+    /// person's presence and device; gsend prints them as they come
+    #[arg(short = 'r', long, conflicts_with = "lines")]
+    receipt: bool,
+
+    /// Like -r, and exit 4 if no receipt came within --receipt-timeout
+    #[arg(long, conflicts_with = "lines")]
+    require_receipt: bool,
+
+    /// Ping the people named (a receipt request without a body): print each of
+    /// their gsubs' presence; exit 4 if none answered
+    #[arg(long, conflicts_with_all = ["lines", "message"])]
+    ping: bool,
+
+    /// Seconds to wait for receipts (less once everyone named has answered)
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    receipt_timeout: f64,
+
     #[arg(value_name = "LOCATION|/KEYWORD", required = true)]
     targets: Vec<String>,
 }
@@ -157,6 +184,8 @@ const EXIT_UNDELIVERED: u8 = 2;
 const EXIT_INPUT: u8 = 3;
 /// EX_USAGE (sysexits.h): a usage error, the same code in every Gale program.
 const EXIT_USAGE: u8 = 64;
+/// Sent, but no receipt came (--require-receipt, --ping).
+const EXIT_NO_RECEIPT: u8 = 4;
 
 /// A failure and its exit status.
 struct Failure {
@@ -206,11 +235,17 @@ fn publish_error(e: ClientError) -> Failure {
 struct Secure {
     signer: Option<SecretKey>,
     decision: Decision,
+    /// Put the signer's key in a message signed in clear (a ping or receipt
+    /// request), so the answers can be encrypted to it.
+    carry_key: bool,
 }
 
 impl Secure {
     fn message(&self, compose: &Compose, to: &[Location]) -> Result<Message, Failure> {
-        let fragments = compose.fragments(Timestamp::now());
+        let mut fragments = compose.fragments(Timestamp::now());
+        if let (true, Some(k), Decision::Clear) = (self.carry_key, &self.signer, &self.decision) {
+            outgoing::carry_key(&mut fragments, k);
+        }
         outgoing::build(
             to.to_vec(),
             &fragments,
@@ -352,7 +387,11 @@ async fn prepare(
             ),
         }
     }
-    Ok(Secure { signer, decision })
+    Ok(Secure {
+        signer,
+        decision,
+        carry_key: args.wants_receipts(),
+    })
 }
 
 /// What is sent: `-m`, the whole of standard input, or each of its lines.
@@ -391,7 +430,24 @@ async fn run(args: Args) -> Result<(), Failure> {
             "no location given: write who to send to, e.g. gsend pub.test@example.org"
         )));
     }
-    let to = parse_locations(&locations, domain_from_env().as_deref()).map_err(usage)?;
+    let mut to = parse_locations(&locations, domain_from_env().as_deref()).map_err(usage)?;
+    // Who should answer: the people named (pinged, or sent to with -r).
+    let expect = receipts::expected(&to);
+    if args.ping {
+        if !keywords.is_empty() {
+            return Err(usage(anyhow!("a ping has no keywords")));
+        }
+        to = to
+            .iter()
+            .map(gale_security::people::ask_location)
+            .collect::<Result<_, _>>()
+            .map_err(usage)?;
+    }
+    if args.anonymous && args.wants_receipts() {
+        return Err(usage(anyhow!(
+            "receipts and pings are answered only to signed asks: drop -a"
+        )));
+    }
     let keywords: Vec<String> = keywords
         .iter()
         .map(|k| parse_keyword(k))
@@ -432,7 +488,10 @@ async fn run(args: Args) -> Result<(), Failure> {
         let progress = progress.clone();
         async move { progress.watch(events).await }
     });
-    let result = send(&args, &store, &to, &servers, compose, &client, &progress).await;
+    let result = send(
+        &args, &store, &to, &expect, &servers, compose, &client, &progress,
+    )
+    .await;
     match result {
         // A server refused for good, which stopped the client: whatever failed
         // then, that is why. Its event is the last, so the watcher ends at once.
@@ -448,10 +507,12 @@ async fn run(args: Args) -> Result<(), Failure> {
 }
 
 /// Reads what to send, works out keys, publishes, and waits for the server.
+#[allow(clippy::too_many_arguments)]
 async fn send(
     args: &Args,
     store: &KeyStore,
     to: &[Location],
+    expect: &[String],
     servers: &[ServerAddr],
     mut compose: Compose,
     client: &Client,
@@ -459,6 +520,7 @@ async fn send(
 ) -> Result<(), Failure> {
     let interactive = args.message.is_none() && !args.lines && io::stdin().is_terminal();
     let body = match &args.message {
+        _ if args.ping => Body::Given(String::new()),
         _ if args.lines => Body::Lines(spawn_line_reader()),
         Some(text) => {
             let mut text = text.clone();
@@ -497,18 +559,63 @@ async fn send(
             }
         },
     };
+    let mut asked = None;
     if let Some((secure, text)) = text {
-        compose.body = Some(text);
-        client
-            .publish(secure.message(&compose, to)?)
-            .map_err(publish_error)?;
+        compose.body = (!args.ping).then_some(text);
+        let mut collector = None;
+        if args.wants_receipts() {
+            let signer = secure.signer.as_ref().ok_or_else(|| {
+                usage(anyhow!(
+                    "receipts and pings are answered only to signed asks"
+                ))
+            })?;
+            let c = receipts::listen(
+                servers.to_vec(),
+                AGENT,
+                store,
+                signer,
+                Duration::from_secs(args.timeout.unwrap_or(progress::FAIL_FAST.as_secs())),
+            )
+            .await
+            .map_err(undelivered)?;
+            compose.extra.push((
+                gale_proto::fragment::names::QUESTION_RECEIPT.to_string(),
+                c.reply.to_string(),
+            ));
+            collector = Some(c);
+        }
+        let m = secure.message(&compose, to)?;
+        asked = collector.map(|c| (c, m.id));
+        client.publish(m).map_err(publish_error)?;
     }
     progress
         .flush(client, args.timeout.unwrap_or(DEFAULT_TIMEOUT), fail_fast)
         .await
         .map_err(undelivered)?;
+    if let Some((mut collector, id)) = asked {
+        let timeout = Duration::try_from_secs_f64(args.receipt_timeout.max(0.0))
+            .unwrap_or(Duration::from_secs(5));
+        let n = receipts::report(&mut collector, id, expect.to_vec(), timeout).await;
+        if n == 0 && (args.require_receipt || args.ping) {
+            let _ = tokio::time::timeout(Duration::from_secs(2), client.close(false)).await;
+            return Err(Failure {
+                code: EXIT_NO_RECEIPT,
+                error: anyhow!(
+                    "no {} within {} s",
+                    if args.ping { "answer" } else { "receipt" },
+                    timeout.as_secs_f64()
+                ),
+            });
+        }
+    }
     let _ = tokio::time::timeout(Duration::from_secs(2), client.close(false)).await;
     Ok(())
+}
+
+impl Args {
+    fn wants_receipts(&self) -> bool {
+        self.receipt || self.require_receipt || self.ping
+    }
 }
 
 fn main() -> ExitCode {

@@ -13,6 +13,8 @@ use textwrap::core::display_width;
 use thiserror::Error;
 
 use gale_client::{Delivery, Unreadable, Verify};
+use gale_security::people::status::idle_text;
+use gale_security::people::{kind, Status};
 
 /// Environment variable with a strftime format for message times.
 pub const TIME_FORMAT_ENV: &str = "GALE_TIME_FORMAT";
@@ -328,10 +330,72 @@ fn presence_line(d: &Delivery, f: &Fragments, presence: &str, style: &Style) -> 
         sanitize(presence),
         sanitize(&who.join(" "))
     );
-    if let Some(name) = f.text(names::MESSAGE_SENDER) {
-        line.push_str(&format!(" ({})", sanitize(name)));
-    }
+    line.push_str(&status_suffix(f));
     if let Some(mark) = presence_mark(d, &who) {
+        line.push(' ');
+        line.push_str(&style.paint(BOLD, &mark));
+    }
+    line
+}
+
+/// Whom a presence notice, receipt or ping is about: the person announced,
+/// the one who received, or the one who pinged. `None` for other messages.
+pub fn about(d: &Delivery) -> Option<String> {
+    let f = d.fragments();
+    match kind(&d.message.to, f) {
+        "presence" => Some(notice_subjects(d).join(" ")),
+        "receipt" => f?.text(names::ANSWER_RECEIPT).map(str::to_string),
+        "ping" => d
+            .verify
+            .from()
+            .or(d.verify.claimed_from())
+            .map(|n| n.to_string()),
+        _ => None,
+    }
+}
+
+/// `(device)`, `idle 5m` and the sender's name, for a one-line display.
+fn status_suffix(f: &Fragments) -> String {
+    let mut out = String::new();
+    if let Some(dev) = f.text(names::NOTICE_DEVICE) {
+        out.push_str(&format!(" ({})", sanitize(dev)));
+    }
+    let idle = Status::from_fragments(f).and_then(|s| s.idle_secs(Timestamp::now()));
+    if let Some(secs) = idle.filter(|&s| s >= 60) {
+        out.push_str(&format!(" idle {}", idle_text(secs)));
+    }
+    if let Some(name) = f.text(names::MESSAGE_SENDER) {
+        out.push_str(&format!(" \"{}\"", sanitize(name)));
+    }
+    out
+}
+
+/// A receipt, a ping's answer, or a ping, on one line, as Gale showed them:
+/// `* 12:01 received: in.present bob@example.org (laptop)`.
+fn people_line(d: &Delivery, f: &Fragments, kind: &str, style: &Style) -> String {
+    let who = about(d).unwrap_or_default();
+    let time = style.time.render(message_time(d));
+    let mut line = match kind {
+        "ping" => format!("* {time} ping from {}", sanitize(&who)),
+        _ => format!(
+            "* {time} received: {} {}",
+            sanitize(f.text(names::NOTICE_PRESENCE).unwrap_or("?")),
+            sanitize(&who)
+        ),
+    };
+    line.push_str(&status_suffix(f));
+    let signer_is = |n: &gale_keys::KeyName| n.as_str() == who;
+    let mark = match &d.verify {
+        Verify::Verified { from } if signer_is(from) => None,
+        Verify::Unverified { from: Some(n), .. } if signer_is(n) => Some("[*unverified*]".into()),
+        Verify::Forged { .. } => Some("[*FORGED*]".to_string()),
+        Verify::Anonymous => Some("[*unsigned*]".to_string()),
+        v => Some(format!(
+            "[*FORGED*: signed by {}]",
+            v.from().map(|n| sanitize(n.as_str())).unwrap_or_default()
+        )),
+    };
+    if let Some(mark) = mark {
         line.push(' ');
         line.push_str(&style.paint(BOLD, &mark));
     }
@@ -341,6 +405,9 @@ fn presence_line(d: &Delivery, f: &Fragments, presence: &str, style: &Style) -> 
 /// The whole display of one message, ending with a newline.
 pub fn format_delivery(d: &Delivery, style: &Style) -> String {
     if let Some(f) = d.fragments() {
+        if let k @ ("receipt" | "ping") = kind(&d.message.to, Some(f)) {
+            return people_line(d, f, k, style) + "\n";
+        }
         if let Some(p) = f.text(names::NOTICE_PRESENCE) {
             return presence_line(d, f, p, style) + "\n";
         }
@@ -484,6 +551,38 @@ mod tests {
             why: String::new(),
         });
         assert_ne!(forged, verified);
+    }
+
+    #[test]
+    fn receipts_and_pings_on_one_line() {
+        let bob = gale_keys::KeyName::parse("bob@ofb.net").unwrap();
+        let mut f = Fragments::new();
+        f.push_text("notice.presence", "out.to.lunch");
+        f.push_text("notice.device", "laptop");
+        f.push_text("answer.receipt", "bob@ofb.net");
+        f.push("id.time", Value::Time(Timestamp { secs: 0, nanos: 0 }));
+        let mut d = delivery(f);
+        d.verify = Verify::Verified { from: bob.clone() };
+        assert_eq!(
+            format_delivery(&d, &style(40)),
+            "* 1970-01-01 00:00:00 received: out.to.lunch bob@ofb.net (laptop)\n"
+        );
+        // Signed by someone else than the person it names: a forgery.
+        d.verify = Verify::Verified {
+            from: gale_keys::KeyName::parse("mallory@ofb.net").unwrap(),
+        };
+        assert!(format_delivery(&d, &style(40)).contains("[*FORGED*: signed by mallory@ofb.net]"));
+
+        let mut f = Fragments::new();
+        f.push_text("question.receipt", "bob.receipt.1@ofb.net");
+        f.push("id.time", Value::Time(Timestamp { secs: 0, nanos: 0 }));
+        let mut d = delivery(f);
+        d.message.to = vec![Location::parse("_gale.query.egnor@ofb.net").unwrap()];
+        d.verify = Verify::Verified { from: bob };
+        assert_eq!(
+            format_delivery(&d, &style(40)),
+            "* 1970-01-01 00:00:00 ping from bob@ofb.net\n"
+        );
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //!
 //! Variables: `GALE_ID`, `GALE_TO` (space-separated), `GALE_FROM` (the signer when
 //! `GALE_VERIFY` is `verified` or `unverified`, else empty: as `from` in JSON),
-//! `GALE_VERIFY` (`verified`, `unverified`, `anonymous`, `forged`),
+//! `GALE_VERIFY` (`verified`, `unverified`, `anonymous`, `forged`), `GALE_KIND`
+//! (`message`, `presence`, `receipt`, `ping`, `away`: as `kind` in JSON),
+//! `GALE_ABOUT` (whom a presence notice, receipt or ping is about),
 //! `GALE_CLAIMED_FROM` (who a forged message claims to be from), `GALE_ENCRYPTED`
 //! (`1` or `0`), `GALE_UNREADABLE` (empty, or why an encrypted message could not
 //! be opened), `GALE_SENDER` (the unverified display name), `GALE_KEYWORDS` (space-separated), `GALE_TIME`, and one
@@ -111,6 +113,14 @@ pub fn hook_env(d: &Delivery) -> Vec<(String, String)> {
             d.verify.from().map(|n| n.to_string()).unwrap_or_default(),
         ),
         ("GALE_VERIFY".to_string(), d.verify.as_str().to_string()),
+        (
+            "GALE_KIND".to_string(),
+            gale_security::people::kind(&d.message.to, f).to_string(),
+        ),
+        (
+            "GALE_ABOUT".to_string(),
+            clean(&crate::format::about(d).unwrap_or_default()),
+        ),
         (
             "GALE_CLAIMED_FROM".to_string(),
             d.verify
@@ -256,6 +266,8 @@ mod tests {
         assert_eq!(get("GALE_TO"), Some("a@x.org b@x.org"));
         assert_eq!(get("GALE_FROM"), Some(""));
         assert_eq!(get("GALE_VERIFY"), Some("anonymous"));
+        assert_eq!(get("GALE_KIND"), Some("message"));
+        assert_eq!(get("GALE_ABOUT"), Some(""));
         assert_eq!(get("GALE_KEYWORDS"), Some("a b"));
         assert_eq!(get("GALE_TIME"), Some("1970-01-01T00:00:00Z"));
         assert_eq!(get("GALE_TEXT_MESSAGE_BODY"), Some("hi\n"));

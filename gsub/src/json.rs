@@ -11,6 +11,13 @@
 //! `list` (value is an array of fragments) or `unknown` (value in hex, and `code`
 //! holds the type byte).
 //!
+//! Every message has a `"kind"`: `message`, `presence` (a presence notice),
+//! `receipt` (a receipt or a ping's answer), `ping` (a ping this gsub answered)
+//! or `away` (an automatic away reply). Presence, receipts and pings also have
+//! `"about"` (whom it is about: the person announced, the one who received, or
+//! the one who pinged), `"presence"`, `"device"` and `"idle"` (seconds, when
+//! known), and receipts `"answers"` (the id of the message received).
+//!
 //! A line that is not a message has a `"type"` (messages have none): `"gap"`
 //! ([`gap_json`]) says that messages were missed while gsub was reconnecting and
 //! cannot be delivered: `{"type": "gap", "server", "from", "to", "count", "why"}`,
@@ -22,8 +29,10 @@ use gale_proto::{Fragments, Value};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::format::{message_time, rfc3339};
+use crate::format::{about, message_time, rfc3339};
 use gale_client::Delivery;
+use gale_proto::Timestamp;
+use gale_security::people::{kind, Status};
 
 #[derive(Serialize)]
 struct JsonMessage<'a> {
@@ -49,6 +58,17 @@ struct JsonMessage<'a> {
     keywords: Vec<&'a str>,
     body: Option<&'a str>,
     fragments: Vec<JsonFragment<'a>>,
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    about: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    presence: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idle: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    answers: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -156,6 +176,14 @@ pub fn to_json(d: &Delivery) -> String {
             .unwrap_or_default(),
         body: f.and_then(|f| f.text(names::MESSAGE_BODY)),
         fragments: f.map(fragments_json).unwrap_or_default(),
+        kind: kind(&d.message.to, f),
+        about: about(d),
+        presence: f.and_then(|f| f.text(names::NOTICE_PRESENCE)),
+        device: f.and_then(|f| f.text(names::NOTICE_DEVICE)),
+        idle: f
+            .and_then(Status::from_fragments)
+            .and_then(|s| s.idle_secs(Timestamp::now())),
+        answers: f.and_then(|f| f.text(names::ANSWER_RECEIPT_ID)),
     };
     serde_json::to_string(&msg).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
@@ -209,7 +237,8 @@ mod tests {
                 {"name": "n", "type": "number", "value": -2},
                 {"name": "l", "type": "list", "value": [{"name": "t", "type": "text", "value": "x"}]},
                 {"name": "u", "type": "unknown", "value": "07", "code": 9},
-            ]
+            ],
+            "kind": "message",
         });
         assert_eq!(got, want);
     }

@@ -8,6 +8,7 @@ mod format;
 mod hook;
 mod inbox;
 mod json;
+mod people;
 
 use std::collections::HashMap;
 use std::io::{self, IsTerminal, Write};
@@ -30,7 +31,6 @@ use gale_security::discovery::{self, Discovery, Outcome};
 use gale_security::held::{HeldMessages, Hold};
 use gale_security::identity;
 use gale_security::incoming::{Opener, Opening};
-use gale_security::presence as signed_presence;
 use gale_security::responder::OwnKeys;
 
 use crate::format::{
@@ -38,6 +38,9 @@ use crate::format::{
 };
 use crate::hook::{find_program, run_hook};
 use crate::json::{gap_json, inbox_gap_json, to_json, utc_ms};
+use crate::people::People;
+use gale_security::people::answer::{Away, Visibility, DEFAULT_AWAY_PERIOD};
+use gale_security::people::control::{valid_state, Command, Incoming, STATE_RULE};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
@@ -63,7 +66,7 @@ one object per line; fragment data values are lower-case hex, times RFC 3339.
 -f PROGRAM runs PROGRAM instead of printing (a path or a name on $PATH, checked
 at startup; run directly, not through a shell: write a script for arguments) once
 per message, one at a time, with the body on standard input and GALE_ID, GALE_TO,
-GALE_FROM, GALE_VERIFY, GALE_SENDER, GALE_KEYWORDS, GALE_TIME and
+GALE_FROM, GALE_VERIFY, GALE_KIND, GALE_ABOUT, GALE_SENDER, GALE_KEYWORDS, GALE_TIME and
 GALE_TEXT_<NAME>, GALE_TIME_<NAME>, GALE_NUMBER_<NAME>, GALE_DATA_<NAME> for each
 fragment in its environment.
 
@@ -77,6 +80,15 @@ you are decrypted with your keys in GALE_DIR; others' private messages show as o
 line, \"(not for you)\". Keys of unknown signers are asked for over Gale
 (--key-timeout). gsub makes your key on first use and answers other people's
 requests for it on _gale.query.<your id>, unless -a.
+
+People: with a key, and without -a, gsub answers pings and who-is-around asks
+(gwho) with its presence, sends a signed receipt for each message it shows that
+asks for one, and with --away an away reply to private messages (once per sender
+per --away-period). Its presence changes while it runs: gsub --set-presence STATE
+(or --set-away TEXT) tells every running gsub of yours (or the one on --device)
+through its socket in $GALE_DIR/run. Presence notices, receipts and pings show as
+one line each (* 12:01 in.present bob@example.org (laptop)); --json has \"kind\"
+(message, presence, receipt, ping, away), -f programs GALE_KIND.
 
 A server that refuses gsub for good (an ERROR that asking again cannot change,
 such as too many subscriptions or a protocol version it does not speak) ends it
@@ -128,6 +140,36 @@ struct Args {
     #[arg(short = 'a', long)]
     stealth: bool,
 
+    /// Change the presence of your running gsubs (all of them, or the one on
+    /// --device) to STATE, announced at once, and exit
+    #[arg(long, value_name = "STATE", conflicts_with_all = ["presence", "away", "away_file"])]
+    set_presence: Option<String>,
+
+    /// Set (or with '' end) the away message of your running gsubs, and exit
+    #[arg(long, value_name = "TEXT", conflicts_with_all = ["presence", "away", "away_file"])]
+    set_away: Option<String>,
+
+    /// Answer private messages with TEXT, signed and encrypted, once per sender
+    /// per --away-period (never an automatic message, never yourself)
+    #[arg(long, value_name = "TEXT", conflicts_with = "away_file")]
+    away: Option<String>,
+
+    /// Like --away, with the text read from FILE, which may be in zaway's
+    /// ~/.away format: '>NAME' starts a section for the sender NAME, '>*' one
+    /// for everyone, '>%' one for senders no named section matched
+    #[arg(long, value_name = "FILE")]
+    away_file: Option<PathBuf>,
+
+    /// Seconds between two away replies to the same sender
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_AWAY_PERIOD.as_secs())]
+    away_period: u64,
+
+    /// Who sees your presence, receipts and away replies: anyone (presence
+    /// notices in clear), or verified (only askers whose keys verify; no notices,
+    /// every answer encrypted)
+    #[arg(long, value_name = "WHO", default_value = "anyone")]
+    presence_to: Visibility,
+
     /// Seconds to wait for the key of an unknown signer before showing its message
     /// as unverified (other messages are not held up); 0 does not look keys up
     #[arg(long, value_name = "SECS", default_value_t = 3.0)]
@@ -144,8 +186,9 @@ struct Args {
     #[arg(long)]
     no_inbox: bool,
 
-    /// Name of this device in the inbox (each device gets every message)
-    /// [default: the host name]
+    /// Name of this device: in the inbox (each device gets every message), and
+    /// in presence, receipts and gwho, telling your gsubs apart
+    /// [default: $GALE_DEVICE, else the host name]
     #[arg(long, value_name = "NAME")]
     device: Option<String>,
 
@@ -218,7 +261,70 @@ async fn deliver(output: &Output, d: &Delivery) -> anyhow::Result<bool> {
     }
 }
 
+/// `--set-presence` / `--set-away`: tell the running gsubs, and exit.
+async fn set_remote(args: &Args) -> anyhow::Result<Option<anyhow::Error>> {
+    let command = match (&args.set_presence, &args.set_away) {
+        (Some(state), _) if !valid_state(state) => {
+            return Err(Usage(anyhow!("bad presence {state:?}: {STATE_RULE}")).into())
+        }
+        (Some(state), _) => Command::Presence(state.clone()),
+        (None, Some(t)) if t.trim().is_empty() => Command::Away(None),
+        (None, Some(t)) => Command::Away(Some(t.replace('\n', "\\n"))),
+        (None, None) => unreachable!("called for --set-presence or --set-away"),
+    };
+    let store = KeyStore::from_env()?;
+    people::set_remote(store.user_dir().to_path_buf(), args.device.clone(), command).await?;
+    Ok(None)
+}
+
+/// This device's name: --device, else `$GALE_DEVICE`, else the host name.
+fn device(args: &Args) -> String {
+    args.device
+        .clone()
+        .or_else(|| {
+            std::env::var(gale_security::people::idle::DEVICE_ENV)
+                .ok()
+                .map(|d| d.trim().to_string())
+                .filter(|d| !d.is_empty())
+        })
+        .unwrap_or_else(inbox::default_device)
+}
+
+/// The away message from --away or --away-file.
+fn away(args: &Args) -> anyhow::Result<Option<Away>> {
+    let text = match (&args.away, &args.away_file) {
+        (Some(t), _) => t.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read the away message in {}", f.display()))?,
+        (None, None) => return Ok(None),
+    };
+    if text.trim().is_empty() {
+        return Err(Usage(anyhow!("the away message is empty")).into());
+    }
+    Ok(Some(Away {
+        text,
+        period: Duration::from_secs(args.away_period),
+    }))
+}
+
+/// The next control request, or never without a `People`.
+async fn control_request(people: &mut Option<People>) -> Option<Incoming> {
+    match people {
+        Some(p) => p.request().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
+    if args.set_presence.is_some() || args.set_away.is_some() {
+        return set_remote(&args).await;
+    }
+    if let Some(p) = &args.presence {
+        if !valid_state(p) {
+            return Err(Usage(anyhow!("bad presence {p:?}: {STATE_RULE}")).into());
+        }
+    }
+    let away = away(&args)?;
     let mut locations = args.locations.clone();
     if locations.is_empty() {
         if let Ok(env) = std::env::var(SUBSCRIBE_ENV) {
@@ -259,6 +365,7 @@ async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
     let discovery = (!timeout.is_zero())
         .then(|| Arc::new(Discovery::new(config.servers.clone(), AGENT, timeout)));
     let before = config.subscriptions.entries.len();
+    let gale_dir = store.user_dir().to_path_buf();
     let (mut ours, own_key) = own_keys(&args, &store, &mut config, discovery.as_deref()).await?;
     let inbox_name = if args.no_inbox {
         None
@@ -268,7 +375,7 @@ async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
             identity::key_name(args.id.as_deref(), domain_from_env().as_deref()),
         ) {
             (Some(key), Ok(me)) => {
-                let device = args.device.clone().unwrap_or_else(inbox::default_device);
+                let device = device(&args);
                 let ib = inbox::config(
                     args.durable.as_deref(),
                     &me,
@@ -290,39 +397,41 @@ async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
             _ => None,
         }
     };
-
+    let sender = sender_from_env();
+    // Presence notices, receipts and the will are signed, like every message.
+    let mut people = match own_key {
+        // Draining only shows what the inbox holds: no presence, no answers.
+        Some(_) if args.drain => None,
+        Some(key) => {
+            let opts = people::Options {
+                presence: args.presence.clone(),
+                device: Some(device(&args)),
+                stealth: args.stealth,
+                visibility: args.presence_to,
+                away,
+            };
+            let who = presence_id(&args)?;
+            Some(People::new(
+                who, key, sender.clone(), AGENT, opts, &mut config, &gale_dir,
+            )?)
+        }
+        None if args.presence.is_some() || away.is_some() => {
+            return Err(anyhow!("presence notices and away replies are signed, and there is no key of yours to sign them with (see above)"))
+        }
+        None => None,
+    };
     let answering = config.subscriptions.entries.len() - before;
     check_subscription_count(before, answering)?;
+    // The domain's "who is around" asks are not a key of yours.
+    let key_queries = answering - people.as_ref().map_or(0, People::subscriptions);
     if args.drain {
         // Only what the inbox holds: no live messages, no answering.
         config.subscriptions = Default::default();
-    }
-    let sender = sender_from_env();
-    // Presence notices and the will are signed, like every message.
-    let presence = match (&args.presence, own_key) {
-        (Some(state), Some(key)) => Some((presence_id(&args)?, state.clone(), key)),
-        (Some(_), None) => {
-            return Err(anyhow!("presence notices are signed, and there is no key of yours to sign them with (see above)"))
-        }
-        (None, _) => None,
-    };
-    if let Some((who, _, key)) = &presence {
-        let will = signed_presence::will(who, sender.clone(), AGENT.into(), key.clone())?;
-        config.will = Some(will);
     }
     let opener = Arc::new(Opener::new(store)?);
     let mut held = HeldMessages::new();
     let (found_tx, mut found_rx) = mpsc::unbounded_channel::<Lookup>();
     let (client, mut events) = Client::start(config);
-    if let Some((who, state, key)) = &presence {
-        client.publish(signed_presence::notice(
-            who,
-            state,
-            sender.as_deref(),
-            AGENT,
-            key,
-        )?)?;
-    }
     let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let quiet = args.quiet;
@@ -336,6 +445,12 @@ async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
         let ev = tokio::select! {
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
+            Some(request) = control_request(&mut people) => {
+                if let Some(p) = people.as_mut() {
+                    p.handle(&client, request).await;
+                }
+                continue;
+            }
             Some((name, id, outcomes)) = found_rx.recv() => {
                 // A lookup ended: show what waited for it, verified if it can be now.
                 for w in opener.learned(&outcomes) {
@@ -349,6 +464,9 @@ async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
                         Ok(true) => {}
                         Ok(false) => stop = true,
                         Err(e) => return Ok(Some(e)),
+                    }
+                    if let Some(p) = people.as_mut() {
+                        p.shown(&client, opener.store(), &opening);
                     }
                     if let Some(seq) = opening.delivery.inbox_seq {
                         let _ = client.ack(seq).await;
@@ -369,6 +487,17 @@ async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
                 if d.message.to.iter().all(discovery::is_akd) {
                     if !args.stealth {
                         answer_query(&client, opener.store(), &mut ours, &d);
+                    }
+                    if let (Some(p), true) = (people.as_mut(), d.is_sealed()) {
+                        // A ping or a "who is around" ask: signed, so opened first.
+                        let opening = opener.open(d);
+                        if p.ask(&client, opener.store(), &opening) {
+                            match deliver(&output, &opening.delivery).await {
+                                Ok(true) => {}
+                                Ok(false) => break,
+                                Err(e) => return Ok(Some(e)),
+                            }
+                        }
                     }
                     continue;
                 }
@@ -400,6 +529,9 @@ async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
                     Ok(true) => {}
                     Ok(false) => break,
                     Err(e) => return Ok(Some(e)),
+                }
+                if let Some(p) = people.as_mut() {
+                    p.shown(&client, opener.store(), &opening);
                 }
                 if let Some(seq) = opening.delivery.inbox_seq {
                     let _ = client.ack(seq).await;
@@ -495,6 +627,9 @@ async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
             }
             Event::Connected { server, name } => status(format!("connected to {server} ({name})")),
             Event::Subscribed { server, entries } => {
+                if let Some(p) = people.as_mut() {
+                    p.subscribed(&client);
+                }
                 // Count what the user asked for; the key-query entries come last.
                 let own = entries.saturating_sub(answering);
                 status(format!(
@@ -506,8 +641,10 @@ async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
                     },
                     match answering {
                         0 => String::new(),
-                        1 => " (and answering requests for your key)".to_string(),
-                        n => format!(" (and answering requests for your {n} keys)"),
+                        _ if key_queries == 0 => String::new(),
+                        _ if key_queries == 1 =>
+                            " (and answering requests for your key)".to_string(),
+                        _ => format!(" (and answering requests for your {key_queries} keys)"),
                     }
                 ))
             }
@@ -577,11 +714,9 @@ async fn run(args: Args) -> anyhow::Result<Option<anyhow::Error>> {
             }
         }
     }
-    if let Some((who, _, key)) = &presence {
+    if let Some(p) = people.as_mut() {
         // A goodbye in place of the will.
-        if let Ok(m) = signed_presence::notice(who, presence::QUIT, sender.as_deref(), AGENT, key) {
-            let _ = client.publish(m);
-        }
+        p.goodbye(&client);
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), client.close(true)).await;
     Ok(None)

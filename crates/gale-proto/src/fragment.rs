@@ -33,6 +33,14 @@ pub mod names {
     pub const ANSWER_KEY: &str = "answer.key";
     pub const ANSWER_KEY_ERROR: &str = "answer.key.error";
     pub const STATUS_IDLE: &str = "status.idle";
+    /// Which of a person's gsubs speaks (`laptop`): in presence notices,
+    /// receipts and ping answers (docs/protocol.md, "People").
+    pub const NOTICE_DEVICE: &str = "notice.device";
+    /// In a receipt: the id of the message it answers.
+    pub const ANSWER_RECEIPT_ID: &str = "answer.receipt.id";
+    /// Marks a message sent by a program, not typed by a person (`away`):
+    /// nothing answers it automatically.
+    pub const MESSAGE_AUTO: &str = "message.auto";
 }
 
 /// Payload kind bytes.

@@ -16,6 +16,8 @@
 //!   choosing among several answers (`discovery/offers.rs`), and
 //!   [`discovery::Discovery`], which runs lookups and caches what they find.
 //! - [`presence`]: signed presence notices and wills (gsub `-p`).
+//! - [`people`]: presence that changes live, receipts, pings, who is around,
+//!   away replies; the control socket of a running gsub.
 //! - [`held`]: [`held::HeldMessages`], messages held while their signer's key is
 //!   looked up (gsub).
 //! - [`responder`]: answering key queries: [`responder::Responder`] for a domain
@@ -28,6 +30,7 @@ pub mod held;
 pub mod identity;
 pub mod incoming;
 pub mod outgoing;
+pub mod people;
 pub mod presence;
 pub mod responder;
 

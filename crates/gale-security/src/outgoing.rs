@@ -293,6 +293,18 @@ pub fn build(
     })
 }
 
+/// Adds `signer`'s public key ([`SIGNER_KEY`]) to fragments to be signed in
+/// clear, so that a recipient who does not know the key can still check the
+/// signature, verify it through the key's own signatures, and encrypt an
+/// answer to it (pings, receipt requests and their answers), without asking
+/// for it over Gale first.
+pub fn carry_key(fragments: &mut Fragments, signer: &SecretKey) {
+    fragments.push(
+        SIGNER_KEY,
+        Value::Data(Bytes::from(signer.public().encode())),
+    );
+}
+
 /// A message to `to`, signed by `signer`, sent in clear: key answers and other
 /// control messages whose locations are public by nature.
 pub fn signed(to: Vec<Location>, fragments: &Fragments, signer: &SecretKey) -> Message {

@@ -9,6 +9,7 @@ use gale_keys::SecretKey;
 use gale_proto::{Location, LocationError, Message};
 
 use crate::outgoing;
+use crate::people::Status;
 
 /// A presence notice from `who` saying `presence`, signed with `key`.
 pub fn notice(
@@ -26,6 +27,29 @@ pub fn notice(
     ))
 }
 
+/// A presence notice from `who` with its whole [`Status`] (presence, device,
+/// idle time), signed with `key`.
+pub fn status_notice(
+    who: &Location,
+    status: &Status,
+    sender: Option<&str>,
+    class: &str,
+    key: &SecretKey,
+) -> Result<Message, LocationError> {
+    let to = vec![notice_location(who)?];
+    let mut f = notice_fragments(&status.presence, sender, class);
+    if let Some(d) = &status.device {
+        f.push_text(gale_proto::fragment::names::NOTICE_DEVICE, d.as_str());
+    }
+    if let Some(t) = status.active_at {
+        f.push(
+            gale_proto::fragment::names::STATUS_IDLE,
+            gale_proto::Value::Time(t),
+        );
+    }
+    Ok(outgoing::signed(to, &f, key))
+}
+
 /// The will saying `who` disconnected ([`DISCONNECTED`]), signed with `key`
 /// afresh (new id, new time, new signature) for every connection.
 pub fn will(
@@ -34,9 +58,23 @@ pub fn will(
     class: String,
     key: SecretKey,
 ) -> Result<Will, LocationError> {
+    will_from(who, None, sender, class, key)
+}
+
+/// The will of the gsub on `device` (told apart from the person's other gsubs).
+pub fn will_from(
+    who: &Location,
+    device: Option<String>,
+    sender: Option<String>,
+    class: String,
+    key: SecretKey,
+) -> Result<Will, LocationError> {
     let to = vec![notice_location(who)?];
     Ok(Will::new(move || {
-        let f = notice_fragments(DISCONNECTED, sender.as_deref(), &class);
+        let mut f = notice_fragments(DISCONNECTED, sender.as_deref(), &class);
+        if let Some(d) = &device {
+            f.push_text(gale_proto::fragment::names::NOTICE_DEVICE, d.as_str());
+        }
         outgoing::signed(to.clone(), &f, &key)
     }))
 }
