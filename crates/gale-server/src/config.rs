@@ -62,6 +62,9 @@ pub struct Config {
     pub resume_window_bytes: usize,
     /// Seconds a routed message is kept for resuming clients, at most.
     pub resume_window_secs: u64,
+    /// Where to serve Prometheus metrics over HTTP (`HOST:PORT`, at `/metrics`);
+    /// none by default. Used by the daemon (gale-daemon), not the routing core.
+    pub metrics: Option<String>,
 }
 
 impl Default for Config {
@@ -82,6 +85,7 @@ impl Default for Config {
             memory_limit: None,
             resume_window_bytes: 8 << 20,
             resume_window_secs: 300,
+            metrics: None,
         }
     }
 }
@@ -133,6 +137,13 @@ impl Config {
             gale_net::ServerAddr::parse_listen(l).map_err(|e| ConfigError::Invalid {
                 field: "listen",
                 value: format!("{l:?}"),
+                why: e.to_string(),
+            })?;
+        }
+        if let Some(m) = &self.metrics {
+            gale_net::ServerAddr::parse_listen(m).map_err(|e| ConfigError::Invalid {
+                field: "metrics",
+                value: format!("{m:?}"),
                 why: e.to_string(),
             })?;
         }
