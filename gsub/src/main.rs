@@ -31,6 +31,7 @@ use gale_security::identity;
 use gale_security::incoming::{Opener, Opening};
 use gale_security::presence as signed_presence;
 use gale_security::responder::OwnKeys;
+use gsub::cli::Args;
 
 use crate::format::{
     format_delivery, Style, TimeFormat, COLUMNS_ENV, DEFAULT_TIME_FORMAT, TIME_FORMAT_ENV,
@@ -44,98 +45,6 @@ const AGENT: &str = concat!("gsub/", env!("CARGO_PKG_VERSION"));
 const SUBSCRIBE_ENV: &str = "GALE_SUBSCRIBE";
 /// EX_USAGE (sysexits.h): a usage error, the same code in every Gale program.
 const EXIT_USAGE: u8 = 64;
-
-const AFTER_HELP: &str = "\
-Subscriptions are read in order and the latest matching entry wins: a '-' before a
-location excludes it, so 'gsub pub@example.org - pub.spam@example.org' takes all of
-pub but pub.spam. Locations without @domain get $GALE_DOMAIN. With no locations,
-gsub subscribes to $GALE_SUBSCRIBE (white-space separated).
-
-gsub stays in the foreground and does not give up: when the server goes away it
-reports it on standard error and reconnects. Status lines on standard error start
-with \"gsub: \"; message losses are always reported, even with -q. The libraries'
-warnings are printed too (\"gsub: warning: ...\"); RUST_LOG=debug shows more.
-
-Output: by default for a person (wrapped to the terminal or $GALE_COLUMNS, times in
-$GALE_TIME_FORMAT, colour only on a terminal and not with $NO_COLOR). --json prints
-one object per line; fragment data values are lower-case hex, times RFC 3339.
--f PROGRAM runs PROGRAM instead of printing (a path or a name on $PATH, checked
-at startup; run directly, not through a shell: write a script for arguments) once
-per message, one at a time, with the body on standard input and GALE_ID, GALE_TO,
-GALE_FROM, GALE_VERIFY, GALE_SENDER, GALE_KEYWORDS, GALE_TIME and
-GALE_TEXT_<NAME>, GALE_TIME_<NAME>, GALE_NUMBER_<NAME>, GALE_DATA_<NAME> for each
-fragment in its environment.
-
-Security: each message shows how far its sender is known: verified (signed by a
-key whose chain reaches one of your trust anchors), unverified (signed, but the key
-is unknown or cannot be traced to an anchor), anonymous (unsigned) or FORGED (the
-signature does not match, or it claims someone whose verified key you hold but is
-signed by another key: never trust the claimed sender). A new key for a name you
-knew is a loud warning, once (--json: \"key_changed\": true). Messages encrypted to
-you are decrypted with your keys in GALE_DIR; others' private messages show as one
-line, \"(not for you)\". Keys of unknown signers are asked for over Gale
-(--key-timeout). gsub makes your key on first use and answers other people's
-requests for it on _gale.query.<your id>, unless -a.
-
-A server that refuses gsub for good (an ERROR that asking again cannot change,
-such as too many subscriptions or a protocol version it does not speak) ends it
-with status 1 and the server's reason; one that is busy or shutting down is
-retried, with back-off, like a server that is down.
-
-Exit status:
-  0   normal end (SIGINT, SIGTERM, or the reader of standard output went away)
-  1   error: -f PROGRAM cannot be run, standard output failed, or a server
-      refused this gsub for good
-  64  usage error: an unknown option, a missing argument, a value that does not
-      parse (a location, --id, the server list), or more than 65,536
-      subscriptions (the most a server takes on one connection)";
-
-/// Receive Gale messages.
-#[derive(Parser, Debug)]
-#[command(name = "gsub", version, after_help = AFTER_HELP)]
-struct Args {
-    /// Servers to try in order, as host[:port],host[:port]
-    /// [default: $GALE_SERVER, else localhost:11512]
-    #[arg(short = 's', long, value_name = "HOST[:PORT],...")]
-    server: Option<String>,
-
-    /// Print one JSON object per message, one per line
-    #[arg(long, conflicts_with = "program")]
-    json: bool,
-
-    /// Run PROGRAM for each message instead of printing it
-    #[arg(short = 'f', value_name = "PROGRAM")]
-    program: Option<PathBuf>,
-
-    /// Do not report connecting and reconnecting (losses are still reported)
-    #[arg(short = 'q', long)]
-    quiet: bool,
-
-    /// Announce presence STATE (e.g. in.present, out.to.lunch) on
-    /// _gale.notice.<id>, and leave a will saying out.disconnected for the server
-    /// to publish if this gsub dies without saying goodbye
-    #[arg(short = 'p', long, value_name = "STATE")]
-    presence: Option<String>,
-
-    /// Who this gsub is: your key, and presence [default: $GALE_ID, else
-    /// $USER@$GALE_DOMAIN]
-    #[arg(long, value_name = "LOCATION")]
-    id: Option<String>,
-
-    /// Stealth: do not answer requests for your key (others then cannot find it
-    /// over Gale)
-    #[arg(short = 'a', long)]
-    stealth: bool,
-
-    /// Seconds to wait for the key of an unknown signer before showing its message
-    /// as unverified (other messages are not held up); 0 does not look keys up
-    #[arg(long, value_name = "SECS", default_value_t = 3.0)]
-    key_timeout: f64,
-
-    /// Locations to subscribe to; '-' excludes the location after it
-    #[arg(value_name = "LOCATION")]
-    locations: Vec<String>,
-}
 
 enum Output {
     Human(Style),

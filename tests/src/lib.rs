@@ -525,7 +525,7 @@ impl Galed {
     /// galed refused the connection, say).
     pub fn try_status(&self) -> Result<serde_json::Value, String> {
         let out = Command::new(bin("galed"))
-            .args(["--status", &self.addr.to_string()])
+            .args(["--status", &self.addr.to_string(), "--json"])
             .output()
             .expect("galed --status");
         if !out.status.success() {
