@@ -141,11 +141,18 @@ impl Config {
             })?;
         }
         if let Some(m) = &self.metrics {
-            gale_net::ServerAddr::parse_listen(m).map_err(|e| ConfigError::Invalid {
+            let invalid = |why: String| ConfigError::Invalid {
                 field: "metrics",
                 value: format!("{m:?}"),
-                why: e.to_string(),
-            })?;
+                why,
+            };
+            let a = gale_net::ServerAddr::parse_listen(m).map_err(|e| invalid(e.to_string()))?;
+            // Gale's port is no default here: it is galed's own.
+            if !m.ends_with(&format!(":{}", a.port)) {
+                return Err(invalid(
+                    "no port: write HOST:PORT, e.g. 127.0.0.1:11513".into(),
+                ));
+            }
         }
         for l in &self.links {
             gale_net::parse_server_list(l).map_err(|e| ConfigError::Invalid {
