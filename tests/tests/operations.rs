@@ -6,20 +6,8 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::Command;
 
 use gale_tests::*;
-
-fn galed(args: &[&str]) -> std::process::Output {
-    Command::new(bin("galed"))
-        .args(args)
-        .output()
-        .expect("run galed")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 /// The workspace's top directory.
 fn top() -> &'static Path {
@@ -55,7 +43,10 @@ fn check_config_refuses_a_bad_file_with_the_reason_and_exit_1() {
     for (content, reason) in [
         ("max_conections = 5\n", "unknown field `max_conections`"),
         ("links = [\"hub:port\"]\n", "links"),
-        ("metrics = \"127.0.0.1\"\n", "metrics = \"127.0.0.1\" is not valid: no port"),
+        (
+            "metrics = \"127.0.0.1\"\n",
+            "metrics = \"127.0.0.1\" is not valid: no port",
+        ),
         (
             "client_queue_bytes = 10\n",
             "client_queue_bytes = 10 is out of range",
