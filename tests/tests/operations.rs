@@ -8,6 +8,7 @@ use std::net::TcpStream;
 use std::path::Path;
 
 use gale_tests::*;
+use std::process::Command;
 
 /// The workspace's top directory.
 fn top() -> &'static Path {
@@ -134,7 +135,7 @@ fn scrape(addr: &str) -> String {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(
         head.to_ascii_lowercase()
-            .contains("content-type: application/openmetrics-text"),
+            .contains("content-type: text/plain; version=0.0.4"),
         "{head}"
     );
     // hyper sends a fixed Content-Length here, so the body is whole.
@@ -161,9 +162,16 @@ fn metrics_addr(g: &Galed) -> String {
         .to_string()
 }
 
-#[test]
-fn metrics_agree_with_status_during_traffic() {
-    let hub = Galed::start(&[]);
+/// A galed serving metrics, linked to `hub` and to a link that is down, that
+/// carries `n` messages from gsend --lines to a gsub; `check` sees a scrape
+/// taken every `every` messages while they flow. Returns the galed and the
+/// metrics address.
+fn traffic_with_metrics(
+    hub: &Galed,
+    n: u32,
+    every: u32,
+    mut check: impl FnMut(&str),
+) -> (Galed, String) {
     let g = Galed::start(&[
         "--metrics",
         "127.0.0.1:0",
@@ -174,21 +182,32 @@ fn metrics_agree_with_status_during_traffic() {
     ]);
     let addr = metrics_addr(&g);
     let sub = Gsub::start(&g.server(), &["pub.metrics@example.org"]);
-    // Traffic while scraping: every scrape is whole and well-formed.
     let mut sender = gsend_spawn(&g.server(), &["--lines", "pub.metrics@example.org"]);
     let mut stdin = sender.stdin.take().unwrap();
-    for i in 0..50 {
+    for i in 0..n {
         writeln!(stdin, "line {i}").unwrap();
-        if i % 10 == 0 {
-            let m = scrape(&addr);
-            assert!(m.ends_with("# EOF\n"), "{m}");
+        if i % every == 0 {
+            check(&scrape(&addr));
         }
     }
     drop(stdin);
-    for i in 0..50 {
+    for i in 0..n {
         assert_eq!(sub.body(), format!("line {i}"));
     }
     assert!(sender.wait().unwrap().success());
+    (g, addr)
+}
+
+#[test]
+fn metrics_agree_with_status_during_traffic() {
+    let hub = Galed::start(&[]);
+    // Every scrape is whole and well-formed.
+    let (g, addr) = traffic_with_metrics(&hub, 50, 10, |m| {
+        assert!(
+            m.ends_with('\n') && m.contains("# TYPE gale_messages_published_total counter"),
+            "{m}"
+        );
+    });
     wait_until("the link to the hub", || g.links_up() == 1);
     let m = scrape(&addr);
     let s = g.status();
@@ -341,4 +360,54 @@ fn sighup_changes_links_and_limits_without_dropping_clients() {
     assert!(g.status()["connections_total"].as_u64().unwrap() > subs_before);
     g.signal(Signal::TERM);
     assert!(g.wait().success());
+}
+
+#[test]
+fn systemd_hears_ready_reloading_and_stopping() {
+    // systemd's side of Type=notify: a datagram socket named by NOTIFY_SOCKET.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let next = || {
+        let mut buf = [0u8; 512];
+        let n = sock.recv(&mut buf).expect("a notification from galed");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let mut g = Galed::start_with("127.0.0.1:0", &[], |c| {
+        c.env("NOTIFY_SOCKET", &path);
+    });
+    // READY=1 comes once galed listens (the harness saw the line first).
+    assert!(next().contains("READY=1"));
+    assert!(std::net::TcpStream::connect(g.addr).is_ok());
+    g.signal(Signal::HUP);
+    assert!(next().contains("RELOADING=1"));
+    assert!(next().contains("READY=1"));
+    g.signal(Signal::TERM);
+    assert!(next().contains("STOPPING=1"));
+    assert!(g.wait().success());
+}
+
+#[test]
+#[ignore = "system suite: needs promtool (Debian package prometheus; run by .ci/system-tests)"]
+fn the_metrics_pass_promtool_during_traffic() {
+    let hub = Galed::start(&[]);
+    traffic_with_metrics(&hub, 200, 40, |m| {
+        let mut check = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("promtool (Debian package prometheus) must be installed");
+        check.stdin.take().unwrap().write_all(m.as_bytes()).unwrap();
+        let out = check.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool check metrics: {}{}\n{m}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    });
 }

@@ -5,8 +5,11 @@
 //! prints, and encodes it ([`encode`]), so that the two never disagree. To add a
 //! metric, add a field to `Status` and one line to [`encode`].
 //!
-//! Why these crates: `prometheus-client` (the Prometheus project's Rust client)
-//! writes the format and its escaping; hyper, already the HTTP/1 of the Rust
+//! Why these crates: `prometheus` (TiKV's client, the most used in Rust) writes
+//! the classic text format 0.0.4, which every Prometheus and `promtool check
+//! metrics` read (`prometheus-client` writes OpenMetrics only, whose counter
+//! names promtool 2.42, Debian 12's, rejects); galed only uses its data model
+//! and encoder, not its global registry. hyper, the HTTP/1 of the Rust
 //! ecosystem, serves it with a few lines of glue (`hyper-util` joins it to
 //! tokio), rather than a hand-written HTTP parser facing the network.
 
@@ -20,21 +23,16 @@ use gale_server::Router;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::MetricType;
-use prometheus_client::registry::Registry;
+use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::{Encoder, TextEncoder};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::view::configured_links;
 
-/// The content type of the OpenMetrics text that prometheus-client writes
-/// (Prometheus and promtool read it).
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of the text format 0.0.4.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Binds `addr` and serves `/metrics` until `shutdown`.
 pub async fn start(
@@ -51,9 +49,6 @@ pub async fn start(
         "galed: metrics on http://{}/metrics",
         listener.local_addr()?
     );
-    let mut registry = Registry::default();
-    registry.register_collector(Box::new(StatusCollector(router)));
-    let registry = Arc::new(registry);
     Ok(tokio::spawn(async move {
         loop {
             let stream = tokio::select! {
@@ -67,12 +62,12 @@ pub async fn start(
                     }
                 },
             };
-            let registry = registry.clone();
+            let router = router.clone();
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
-                    let registry = registry.clone();
-                    async move { Ok::<_, Infallible>(answer(&req, &registry)) }
+                    let router = router.clone();
+                    async move { Ok::<_, Infallible>(answer(&req, &router)) }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
@@ -87,7 +82,7 @@ pub async fn start(
     }))
 }
 
-fn answer<B>(req: &Request<B>, registry: &Registry) -> Response<Full<Bytes>> {
+fn answer<B>(req: &Request<B>, router: &Router) -> Response<Full<Bytes>> {
     let reply = |code: StatusCode, ty: &str, body: String| {
         Response::builder()
             .status(code)
@@ -104,9 +99,14 @@ fn answer<B>(req: &Request<B>, registry: &Registry) -> Response<Full<Bytes>> {
     }
     match req.uri().path() {
         "/metrics" => {
-            let mut body = String::new();
-            match prometheus_client::encoding::text::encode(&mut body, registry) {
-                Ok(()) => reply(StatusCode::OK, CONTENT_TYPE, body),
+            let mut body = Vec::new();
+            let families = families(&Status::collect(router));
+            match TextEncoder::new().encode(&families, &mut body) {
+                Ok(()) => reply(
+                    StatusCode::OK,
+                    CONTENT_TYPE,
+                    String::from_utf8_lossy(&body).into_owned(),
+                ),
                 Err(e) => reply(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "text/plain",
@@ -127,132 +127,127 @@ fn answer<B>(req: &Request<B>, registry: &Registry) -> Response<Full<Bytes>> {
     }
 }
 
-/// Reads the router's status at each scrape.
-struct StatusCollector(Arc<Router>);
-
-impl std::fmt::Debug for StatusCollector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("StatusCollector")
-    }
-}
-
-impl Collector for StatusCollector {
-    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        encode(&Status::collect(&self.0), encoder)
-    }
-}
-
-/// One metric, with or without labels, for [`encode`].
-struct Out<'a, 'b>(&'b mut DescriptorEncoder<'a>);
+/// The metric families being built, for [`families`].
+struct Out(Vec<MetricFamily>);
 
 type Labels = Vec<(&'static str, String)>;
 
-impl Out<'_, '_> {
-    fn counter(&mut self, name: &str, help: &str, v: u64) -> Result<(), std::fmt::Error> {
-        ConstCounter::new(v).encode(self.0.encode_descriptor(
-            name,
-            help,
-            None,
-            MetricType::Counter,
-        )?)
+impl Out {
+    fn counter(&mut self, name: &str, help: &str, v: u64) {
+        self.family(name, help, MetricType::COUNTER, &[(Vec::new(), v)]);
     }
 
-    fn gauge(&mut self, name: &str, help: &str, v: u64) -> Result<(), std::fmt::Error> {
-        let v = i64::try_from(v).unwrap_or(i64::MAX);
-        ConstGauge::new(v).encode(
-            self.0
-                .encode_descriptor(name, help, None, MetricType::Gauge)?,
-        )
+    fn gauge(&mut self, name: &str, help: &str, v: u64) {
+        self.family(name, help, MetricType::GAUGE, &[(Vec::new(), v)]);
     }
 
-    fn family(
-        &mut self,
-        name: &str,
-        help: &str,
-        ty: MetricType,
-        rows: &[(Labels, u64)],
-    ) -> Result<(), std::fmt::Error> {
+    /// One metric per row, each with its labels. A family without rows (no
+    /// links, say) is left out, as the text format wants.
+    fn family(&mut self, name: &str, help: &str, ty: MetricType, rows: &[(Labels, u64)]) {
         if rows.is_empty() {
-            return Ok(());
+            return;
         }
-        let mut m = self.0.encode_descriptor(name, help, None, ty)?;
+        let mut f = MetricFamily::default();
+        f.set_name(name.to_string());
+        f.set_help(help.to_string());
+        f.set_field_type(ty);
         for (labels, v) in rows {
-            let e = m.encode_family(labels)?;
+            let mut m = Metric::from_label(
+                labels
+                    .iter()
+                    .map(|(k, v)| {
+                        let mut l = LabelPair::default();
+                        l.set_name(k.to_string());
+                        l.set_value(v.clone());
+                        l
+                    })
+                    .collect(),
+            );
+            // Counts are exact in a f64 up to 2^53.
             match ty {
-                MetricType::Counter => ConstCounter::new(*v).encode(e)?,
-                _ => ConstGauge::new(i64::try_from(*v).unwrap_or(i64::MAX)).encode(e)?,
+                MetricType::COUNTER => {
+                    let mut c = Counter::default();
+                    c.set_value(*v as f64);
+                    m.set_counter(c);
+                }
+                _ => {
+                    let mut g = Gauge::default();
+                    g.set_value(*v as f64);
+                    m.set_gauge(g);
+                }
             }
+            f.mut_metric().push(m);
         }
-        Ok(())
+        self.0.push(f);
     }
 }
 
-/// The metrics of one status snapshot. Names start with `gale_`; counters get
-/// `_total` from the encoder.
-pub fn encode(s: &Status, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-    use MetricType::{Counter, Gauge};
-    let mut o = Out(&mut encoder);
-    o.gauge("gale_up_seconds", "Seconds since galed started", s.up_secs)?;
+/// The metrics of one status snapshot. Names start with `gale_`; counters end
+/// in `_total`.
+pub fn families(s: &Status) -> Vec<MetricFamily> {
+    use MetricType::{COUNTER as Counter, GAUGE as Gauge};
+    let mut o = Out(Vec::new());
+    o.gauge("gale_up_seconds", "Seconds since galed started", s.up_secs);
     o.gauge(
         "gale_connections",
         "Client connections open now",
         s.connections as u64,
-    )?;
+    );
     o.gauge(
         "gale_connections_max",
         "The connection limit in force",
         s.max_connections as u64,
-    )?;
+    );
     o.counter(
-        "gale_connections_accepted",
+        "gale_connections_accepted_total",
         "Connections accepted since start",
         s.connections_total,
-    )?;
+    );
     o.counter(
-        "gale_connections_refused",
+        "gale_connections_refused_total",
         "Connections refused at the connection limit or memory budget",
         s.refused_connections,
-    )?;
+    );
     o.counter(
-        "gale_protocol_errors",
+        "gale_protocol_errors_total",
         "Connections closed for breaking the protocol",
         s.protocol_errors,
-    )?;
+    );
     o.gauge(
         "gale_subscriptions",
         "Subscription entries held, clients' and links' together",
         s.subscriptions as u64,
-    )?;
+    );
     o.gauge(
         "gale_subscriptions_max",
         "Most subscription entries galed holds (max_subscriptions)",
         s.max_subscriptions as u64,
-    )?;
+    );
     o.gauge(
         "gale_memory_used_bytes",
         "Bytes of the memory budget in use",
         s.memory_used as u64,
-    )?;
+    );
     o.gauge(
         "gale_memory_limit_bytes",
         "The memory budget",
         s.memory_limit as u64,
-    )?;
+    );
     o.counter(
-        "gale_messages_published",
+        "gale_messages_published_total",
         "Messages routed (wills included)",
         s.published,
-    )?;
+    );
     o.counter(
-        "gale_messages_delivered",
+        "gale_messages_delivered_total",
         "Deliveries queued for clients and links",
         s.delivered,
-    )?;
+    );
     o.counter(
-        "gale_wills_published",
+        "gale_wills_published_total",
         "Wills published for clients that vanished",
         s.wills_published,
-    )?;
+    );
     let link_dropped: u64 = s.links.iter().map(|l| l.dropped).sum();
     let reasons = [
         ("duplicate", s.duplicates_dropped),
@@ -265,11 +260,11 @@ pub fn encode(s: &Status, mut encoder: DescriptorEncoder) -> Result<(), std::fmt
         .map(|(r, v)| (vec![("reason", r.to_string())], *v))
         .collect();
     o.family(
-        "gale_messages_dropped",
+        "gale_messages_dropped_total",
         "Messages dropped, by reason (link_queue: links up now only)",
         Counter,
         &rows,
-    )?;
+    );
     // Clients' queues.
     let queued: u64 = s.clients.iter().map(|c| c.queued_bytes as u64).sum();
     let queued_frames: u64 = s.clients.iter().map(|c| c.queued_frames as u64).sum();
@@ -283,34 +278,34 @@ pub fn encode(s: &Status, mut encoder: DescriptorEncoder) -> Result<(), std::fmt
         "gale_client_queued_bytes",
         "Bytes queued for all clients, not yet written",
         queued,
-    )?;
+    );
     o.gauge(
         "gale_client_queued_frames",
         "Frames queued for all clients, not yet written",
         queued_frames,
-    )?;
+    );
     o.gauge(
         "gale_client_queue_deepest_bytes",
         "Bytes queued for the client with the deepest queue",
         deepest,
-    )?;
+    );
     o.gauge(
         "gale_clients_omitted",
         "Clients left out of the report (queue figures cover the rest)",
         s.clients_omitted as u64,
-    )?;
+    );
     // Links.
     let configured = configured_links(s);
     o.gauge(
         "gale_links_configured",
         "Links in the configuration",
         configured.len() as u64,
-    )?;
+    );
     o.gauge(
         "gale_links_up",
         "Links up now (dialled or accepted)",
         s.links.len() as u64,
-    )?;
+    );
     let rows: Vec<(Labels, u64)> = configured
         .iter()
         .map(|(spec, up)| (vec![("link", spec.clone())], u64::from(up.is_some())))
@@ -320,7 +315,7 @@ pub fn encode(s: &Status, mut encoder: DescriptorEncoder) -> Result<(), std::fmt
         "1 if the configured link is up, 0 if it is down",
         Gauge,
         &rows,
-    )?;
+    );
     let per_link = |f: &dyn Fn(&gale_server::status::LinkStatus) -> u64| -> Vec<(Labels, u64)> {
         s.links
             .iter()
@@ -337,92 +332,96 @@ pub fn encode(s: &Status, mut encoder: DescriptorEncoder) -> Result<(), std::fmt
         "Seconds the link has been up",
         Gauge,
         &per_link(&|l| l.up_secs),
-    )?;
+    );
     o.family(
-        "gale_link_messages_in",
+        "gale_link_messages_in_total",
         "Messages received over the link",
         Counter,
         &per_link(&|l| l.messages_in),
-    )?;
+    );
     o.family(
-        "gale_link_bytes_in",
+        "gale_link_bytes_in_total",
         "Bytes received over the link",
         Counter,
         &per_link(&|l| l.bytes_in),
-    )?;
+    );
     o.family(
-        "gale_link_frames_out",
+        "gale_link_frames_out_total",
         "Frames sent over the link",
         Counter,
         &per_link(&|l| l.frames_out),
-    )?;
+    );
     o.family(
-        "gale_link_bytes_out",
+        "gale_link_bytes_out_total",
         "Bytes sent over the link",
         Counter,
         &per_link(&|l| l.bytes_out),
-    )?;
+    );
     o.family(
-        "gale_link_duplicates_in",
+        "gale_link_duplicates_in_total",
         "Duplicate messages received over the link",
         Counter,
         &per_link(&|l| l.duplicates_in),
-    )?;
+    );
     o.family(
-        "gale_link_dropped",
+        "gale_link_dropped_total",
         "Messages dropped for the peer here",
         Counter,
         &per_link(&|l| l.dropped),
-    )?;
+    );
     o.family(
-        "gale_link_lost_upstream",
+        "gale_link_lost_upstream_total",
         "Messages the peer reported it dropped on their way here",
         Counter,
         &per_link(&|l| l.lost_upstream),
-    )?;
+    );
     o.family(
         "gale_link_queued_bytes",
         "Bytes queued for the peer, not yet written",
         Gauge,
         &per_link(&|l| l.queued_bytes as u64),
-    )?;
+    );
     o.family(
         "gale_link_queued_frames",
         "Frames queued for the peer, not yet written",
         Gauge,
         &per_link(&|l| l.queued_frames as u64),
-    )?;
+    );
     o.family(
         "gale_link_interest_received",
         "Locations the peer wants from this server",
         Gauge,
         &per_link(&|l| l.interest_received as u64),
-    )?;
+    );
     o.family(
         "gale_link_interest_advertised",
         "Locations this server told the peer it wants",
         Gauge,
         &per_link(&|l| l.interest_advertised as u64),
-    )?;
+    );
     o.family(
-        "gale_link_holds",
+        "gale_link_holds_total",
         "Times publishers waited for room in the link's queue",
         Counter,
         &per_link(&|l| l.holds),
-    )?;
+    );
     // The resume window.
     let w = &s.resume_window;
     o.gauge(
         "gale_resume_window_messages",
         "Messages held for clients that resume",
         w.entries as u64,
-    )?;
+    );
     o.gauge(
         "gale_resume_window_bytes",
         "Bytes the resume window holds",
         w.bytes as u64,
-    )?;
-    o.counter("gale_resumes", "Resumes answered", w.resumed)?;
-    o.counter("gale_resume_gaps", "Resumes answered with a gap", w.gaps)?;
-    Ok(())
+    );
+    o.counter("gale_resumes_total", "Resumes answered", w.resumed);
+    o.counter(
+        "gale_resume_gaps_total",
+        "Resumes answered with a gap",
+        w.gaps,
+    );
+    o.0
 }
