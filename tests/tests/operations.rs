@@ -324,7 +324,7 @@ fn sighup_changes_links_and_limits_without_dropping_clients() {
     // The client stayed: a message from the far side of the new link reaches it,
     // and it never reconnected.
     wait_until("the subscription to cross the link", || {
-        hub.link(&g.status()["name"].as_str().unwrap().to_string())
+        hub.link(g.status()["name"].as_str().unwrap())
             .is_some_and(|l| l["interest_received"].as_u64() > Some(0))
     });
     send_ok(

@@ -22,7 +22,7 @@ use gale_server::status::Status;
 use gale_server::Router;
 use http_body_util::Full;
 use hyper::body::Bytes;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Response, StatusCode};
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Encoder, TextEncoder};
 use tokio::net::TcpListener;
@@ -67,7 +67,21 @@ pub async fn start(
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
                     let router = router.clone();
-                    async move { Ok::<_, Infallible>(answer(&req, &router)) }
+                    // Off the runtime's threads: a scrape walks every client, and
+                    // resolves the configured links' host names (blocking).
+                    async move {
+                        let (method, path) = (req.method().clone(), req.uri().path().to_string());
+                        let reply =
+                            tokio::task::spawn_blocking(move || answer(&method, &path, &router))
+                                .await
+                                .unwrap_or_else(|e| {
+                                    plain(
+                                        StatusCode::INTERNAL_SERVER_ERROR,
+                                        format!("scrape failed: {e}\n"),
+                                    )
+                                });
+                        Ok::<_, Infallible>(reply)
+                    }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
@@ -82,22 +96,23 @@ pub async fn start(
     }))
 }
 
-fn answer<B>(req: &Request<B>, router: &Router) -> Response<Full<Bytes>> {
-    let reply = |code: StatusCode, ty: &str, body: String| {
-        Response::builder()
-            .status(code)
-            .header("content-type", ty)
-            .body(Full::new(Bytes::from(body)))
-            .expect("a valid response")
-    };
-    if req.method() != hyper::Method::GET && req.method() != hyper::Method::HEAD {
-        return reply(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain",
-            "GET /metrics\n".into(),
-        );
+fn reply(code: StatusCode, ty: &str, body: String) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(code)
+        .header("content-type", ty)
+        .body(Full::new(Bytes::from(body)))
+        .expect("a valid response")
+}
+
+fn plain(code: StatusCode, body: String) -> Response<Full<Bytes>> {
+    reply(code, "text/plain; charset=utf-8", body)
+}
+
+fn answer(method: &hyper::Method, path: &str, router: &Router) -> Response<Full<Bytes>> {
+    if method != hyper::Method::GET && method != hyper::Method::HEAD {
+        return plain(StatusCode::METHOD_NOT_ALLOWED, "GET /metrics\n".into());
     }
-    match req.uri().path() {
+    match path {
         "/metrics" => {
             let mut body = Vec::new();
             let families = families(&Status::collect(router));
@@ -107,9 +122,8 @@ fn answer<B>(req: &Request<B>, router: &Router) -> Response<Full<Bytes>> {
                     CONTENT_TYPE,
                     String::from_utf8_lossy(&body).into_owned(),
                 ),
-                Err(e) => reply(
+                Err(e) => plain(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    "text/plain",
                     format!("cannot encode the metrics: {e}\n"),
                 ),
             }
@@ -119,9 +133,8 @@ fn answer<B>(req: &Request<B>, router: &Router) -> Response<Full<Bytes>> {
             "text/html",
             "<html><body><a href=\"/metrics\">galed metrics</a></body></html>\n".into(),
         ),
-        _ => reply(
+        _ => plain(
             StatusCode::NOT_FOUND,
-            "text/plain",
             "not found: galed serves /metrics\n".into(),
         ),
     }
