@@ -173,6 +173,19 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// Runs galed with `args` to completion (`--status`, `--check-config`, errors).
+pub fn galed(args: &[&str]) -> Output {
+    Command::new(bin("galed"))
+        .args(args)
+        .output()
+        .expect("run galed")
+}
+
+/// A child's output as text.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
 /// Lines read from a child's stream, delivered over a channel, and kept in a log.
 pub struct Lines {
     rx: Receiver<String>,
@@ -568,7 +581,7 @@ impl Galed {
     /// galed refused the connection, say).
     pub fn try_status(&self) -> Result<serde_json::Value, String> {
         let out = Command::new(bin("galed"))
-            .args(["--status", &self.addr.to_string()])
+            .args(["--status", &self.addr.to_string(), "--json"])
             .output()
             .expect("galed --status");
         if !out.status.success() {

@@ -1,20 +1,7 @@
 //! galed's command line: exit codes as documented, errors said once, links that
 //! cannot be dialled reported as warnings.
 
-use std::process::Command;
-
 use gale_tests::*;
-
-fn galed(args: &[&str]) -> std::process::Output {
-    Command::new(bin("galed"))
-        .args(args)
-        .output()
-        .expect("run galed")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 #[test]
 fn a_usage_error_exits_64_and_help_exits_0() {

@@ -99,7 +99,7 @@ fn wait_status(g: &Galed, done: impl Fn(&serde_json::Value) -> bool) -> serde_js
     let start = std::time::Instant::now();
     loop {
         let out = Command::new(bin("galed"))
-            .args(["--status", &g.server()])
+            .args(["--status", &g.server(), "--json"])
             .output()
             .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();

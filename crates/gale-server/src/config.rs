@@ -89,6 +89,9 @@ pub struct Config {
     pub store_commit_ms: u64,
     /// Memory the store may use to cache its file's pages.
     pub store_cache_bytes: usize,
+    /// Where to serve Prometheus metrics over HTTP (`HOST:PORT`, at `/metrics`);
+    /// none by default. Used by the daemon (gale-daemon), not the routing core.
+    pub metrics: Option<String>,
 }
 
 /// Where inboxes are kept unless `data_dir` says: `/var/lib/gale` for root,
@@ -135,6 +138,7 @@ impl Default for Config {
             store_max_file_bytes: gale_store::DEFAULT_FILE_BYTES,
             store_commit_ms: gale_store::DEFAULT_COMMIT_INTERVAL.as_millis() as u64,
             store_cache_bytes: gale_store::DEFAULT_CACHE_BYTES,
+            metrics: None,
         }
     }
 }
@@ -188,6 +192,20 @@ impl Config {
                 value: format!("{l:?}"),
                 why: e.to_string(),
             })?;
+        }
+        if let Some(m) = &self.metrics {
+            let invalid = |why: String| ConfigError::Invalid {
+                field: "metrics",
+                value: format!("{m:?}"),
+                why,
+            };
+            let a = gale_net::ServerAddr::parse_listen(m).map_err(|e| invalid(e.to_string()))?;
+            // Gale's port is no default here: it is galed's own.
+            if !m.ends_with(&format!(":{}", a.port)) {
+                return Err(invalid(
+                    "no port: write HOST:PORT, e.g. 127.0.0.1:11513".into(),
+                ));
+            }
         }
         for l in &self.links {
             gale_net::parse_server_list(l).map_err(|e| ConfigError::Invalid {

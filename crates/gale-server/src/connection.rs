@@ -42,7 +42,7 @@ pub async fn serve(
     let _ = stream.set_nodelay(true);
     let mut buf = BytesMut::new();
     let hello = match tokio::time::timeout(
-        router.config.handshake_timeout(),
+        router.limits.handshake_timeout(),
         read_hello(&mut stream, &mut buf, router.config.max_frame),
     )
     .await
@@ -56,7 +56,7 @@ pub async fn serve(
             return;
         }
         Err(_) => {
-            tracing::info!(%peer, "no HELLO within {:?}; closing", router.config.handshake_timeout());
+            tracing::info!(%peer, "no HELLO within {:?}; closing", router.limits.handshake_timeout());
             refuse(
                 &mut stream,
                 ErrorCode::Timeout,
@@ -96,8 +96,8 @@ pub async fn serve(
     let outbox = Arc::new(
         Outbox::new(
             Kind::Client,
-            cfg.client_queue_frames,
-            cfg.client_queue_bytes,
+            router.limits.client_queue_frames(),
+            router.limits.client_queue_bytes(),
             max_frame,
             format!("{peer} ({})", hello.agent),
         )
@@ -124,7 +124,7 @@ pub async fn serve(
     let welcome = Frame::Welcome(Welcome {
         version: agreed.version,
         max_frame,
-        keepalive_ms: cfg.keepalive_ms.min(u32::MAX as u64) as u32,
+        keepalive_ms: router.limits.keepalive_ms().min(u32::MAX as u64) as u32,
         server: cfg.name.clone(),
     });
     outbox.push_control(welcome.to_bytes());

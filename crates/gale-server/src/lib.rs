@@ -15,6 +15,8 @@
 //! - [`coarse`]: keeping that within the limit the peer announced (coarser
 //!   entries, or everything).
 //! - [`federation`]: the live links and split-horizon interest propagation.
+//! - [`live`]: the limits a reload (SIGHUP) may change while galed runs.
+//! - [`dials`]: the configured links being dialled, which a reload may change.
 //! - [`link`]: dialling links (alternates, back-off) and serving them.
 //! - [`resume`]: the resume window: recently routed messages, replayed to
 //!   clients that reconnect, and the gaps it cannot fill.
@@ -30,12 +32,14 @@
 pub mod coarse;
 pub mod config;
 pub mod connection;
+pub mod dials;
 pub mod federation;
 pub mod flow;
 pub mod host;
 pub mod inbox;
 pub mod interest;
 pub mod link;
+pub mod live;
 pub mod logs;
 pub mod memory;
 pub mod outbox;
@@ -73,14 +77,9 @@ pub async fn run(listeners: Vec<TcpListener>, config: Config, shutdown: Cancella
 /// As [`run`], with a router the caller keeps (to read its status, say).
 pub async fn serve(listeners: Vec<TcpListener>, router: Arc<Router>, shutdown: CancellationToken) {
     let tracker = TaskTracker::new();
-    for spec in &router.config.links {
-        match link::parse_link(spec) {
-            Ok(alts) => {
-                tracker.spawn(link::dial_loop(router.clone(), alts, shutdown.clone()));
-            }
-            Err(e) => tracing::error!("{e}"),
-        }
-    }
+    router
+        .dials
+        .start(&router, tracker.clone(), shutdown.clone());
     tracker.spawn(expire_loop(router.clone(), shutdown.clone()));
     for listener in listeners {
         tracker.spawn(accept_loop(

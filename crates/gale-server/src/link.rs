@@ -164,7 +164,7 @@ pub(crate) async fn serve_accepted(
     let welcome = Frame::Welcome(Welcome {
         version: agreed.version,
         max_frame: agreed.max_frame,
-        keepalive_ms: router.config.keepalive_ms.min(u32::MAX as u64) as u32,
+        keepalive_ms: router.limits.keepalive_ms().min(u32::MAX as u64) as u32,
         server: router.config.name.clone(),
     });
     if stream.write_all(&welcome.to_bytes()).await.is_err() {

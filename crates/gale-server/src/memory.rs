@@ -17,20 +17,26 @@ pub const QUEUE_STEP: usize = 64 * 1024;
 /// See the module documentation.
 #[derive(Debug)]
 pub struct MemoryBudget {
-    limit: usize,
+    limit: AtomicUsize,
     used: AtomicUsize,
 }
 
 impl MemoryBudget {
     pub fn new(limit: usize) -> MemoryBudget {
         MemoryBudget {
-            limit,
+            limit: AtomicUsize::new(limit),
             used: AtomicUsize::new(0),
         }
     }
 
     pub fn limit(&self) -> usize {
-        self.limit
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// A new limit (a reload): what is held already stays; new work is
+    /// measured against the new limit.
+    pub fn set_limit(&self, limit: usize) {
+        self.limit.store(limit, Ordering::Relaxed);
     }
 
     pub fn used(&self) -> usize {
@@ -39,14 +45,14 @@ impl MemoryBudget {
 
     /// Whether the budget is spent.
     pub fn exhausted(&self) -> bool {
-        self.used() >= self.limit
+        self.used() >= self.limit()
     }
 
     /// Takes `n` bytes if they fit; false (and nothing taken) if not.
     pub fn try_take(&self, n: usize) -> bool {
         self.used
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
-                u.checked_add(n).filter(|t| *t <= self.limit)
+                u.checked_add(n).filter(|t| *t <= self.limit())
             })
             .is_ok()
     }

@@ -41,6 +41,8 @@ pub struct ServerStats {
     /// RESUMEs answered, and of those, gaps reported.
     pub resumed: AtomicU64,
     pub resume_gaps: AtomicU64,
+    /// Messages dropped for clients that have since gone (see `Status::client_dropped`).
+    pub client_dropped_closed: AtomicU64,
 }
 
 /// What the router knows of one live connection (for the status report).
@@ -130,6 +132,10 @@ pub struct Router {
     pub sub_refusals: crate::logs::Every,
     pub started: Instant,
     pub(crate) fed: Mutex<Federation>,
+    /// The limits a reload may change ([`crate::live`]); read these, not `config`.
+    pub limits: crate::live::Limits,
+    /// The configured links being dialled ([`crate::dials`]).
+    pub dials: crate::dials::Dials,
     seen: Mutex<SeenIds>,
     /// Recently routed messages, for clients that resume (see [`crate::resume`]).
     pub window: Mutex<ResumeWindow>,
@@ -172,6 +178,8 @@ impl Router {
             config.resume_window_secs,
         )
         .with_budget(memory.clone());
+        let limits = crate::live::Limits::new(&config);
+        let dials = crate::dials::Dials::new(&config.links);
         Router {
             config,
             index: RwLock::new(SubscriptionTrie::new()),
@@ -186,6 +194,8 @@ impl Router {
             sub_refusals: crate::logs::Every::new(std::time::Duration::from_secs(10)),
             started: Instant::now(),
             fed: Mutex::new(fed),
+            limits,
+            dials,
             seen: Mutex::new(seen),
             window: Mutex::new(window),
             federated: AtomicBool::new(federated),
@@ -210,8 +220,8 @@ impl Router {
     /// or its memory budget.
     pub fn register(&self, info: ConnInfo) -> Result<u64, ConnectRefused> {
         let mut conns = self.conns.lock();
-        let refused = if conns.len() >= self.config.max_connections {
-            Some(ConnectRefused::Connections(self.config.max_connections))
+        let refused = if conns.len() >= self.limits.max_connections() {
+            Some(ConnectRefused::Connections(self.limits.max_connections()))
         } else if self.memory.exhausted() {
             Some(ConnectRefused::Memory)
         } else {
@@ -233,7 +243,13 @@ impl Router {
     pub fn unregister(&self, id: u64, subs: &mut ConnSubs) {
         {
             let mut conns = self.conns.lock();
-            conns.remove(&id);
+            if let Some(c) = conns.remove(&id) {
+                // What was dropped for it stays counted (status, metrics).
+                let dropped = c.outbox.stats.dropped.load(Ordering::Relaxed);
+                self.stats
+                    .client_dropped_closed
+                    .fetch_add(dropped, Ordering::Relaxed);
+            }
             gale_proto::trie::shrink_if_sparse(&mut conns);
         }
         self.memory.give(subs.entries.len() * SUBSCRIPTION_COST);
@@ -284,7 +300,7 @@ impl Router {
         let before = subs.entries.len();
         let growth = (kept + new).saturating_sub(before);
         if growth > 0 {
-            let max = self.config.max_subscriptions;
+            let max = self.limits.max_subscriptions();
             if self.subscription_count() + growth > max {
                 return Err(SubscribeRefused::ServerFull { max });
             }
@@ -429,6 +445,12 @@ impl Router {
     }
 
     /// Registers a link (see [`Federation::link_up`]).
+    /// Links are configured now (a reload added some): from here on messages
+    /// are checked for duplicates.
+    pub fn note_federated(&self) {
+        self.federated.store(true, Ordering::Relaxed);
+    }
+
     pub fn link_up(&self, link: NewLink<'_>) -> Result<(), LinkRefused> {
         self.federated.store(true, Ordering::Relaxed);
         self.fed.lock().link_up(&self.config.name, link)

@@ -226,7 +226,7 @@ pub(crate) async fn read_frames(
     mut process: impl FnMut(&mut BytesMut, &mut Routing) -> Result<Option<Bytes>, End>,
 ) -> End {
     // Half-period ticks: ping after a full idle period, give up after two.
-    let half = router.config.keepalive() / 2;
+    let half = router.limits.keepalive() / 2;
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + half, half);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut heard = false;

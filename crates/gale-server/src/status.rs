@@ -36,6 +36,10 @@ pub struct Status {
     pub hop_limit_dropped: u64,
     /// Connections closed for breaking the protocol.
     pub protocol_errors: u64,
+    /// Messages dropped for clients (their queues full), since start: those
+    /// connected now (each client's `dropped`) and those gone.
+    #[serde(default)]
+    pub client_dropped: u64,
     /// Connections accepted since start, and refused at the connection limit.
     pub connections_total: u64,
     pub refused_connections: u64,
@@ -342,18 +346,20 @@ impl Status {
         Status {
             name: router.config.name.clone(),
             up_secs: router.started.elapsed().as_secs(),
-            configured_links: router.config.links.clone(),
+            configured_links: router.dials.configured(),
             subscriptions: router.subscription_count(),
-            max_subscriptions: router.config.max_subscriptions,
+            max_subscriptions: router.limits.max_subscriptions(),
             memory_used: router.memory.used(),
             memory_limit: router.memory.limit(),
-            max_connections: router.config.max_connections,
+            max_connections: router.limits.max_connections(),
             published: s.published.load(Ordering::Relaxed),
             delivered: s.delivered.load(Ordering::Relaxed),
             wills_published: s.wills_published.load(Ordering::Relaxed),
             duplicates_dropped: s.duplicates_dropped.load(Ordering::Relaxed),
             hop_limit_dropped: s.hop_limit_dropped.load(Ordering::Relaxed),
             protocol_errors: s.protocol_errors.load(Ordering::Relaxed),
+            client_dropped: s.client_dropped_closed.load(Ordering::Relaxed)
+                + clients.iter().map(|c| c.dropped).sum::<u64>(),
             connections_total: s.connections_total.load(Ordering::Relaxed),
             refused_connections: s.refused_connections.load(Ordering::Relaxed),
             connections: clients.len(),
