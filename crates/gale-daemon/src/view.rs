@@ -270,7 +270,7 @@ fn inboxes(s: &Status) -> String {
         ]));
     }
     if rows.len() > 1 {
-        let _ = write!(out, "{}  (* connected)\n", table(&rows));
+        let _ = writeln!(out, "{}  (* connected)", table(&rows));
     }
     out
 }
