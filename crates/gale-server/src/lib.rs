@@ -18,6 +18,8 @@
 //! - [`link`]: dialling links (alternates, back-off) and serving them.
 //! - [`resume`]: the resume window: recently routed messages, replayed to
 //!   clients that reconnect, and the gaps it cannot fill.
+//! - [`orig`]: the gateway for clients of the original Gale protocol, which
+//!   galed tells from ours by their first bytes.
 //! - [`seen_ids`]: the recent-message-id cache that stops duplicates and cycles.
 //! - [`status`]: the operator's view of the server's state (text and JSON).
 //!
@@ -35,6 +37,7 @@ pub mod interest;
 pub mod link;
 pub mod logs;
 pub mod memory;
+pub mod orig;
 pub mod outbox;
 pub mod resume;
 pub mod router;
