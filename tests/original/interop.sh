@@ -85,10 +85,54 @@ echo "orig anonymous hello" | alice og gsend -a pub.test 2>>"$RUN/1.send.err"
 echo "orig private hello" | alice og gsend bob 2>>"$RUN/1.send.err"
 wait_for "$RUN/1.out" "orig private hello" 10 || true
 expect "$RUN/1.out" "orig signed hello" "1 signed: delivered"
-expect "$RUN/1.out" "alice@example.org" "1 signed: verified by the original gsub (signer shown)"
+expect "$RUN/1.out" "-- alice@example.org (Orig User)" "1 signed: verified by the original gsub (signer shown, not *unverified*)"
 expect "$RUN/1.out" "orig anonymous hello" "1 anonymous: delivered"
 expect "$RUN/1.out" "orig private hello" "1 encrypted: delivered and decrypted by bob"
 
 cp "$RUN/galed.log" "$RUN/galed.1.log"
+
+echo "== 2. original gsub <- our galed <- our gsend (public, and a private one refused)"
+bob timeout 20 "$ORIG/bin/gsub" -n -e -a pub.test bob > "$RUN/2.out" 2> "$RUN/2.err" &
+pids+=($!)
+sleep 2
+echo "ours to the original" | carol "$OURS/gsend" pub.test@example.org 2> "$RUN/2.send.err" \
+  || fail "2: our gsend failed ($(cat "$RUN/2.send.err"))"
+wait_for "$RUN/2.out" "ours to the original" 10 || true
+expect "$RUN/2.out" "ours to the original" "2 public: body readable by the original gsub"
+expect "$RUN/2.out" "Carol" "2 public: sender shown"
+expect "$RUN/2.out" "not verifiable here" "2 public: marked as not verifiable there"
+expect "$RUN/2.out" "*unverified*" "2 public: the original gsub shows it unverified"
+
+echo "== 3. our gsub <- our galed <- original gsend"
+env -u GALE_SYS_DIR GALE_SYS_DIR=$RUN/ours-sys GALE_DIR=$RUN/dave GALE_ID=dave@example.org GALE_SERVER=127.0.0.1:11512 \
+  timeout 20 "$OURS/gsub" pub.test@example.org > "$RUN/3.out" 2> "$RUN/3.err" &
+pids+=($!)
+wait_for "$RUN/3.err" "" 1 || true
+sleep 3
+echo "orig to ours signed" | alice og gsend pub.test 2>>"$RUN/3.send.err"
+echo "orig to ours anonymous" | alice og gsend -a pub.test 2>>"$RUN/3.send.err"
+wait_for "$RUN/3.out" "orig to ours anonymous" 10 || true
+expect "$RUN/3.out" "orig to ours signed" "3 signed: body shown by our gsub"
+expect "$RUN/3.out" "*unverified* alice@example.org" "3 signed: shown as signed by an original key it cannot verify"
+refute "$RUN/3.out" "-- alice@example.org" "3 signed: never shown as verified"
+expect "$RUN/3.out" "orig to ours anonymous" "3 anonymous: shown"
+expect "$RUN/3.out" "*anonymous* $(date -u +%Y-)" "3 anonymous: shown with the time it arrived"
+
+echo "== 5. an original client's will"
+PROXY=127.0.0.1 python3 "$REF/tools/gale_raw.py" sub 127.0.0.1 11512 '@example.org/user/_gale/' 12 > "$RUN/5.raw" 2>&1 &
+pids+=($!)
+env -u GALE_SYS_DIR GALE_SYS_DIR=$RUN/ours-sys GALE_DIR=$RUN/dave GALE_ID=dave@example.org GALE_SERVER=127.0.0.1:11512 \
+  timeout 15 "$OURS/gsub" _gale.notice.alice@example.org > "$RUN/5.out" 2> "$RUN/5.err" &
+pids+=($!)
+sleep 2
+GALE_DIR=$RUN/alice GALE_ID=alice GALE_PROXY=127.0.0.1 "$ORIG/bin/gsub" -e -A pub.test > /dev/null 2> "$RUN/5.gsub.err" &
+gp=$!
+wait_for "$RUN/5.raw" "in.present" 8 || true
+kill -9 "$gp" 2>/dev/null || true
+wait_for "$RUN/5.raw" "out.disconnected" 8 || true
+expect "$RUN/5.raw" "in.present" "5 presence: the original gsub's notice reaches an original subscriber"
+expect "$RUN/5.raw" "out.disconnected" "5 will: published by our galed when the original client died"
+wait_for "$RUN/5.out" "disconnected" 5 || true
+expect "$RUN/5.out" "disconnected" "5 will: seen by our gsub too"
 echo
 if [ "$fails" = 0 ]; then echo "interop: OK"; else echo "interop: $fails FAILED"; ls "$RUN"; for f in "$RUN"/*.err "$RUN"/galed.log; do echo "--- $f"; tail -20 "$f"; done; exit 1; fi
