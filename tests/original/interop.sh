@@ -118,6 +118,34 @@ refute "$RUN/3.out" "-- alice@example.org" "3 signed: never shown as verified"
 expect "$RUN/3.out" "orig to ours anonymous" "3 anonymous: shown"
 expect "$RUN/3.out" "*anonymous* $(date -u +%Y-)" "3 anonymous: shown with the time it arrived"
 
+echo "== 6. frames the original defines but never uses are skipped"
+python3 - > "$RUN/6.out" 2>&1 <<'PY' &
+import socket, struct, time
+def u16(s): return s.encode('utf-16-be')
+sub = socket.create_connection(("127.0.0.1", 11512)); sub.sendall(struct.pack(">I", 1))
+cat = u16("@example.org/user/pub/skip/")
+sub.sendall(struct.pack(">II", 2, len(cat)) + cat); time.sleep(0.5)
+pub = socket.create_connection(("127.0.0.1", 11512)); pub.sendall(struct.pack(">I", 1))
+for op in (3, 4, 5, 6, 7, 8, 9, 10, 11, 99):   # publish..supply, twice over, and an unknown one
+    pub.sendall(struct.pack(">II", op, 24) + bytes(24))
+    pub.sendall(struct.pack(">II", op, 24) + bytes(24))
+name, body = u16("message/body"), u16("after the skipped frames\r\n")
+frag = struct.pack(">I", len(name) // 2) + name + body
+content = struct.pack(">II", 0, len(frag)) + frag
+pub.sendall(struct.pack(">III", 0, 4 + len(cat) + 4 + len(content), len(cat)) + cat + struct.pack(">I", 0) + content)
+sub.settimeout(5); data = b""
+try:
+    while "skipped frames" not in data.decode("utf-16-be", "ignore") and len(data) < 4096:
+        chunk = sub.recv(4096)
+        if not chunk: break
+        data += chunk
+except socket.timeout: pass
+print("received" if "after the skipped frames" in data[4:].decode("utf-16-be", "ignore") else "missing")
+PY
+wait_for "$RUN/6.out" "e" 8 || true
+sleep 0.5
+expect "$RUN/6.out" "received" "6 unused frames (opcodes 3-11, twice each) and unknown ones skipped; the puff after them delivered"
+
 echo "== 5. an original client's will"
 PROXY=127.0.0.1 python3 "$REF/tools/gale_raw.py" sub 127.0.0.1 11512 '@example.org/user/_gale/' 12 > "$RUN/5.raw" 2>&1 &
 pids+=($!)
