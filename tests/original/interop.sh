@@ -103,6 +103,16 @@ expect "$RUN/2.out" "Carol" "2 public: sender shown"
 expect "$RUN/2.out" "not verifiable here" "2 public: marked as not verifiable there"
 expect "$RUN/2.out" "*unverified*" "2 public: the original gsub shows it unverified"
 
+echo "== 2b. our private message is not offered to an original subscriber, and our gsend is told"
+python3 "$REF/tools/gale_raw.py" sub 127.0.0.1 11512 '@example.org/user/carol/' 6 > "$RUN/2b.raw" 2>&1 &
+pids+=($!)
+sleep 1
+echo "ours private to carol" | carol "$OURS/gsend" carol@example.org 2> "$RUN/2b.send.err" \
+  || fail "2b: our gsend failed ($(cat "$RUN/2b.send.err"))"
+sleep 1
+expect "$RUN/2b.send.err" "not offered to 1 original-Gale client" "2b private: our gsend is told"
+refute "$RUN/2b.raw" "puff" "2b private: nothing reaches the original subscriber"
+
 echo "== 3. our gsub <- our galed <- original gsend"
 env -u GALE_SYS_DIR GALE_SYS_DIR=$RUN/ours-sys GALE_DIR=$RUN/dave GALE_ID=dave@example.org GALE_SERVER=127.0.0.1:11512 \
   timeout 20 "$OURS/gsub" pub.test@example.org > "$RUN/3.out" 2> "$RUN/3.err" &

@@ -137,6 +137,9 @@ pub async fn serve(
         subscriptions: Arc::new(AtomicUsize::new(0)),
         published: Arc::new(AtomicU64::new(0)),
     };
+    if router.orig_gateways.lock().remove(&peer) {
+        outbox.set_original();
+    }
     let id = match router.register(info.clone()) {
         Ok(id) => id,
         Err(why) => {
@@ -248,6 +251,11 @@ impl Conn<'_> {
                     self.info.published.fetch_add(1, Ordering::Relaxed);
                     if self.router.first_sighting(&view, self.id) {
                         self.router.route(&frame, &view, self.id, routing);
+                        if routing.private_refused > 0 {
+                            let n = std::mem::take(&mut routing.private_refused);
+                            self.outbox
+                                .push_control(crate::orig::refusal_notice(&view, n));
+                        }
                         if routing.is_blocked() {
                             return Ok(Some(frame));
                         }

@@ -28,9 +28,10 @@ use bytes::{Bytes, BytesMut};
 use gale_orig::convert::{self, Refusal};
 use gale_orig::wire::{Decoder, OrigFrame, VERSION_WORD};
 use gale_orig::Expression;
+use gale_proto::fragment::{names, Timestamp};
 use gale_proto::frame::{Frame, Hello};
 use gale_proto::limits::{DEFAULT_MAX_FRAME, MAX_SUB_ENTRIES, PROTOCOL_VERSION};
-use gale_proto::MessageId;
+use gale_proto::{Fragments, Location, Message, MessageId, MessageView, Payload, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
@@ -55,7 +56,9 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
-    let inner = match tokio::time::timeout(INNER_HANDSHAKE, dial_inner(&stream, peer)).await {
+    let inner = match tokio::time::timeout(INNER_HANDSHAKE, dial_inner(&router, &stream, peer))
+        .await
+    {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::warn!(%peer, "original client: cannot open its connection to this galed: {e}");
@@ -67,7 +70,6 @@ pub async fn serve(
         }
     };
     tracing::info!(%peer, "original-protocol client connected");
-    let _ = router; // the gateway goes through the listener like any client
     let (orig_rd, mut orig_wr) = stream.into_split();
     if orig_wr.write_all(&VERSION_WORD).await.is_err() {
         return;
@@ -85,9 +87,23 @@ pub async fn serve(
 }
 
 /// Opens the gateway's connection of ours to the address the client reached.
-async fn dial_inner(stream: &TcpStream, peer: SocketAddr) -> std::io::Result<TcpStream> {
-    let mut s = TcpStream::connect(stream.local_addr()?).await?;
+async fn dial_inner(
+    router: &Router,
+    stream: &TcpStream,
+    peer: SocketAddr,
+) -> std::io::Result<TcpStream> {
+    let s = TcpStream::connect(stream.local_addr()?).await?;
     let _ = s.set_nodelay(true);
+    // So that galed knows this connection for an original client's (and does
+    // not offer it private messages): registered before HELLO is sent.
+    let me = s.local_addr()?;
+    router.orig_gateways.lock().insert(me);
+    let r = handshake_inner(s, peer).await;
+    router.orig_gateways.lock().remove(&me);
+    r
+}
+
+async fn handshake_inner(mut s: TcpStream, peer: SocketAddr) -> std::io::Result<TcpStream> {
     let hello = Frame::Hello(Hello {
         min_version: 1,
         max_version: PROTOCOL_VERSION.min(1),
@@ -99,7 +115,9 @@ async fn dial_inner(stream: &TcpStream, peer: SocketAddr) -> std::io::Result<Tcp
     let mut buf = BytesMut::new();
     match read_frame(&mut s, &mut buf).await? {
         Some(Frame::Welcome(_)) => Ok(s),
-        Some(Frame::Error { code, text }) => Err(std::io::Error::other(format!("refused ({code:?}): {text}"))),
+        Some(Frame::Error { code, text }) => {
+            Err(std::io::Error::other(format!("refused ({code:?}): {text}")))
+        }
         _ => Err(std::io::Error::other("no WELCOME")),
     }
 }
@@ -254,7 +272,9 @@ async fn downstream(
                         private += 1;
                         tracing::info!(%peer, id = %m.id, "private message not offered to an original client ({private} so far)");
                     }
-                    Err(e) => tracing::info!(%peer, id = %m.id, "not offered to an original client: {e}"),
+                    Err(e) => {
+                        tracing::info!(%peer, id = %m.id, "not offered to an original client: {e}")
+                    }
                 }
             }
             Frame::Ping(t) => {
@@ -274,3 +294,36 @@ async fn downstream(
     }
     let _ = tokio::time::timeout(DRAIN, orig.shutdown()).await;
 }
+
+/// The notice a publisher is sent when its private message was not offered to
+/// `n` original-protocol clients that subscribed to it: a DELIVER from the server
+/// to `_gale.server@DOMAIN` (the domain of the message's first location), with a
+/// `message.body` saying so and `id.refused` naming the message (docs/protocol.md
+/// §17.6).
+pub fn refusal_notice(view: &MessageView<'_>, n: u64) -> Bytes {
+    let dom = view
+        .locations()
+        .next()
+        .and_then(|l| l.rsplit_once('@'))
+        .map(|(_, d)| d.to_string())
+        .unwrap_or_default();
+    let mut f = Fragments::new();
+    f.push_text(
+        names::MESSAGE_BODY,
+        format!(
+            "your private message {} was not offered to {n} original-Gale client{} \
+             subscribed to it: they cannot decrypt it",
+            view.id,
+            if n == 1 { "" } else { "s" }
+        ),
+    );
+    f.push_text(NOTICE_REFUSED, view.id.to_string());
+    f.push(names::ID_TIME, Value::Time(Timestamp::now()));
+    let to = Location::from_canonical(&format!("_gale.server@{dom}"))
+        .expect("a reserved location in a domain that was valid");
+    let payload = Payload::Plain(f).encode().expect("short fragments");
+    Frame::Deliver(Message::new(vec![to], payload)).to_bytes()
+}
+
+/// The fragment of a [`refusal_notice`] naming the refused message (its id in hex).
+pub const NOTICE_REFUSED: &str = "id.refused";

@@ -138,6 +138,9 @@ pub struct Router {
     federated: AtomicBool,
     /// When a cycle was last reported for a pair of sources.
     cycle_warned: Mutex<HashMap<(u64, u64), Instant>>,
+    /// Addresses the gateways of original-protocol clients dial this server
+    /// from (`crate::orig`), until their connection is accepted.
+    pub orig_gateways: Mutex<HashSet<SocketAddr>>,
 }
 
 impl Router {
@@ -170,6 +173,7 @@ impl Router {
             window: Mutex::new(window),
             federated: AtomicBool::new(federated),
             cycle_warned: Mutex::new(HashMap::new()),
+            orig_gateways: Mutex::new(HashSet::new()),
         }
     }
 
