@@ -79,6 +79,10 @@ struct Args {
     /// HOST:PORT,HOST:PORT (repeatable, one option per link).
     #[arg(long = "link", value_name = "HOST:PORT[,...]")]
     links: Vec<String>,
+    /// Link to a galed of the original (C) Gale, HOST:PORT[,ALT:PORT]
+    /// (repeatable): public traffic both ways (docs/protocol.md §17.7).
+    #[arg(long = "orig-link", value_name = "HOST:PORT[,...]")]
+    orig_links: Vec<String>,
     /// Print the status of the galed at ADDR (HOST:PORT) as JSON, and exit.
     #[arg(long, value_name = "ADDR", exclusive = true)]
     status: Option<String>,
@@ -160,6 +164,7 @@ fn load_config(args: &Args) -> Result<Config> {
         config.client_queue_bytes = q;
     }
     config.links.extend(args.links.iter().cloned());
+    config.orig_links.extend(args.orig_links.iter().cloned());
     config.validate()?;
     Ok(config)
 }

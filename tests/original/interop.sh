@@ -156,6 +156,41 @@ wait_for "$RUN/6.out" "e" 8 || true
 sleep 0.5
 expect "$RUN/6.out" "received" "6 unused frames (opcodes 3-11, twice each) and unknown ones skipped; the puff after them delivered"
 
+echo "== 4. our galed linked to an original galed, subscribers on both sides"
+"$ORIG/bin/galed" -d -p 11600 > "$RUN/orig-galed.log" 2>&1 &
+pids+=($!)
+wait_port 11600
+RUST_LOG=info "$OURS/galed" --listen 127.0.0.1:11700 --orig-link 127.0.0.1:11600 > "$RUN/galed-b.log" 2>&1 &
+pids+=($!)
+wait_port 11700
+wait_for "$RUN/galed-b.log" "link to original galed 127.0.0.1:11600 is up" 10 || fail "4: the link did not come up"
+PROXY=127.0.0.1:11600 bob timeout 25 "$ORIG/bin/gsub" -n -e -a pub.link > "$RUN/4.orig.out" 2> "$RUN/4.orig.err" &
+pids+=($!)
+env -u GALE_SYS_DIR GALE_SYS_DIR=$RUN/ours-sys GALE_DIR=$RUN/dave GALE_ID=dave@example.org GALE_SERVER=127.0.0.1:11700 \
+  timeout 25 "$OURS/gsub" pub.link@example.org > "$RUN/4.ours.out" 2> "$RUN/4.ours.err" &
+pids+=($!)
+wait_for "$RUN/4.ours.err" "subscribed" 10 || true
+sleep 2
+echo "from the original network" | PROXY=127.0.0.1:11600 alice og gsend pub.link 2>>"$RUN/4.send.err"
+echo "from our network" | OURPORT=11700 carol "$OURS/gsend" pub.link@example.org 2>>"$RUN/4.send.err" \
+  || fail "4: our gsend failed"
+echo "from an original client on our galed" | PROXY=127.0.0.1:11700 alice og gsend pub.link 2>>"$RUN/4.send.err"
+wait_for "$RUN/4.orig.out" "from an original client on our galed" 10 || true
+wait_for "$RUN/4.ours.out" "from the original network" 10 || true
+wait_for "$RUN/4.ours.out" "from our network" 10 || true
+sleep 1
+expect "$RUN/4.ours.out" "from the original network" "4 original galed -> link -> our gsub"
+expect "$RUN/4.ours.out" "*unverified* alice@example.org" "4 original signature shown as unverifiable on our side"
+expect "$RUN/4.orig.out" "from our network" "4 our gsend -> our galed -> link -> original gsub"
+expect "$RUN/4.orig.out" "from an original client on our galed" "4 original gsend -> our galed -> link -> original gsub"
+if grep -A1 -F "from an original client on our galed" "$RUN/4.orig.out" | grep -qF -- "-- alice@example.org (Orig User)"; then
+  pass "4 ... its original signature passed through our galed and the link, verified at the far end"
+else fail "4 original signature not verified at the far end"; fi
+for f in 4.ours.out 4.orig.out; do
+  n=$(grep -cE "^from (the original network|our network|an original client on our galed)$" "$RUN/$f" || true)
+  if [ "$n" -eq 3 ]; then pass "4 each message exactly once in $f"; else fail "4 $n messages in $f, not 3"; sed 's/^/    /' "$RUN/$f"; fi
+done
+
 echo "== 5. an original client's will"
 PROXY=127.0.0.1 python3 "$REF/tools/gale_raw.py" sub 127.0.0.1 11512 '@example.org/user/_gale/' 12 > "$RUN/5.raw" 2>&1 &
 pids+=($!)

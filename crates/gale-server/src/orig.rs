@@ -122,7 +122,7 @@ async fn handshake_inner(mut s: TcpStream, peer: SocketAddr) -> std::io::Result<
     }
 }
 
-async fn read_frame<R: AsyncRead + Unpin>(
+pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
     rd: &mut R,
     buf: &mut BytesMut,
 ) -> std::io::Result<Option<Frame>> {

@@ -145,7 +145,7 @@ pub struct Router {
 
 impl Router {
     pub fn new(config: Config) -> Router {
-        let federated = !config.links.is_empty();
+        let federated = !config.links.is_empty() || !config.orig_links.is_empty();
         let fed = Federation::new(config.max_link_interest);
         let seen = SeenIds::new(config.dedup_cache);
         let memory = Arc::new(MemoryBudget::new(config.memory_budget()));
