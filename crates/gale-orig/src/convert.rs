@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 
 use crate::category::{self, Category};
 use crate::fragment::{self as orig, names, Fragment, Value};
-use crate::wire::{text, OrigTime};
+use crate::wire::{text, OrigTime, SIZE_LIMIT};
 
 /// Payload kind of a message whose payload (after this byte) is an original
 /// puff's content. Ours: 0 plain, 1 signed, 2 encrypted.
@@ -45,6 +45,10 @@ pub enum Refusal {
     Unreadable(u8),
     #[error("malformed payload: {0}")]
     Malformed(String),
+    #[error("a puff of {0} bytes: original peers discard frames above {SIZE_LIMIT}")]
+    TooLarge(usize),
+    #[error("a fragment of type 5 or more, which aborts original clients")]
+    Poison,
 }
 
 /// Our name for an original fragment name, and back.
@@ -150,7 +154,13 @@ pub fn to_puff(msg: &Message) -> Result<(String, Bytes), Refusal> {
     };
     let bad = |e: gale_proto::FrameError| Refusal::Malformed(e.to_string());
     let (inner, signer) = match k {
-        KIND_ORIGINAL => return Ok((routing, msg.payload.slice(1..))),
+        KIND_ORIGINAL => {
+            let content = msg.payload.slice(1..);
+            if poisons(&content, 0) {
+                return Err(Refusal::Poison);
+            }
+            return fits(routing, content);
+        }
         kind::PLAIN => (Fragments::decode(rest).map_err(bad)?, None),
         kind::SIGNED => {
             let (signer, inner) = split_signed(rest)?;
@@ -174,7 +184,45 @@ pub fn to_puff(msg: &Message) -> Result<(String, Bytes), Refusal> {
     if let Some(s) = sender {
         frags.push(Fragment::text(names::MESSAGE_SENDER, &s));
     }
-    Ok((routing, orig::encode(&frags)))
+    fits(routing, orig::encode(&frags))
+}
+
+/// The puff, if the original will take a frame that large.
+fn fits(routing: String, content: Bytes) -> Result<(String, Bytes), Refusal> {
+    let len = 4 + crate::wire::text_len(&routing) + 4 + content.len();
+    if len > SIZE_LIMIT {
+        return Err(Refusal::TooLarge(len));
+    }
+    Ok((routing, content))
+}
+
+/// Whether a group holds, at any depth this reader follows, a fragment of type 5
+/// or more: the original's reader aborts on type 5 (wire.md §5), so such a puff
+/// from one original client is not passed on to others (the original galed
+/// would). What does not parse is left to the receiver, which skips it.
+fn poisons(mut b: &[u8], depth: usize) -> bool {
+    while b.len() >= 8 && depth <= orig::MAX_DEPTH {
+        let t = b.get_u32();
+        let len = b.get_u32() as usize;
+        if t > orig::ty::GROUP {
+            return true;
+        }
+        if len > b.len() {
+            return false;
+        }
+        let (f, rest) = b.split_at(len);
+        b = rest;
+        if t == orig::ty::GROUP {
+            let mut v = f;
+            if v.len() >= 4 {
+                let n = (v.get_u32() as usize).saturating_mul(2);
+                if n <= v.len() && poisons(&v[n..], depth + 1) {
+                    return true;
+                }
+            }
+        }
+    }
+    false
 }
 
 /// Our signed envelope (security.md §5): signer, key id, signature, inner list.
@@ -539,6 +587,24 @@ mod tests {
                 recipients: vec!["pub.test@x.org".into()]
             }
         );
+    }
+
+    #[test]
+    fn puffs_that_would_abort_or_be_discarded_are_not_sent() {
+        let mut bad = BytesMut::new();
+        bad.put_u32(4); // a group holding a type 5 fragment
+        let mut inner = BytesMut::new();
+        inner.put_u32(5);
+        inner.put_u32(4);
+        inner.put_u32(0);
+        bad.put_u32((4 + inner.len()) as u32);
+        bad.put_u32(0);
+        bad.put_slice(&inner);
+        let m = from_puff("@d.org/user/a/", &bad).unwrap();
+        assert_eq!(to_puff(&m), Err(Refusal::Poison));
+        let big = anon(&"x".repeat(SIZE_LIMIT / 2));
+        let m = from_puff("@d.org/user/a/", &big).unwrap();
+        assert!(matches!(to_puff(&m), Err(Refusal::TooLarge(_))));
     }
 
     proptest! {
