@@ -83,9 +83,11 @@ fn body(text: &str) -> Bytes {
     fragment::encode(&[Fragment::text("message/body", text)])
 }
 
-/// Subscribes `sub` with `gimme` and waits until a probe from `publisher` gets
-/// through (the original protocol has no acknowledgement).
-fn subscribed(sub: &mut Raw, publisher: &mut Raw, gimme: &str, probe_to: &str) {
+/// A subscriber with `gimme` and a publisher, once a probe from the publisher
+/// gets through (the original protocol has no acknowledgement).
+fn subscribed(g: &Galed, gimme: &str, probe_to: &str) -> (Raw, Raw) {
+    let mut sub = Raw::connect(g);
+    let mut publisher = Raw::connect(g);
     sub.send(&OrigFrame::Gimme(gimme.into()));
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -95,7 +97,7 @@ fn subscribed(sub: &mut Raw, publisher: &mut Raw, gimme: &str, probe_to: &str) {
             if content == body("probe") {
                 // Drain the other probes.
                 while sub.next_within(Duration::from_millis(300)).is_some() {}
-                return;
+                return (sub, publisher);
             }
         }
     }
@@ -104,11 +106,8 @@ fn subscribed(sub: &mut Raw, publisher: &mut Raw, gimme: &str, probe_to: &str) {
 #[test]
 fn original_clients_exchange_puffs_byte_for_byte() {
     let g = Galed::start(&[]);
-    let mut sub = Raw::connect(&g);
-    let mut publisher = Raw::connect(&g);
-    subscribed(
-        &mut sub,
-        &mut publisher,
+    let (mut sub, mut publisher) = subscribed(
+        &g,
         "@example.org/user/pub/:-@example.org/user/pub/secret/",
         "@example.org/user/pub/probe/",
     );
@@ -183,11 +182,8 @@ fn our_gsub_shows_an_original_signature_as_unverified() {
 #[test]
 fn original_clients_get_our_public_messages_and_we_are_told_of_private_ones() {
     let g = Galed::start(&[]);
-    let mut sub = Raw::connect(&g);
-    let mut publisher = Raw::connect(&g);
-    subscribed(
-        &mut sub,
-        &mut publisher,
+    let (mut sub, _publisher) = subscribed(
+        &g,
         "@example.org/user/pub/test/:@example.org/user/tester/",
         "@example.org/user/pub/test/",
     );

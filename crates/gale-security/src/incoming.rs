@@ -394,6 +394,54 @@ impl Opener {
     }
 }
 
+/// A message from a client of the original Gale (docs/security.md §13): its
+/// fragments are shown, but never as verified: an original signature is RSA/MD5
+/// by a key outside our trust, which this client does not check.
+fn original(d: &mut Delivery, content: &[u8]) {
+    use gale_orig::convert::{describe, Security};
+    match describe(content) {
+        Ok(o) => {
+            d.verify = match o.security {
+                Security::Unsigned => Verify::Anonymous,
+                Security::OriginalSignature { key } => Verify::Unverified {
+                    from: key.as_deref().and_then(|k| KeyName::parse(k).ok()),
+                    why: "signed with an original Gale (RSA) key, which this client cannot verify"
+                        .into(),
+                },
+                Security::OriginalEncryption { recipients } => {
+                    d.encrypted = true;
+                    d.unreadable = Some(Unreadable::NotForYou);
+                    d.verify = Verify::Unverified {
+                        from: None,
+                        why: format!(
+                            "encrypted by an original Gale client to {}: this client cannot read it",
+                            recipients.join(", ")
+                        ),
+                    };
+                    return;
+                }
+            };
+            let mut f = o.fragments;
+            // An original puff's id is a hash, not a time: without its own
+            // time, it is shown with the time it arrived.
+            if f.time(gale_proto::names::ID_TIME).is_none() {
+                f.push(
+                    gale_proto::names::ID_TIME,
+                    gale_proto::Value::Time(Timestamp::now()),
+                );
+            }
+            d.payload = Payload::Plain(f);
+        }
+        Err(e) => {
+            d.unreadable = Some(Unreadable::Malformed(e.to_string()));
+            d.verify = Verify::Unverified {
+                from: None,
+                why: e.to_string(),
+            };
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -547,53 +595,5 @@ mod tests {
             o.warnings
         );
         assert!(matches!(o.delivery.verify, Verify::Unverified { .. }));
-    }
-}
-
-/// A message from a client of the original Gale (docs/security.md §13): its
-/// fragments are shown, but never as verified: an original signature is RSA/MD5
-/// by a key outside our trust, which this client does not check.
-fn original(d: &mut Delivery, content: &[u8]) {
-    use gale_orig::convert::{describe, Security};
-    match describe(content) {
-        Ok(o) => {
-            d.verify = match o.security {
-                Security::Unsigned => Verify::Anonymous,
-                Security::OriginalSignature { key } => Verify::Unverified {
-                    from: key.as_deref().and_then(|k| KeyName::parse(k).ok()),
-                    why: "signed with an original Gale (RSA) key, which this client cannot verify"
-                        .into(),
-                },
-                Security::OriginalEncryption { recipients } => {
-                    d.encrypted = true;
-                    d.unreadable = Some(Unreadable::NotForYou);
-                    d.verify = Verify::Unverified {
-                        from: None,
-                        why: format!(
-                            "encrypted by an original Gale client to {}: this client cannot read it",
-                            recipients.join(", ")
-                        ),
-                    };
-                    return;
-                }
-            };
-            let mut f = o.fragments;
-            // An original puff's id is a hash, not a time: without its own
-            // time, it is shown with the time it arrived.
-            if f.time(gale_proto::names::ID_TIME).is_none() {
-                f.push(
-                    gale_proto::names::ID_TIME,
-                    gale_proto::Value::Time(Timestamp::now()),
-                );
-            }
-            d.payload = Payload::Plain(f);
-        }
-        Err(e) => {
-            d.unreadable = Some(Unreadable::Malformed(e.to_string()));
-            d.verify = Verify::Unverified {
-                from: None,
-                why: e.to_string(),
-            };
-        }
     }
 }

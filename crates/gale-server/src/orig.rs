@@ -278,7 +278,8 @@ async fn downstream(
                 }
             }
             Frame::Ping(t) => {
-                if send(&inner_wr, &[Frame::Pong(t).to_bytes()]).await.is_err() {
+                let answered = send(&inner_wr, &[Frame::Pong(t).to_bytes()]).await;
+                if answered.is_err() {
                     break;
                 }
             }
