@@ -72,7 +72,9 @@ pub async fn serve(
         Ok(Ok(Some(h))) => h,
         Ok(Ok(None)) => {
             buf.advance(4);
-            return crate::orig::serve(router, stream, buf, peer, shutdown).await;
+            // Boxed, as links are: an idle client connection of ours should not
+            // carry room for a gateway.
+            return Box::pin(crate::orig::serve(router, stream, buf, peer, shutdown)).await;
         }
         Ok(Err(end)) => {
             tracing::info!(%peer, "handshake failed: {}", describe(&end));
