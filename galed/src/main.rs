@@ -31,12 +31,16 @@ Config file (TOML), every key optional:
   max_frame = 1048576            client_queue_bytes = 1048576
   client_queue_frames = 65536    max_connections = 100000
   links = [\"a.example.org:11512,b.example.org:11512\"]   dedup_cache = 65536
+  orig_links = [\"old.example.org:11512\"] (links to original C Gale galeds)
   max_subscriptions = 4000000    max_link_interest = 65536 (locations held per link)
   resume_window_bytes = 8388608  resume_window_secs = 300
 Command-line options override the file.
 
 Links: --link HOST:PORT[,ALT:PORT] (repeatable, or links = [...] in the file) dials
-another galed; alternates are tried in turn. `galed --status HOST:PORT` prints a
+another galed; alternates are tried in turn. --orig-link HOST:PORT[,ALT:PORT] links
+to a galed of the original C Gale. Clients of the original protocol are served
+on every listener, told apart by their first bytes (docs/protocol.md §17).
+`galed --status HOST:PORT` prints a
 running galed's state (clients, links, interest, queues, counters) as JSON.
 
 Signals: SIGTERM or SIGINT shut down cleanly (clients are told and reconnect

@@ -27,12 +27,12 @@ pub mod op {
 }
 
 /// Whether the first four bytes of a connection are the original's version word
-/// rather than our HELLO's length. Ours is at least 16 (a HELLO's smallest body),
-/// and a length below that is malformed anyway, so values 1 to 15 are taken as the
-/// original's (which sends 1; a later version's larger word is accepted as 1, as
-/// the original galed does).
+/// (exactly 1, the only version there is) rather than our first frame's length.
+/// Ours begins with a HELLO, at least 16 bytes long; a frame of ours whose length
+/// is 1 is a lone type byte, which is never a HELLO, so it was refused anyway.
+/// Other short lengths (a PING before HELLO, 9) stay ours, and are refused as such.
 pub fn is_version_word(first: [u8; 4]) -> bool {
-    (1..16).contains(&u32::from_be_bytes(first))
+    u32::from_be_bytes(first) == VERSION
 }
 
 /// A frame that could not be decoded. The frame has been consumed; the
@@ -370,7 +370,8 @@ mod tests {
     #[test]
     fn version_words_are_told_from_our_hello() {
         assert!(is_version_word(VERSION_WORD));
-        assert!(is_version_word([0, 0, 0, 2]));
+        // Our PING before HELLO: refused as ours, not taken for the original.
+        assert!(!is_version_word([0, 0, 0, 9]));
         // Our HELLO example: length 20.
         assert!(!is_version_word([0, 0, 0, 0x14]));
         assert!(!is_version_word([0, 0, 0, 0]));
