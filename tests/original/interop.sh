@@ -28,7 +28,11 @@ fi
 # ---- inside the namespace ----
 RUN=$(mktemp -d /tmp/gale-interop.XXXXXX)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ "${fails:-1}" = 0 ] && [ "${KEEP:-0}" != 1 ]; then rm -rf "$RUN"; else echo "interop: files kept in $RUN"; fi
+}
 trap cleanup EXIT
 fails=0
 pass() { echo "PASS: $*"; }
@@ -202,6 +206,7 @@ GALE_DIR=$RUN/alice GALE_ID=alice GALE_PROXY=127.0.0.1 "$ORIG/bin/gsub" -e -A pu
 gp=$!
 wait_for "$RUN/5.raw" "in.present" 8 || true
 kill -9 "$gp" 2>/dev/null || true
+wait "$gp" 2>/dev/null || true
 wait_for "$RUN/5.raw" "out.disconnected" 8 || true
 expect "$RUN/5.raw" "in.present" "5 presence: the original gsub's notice reaches an original subscriber"
 expect "$RUN/5.raw" "out.disconnected" "5 will: published by our galed when the original client died"
