@@ -345,6 +345,14 @@ impl LinkReader<'_> {
                             .map_err(protocol)?;
                     if self.router.first_sighting(&view, self.id) {
                         self.router.route(&frame, &view, self.id, routing);
+                        // Its publisher is on another server, and cannot be told
+                        // here (docs/protocol.md §17.6): logged.
+                        let private = std::mem::take(&mut routing.private_refused);
+                        if private > 0 {
+                            tracing::info!(id = %view.id, from = self.peer,
+                                "a private message from a link was not offered to {private} \
+                                 original-Gale clients");
+                        }
                         if routing.is_blocked() {
                             return Ok(Some(frame));
                         }
