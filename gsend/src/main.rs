@@ -364,6 +364,13 @@ async fn run(args: Args) -> Result<(), Failure> {
                 None => result,
             }
         }
+        Ok(()) => {
+            // The client has closed, so its events end: what the server said
+            // before the end (such as a notice that a private message was not
+            // offered to original-Gale clients) is printed before exiting.
+            let _ = tokio::time::timeout(Duration::from_secs(1), watching).await;
+            Ok(())
+        }
         r => r,
     }
 }

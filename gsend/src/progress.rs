@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use gale_client::{describe_error, Client, Event, Events, ServerAddr};
+use gale_proto::{names, Reserved};
 use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant};
 
@@ -163,6 +164,19 @@ impl Progress {
                 }
                 Event::PublishDropped { id, reason } => {
                     (format!("message {id} dropped: {reason}"), false, false)
+                }
+                // The server's own reports to this publisher (such as a private
+                // message it did not offer to original-Gale clients).
+                Event::Message(d)
+                    if d.message
+                        .to
+                        .iter()
+                        .any(|l| l.reserved() == Some(Reserved::Server)) =>
+                {
+                    match d.fragments().and_then(|f| f.text(names::MESSAGE_BODY)) {
+                        Some(body) => (format!("server: {body}"), false, false),
+                        None => continue,
+                    }
                 }
                 Event::Reconnecting { .. }
                 | Event::Subscribed { .. }

@@ -18,6 +18,7 @@ galed --check-config FILE):
   max_frame = 1048576            client_queue_bytes = 1048576
   client_queue_frames = 65536    max_connections = 100000
   links = [\"a.example.org:11512,b.example.org:11512\"]   dedup_cache = 65536
+  orig_links = [\"old.example.org:11512\"] (links to original C Gale galeds)
   max_subscriptions = 4000000    max_link_interest = 65536 (locations held per link)
   resume_window_bytes = 8388608  resume_window_secs = 300
   metrics = \"127.0.0.1:11513\"  (Prometheus text at http://ADDR/metrics)
@@ -35,7 +36,10 @@ reach the disk within store_commit_ms (5 ms); kill -9 loses at most that window.
 `galed --drop-inbox NAME` (galed stopped) removes an inbox and what it holds.
 
 Links: --link HOST:PORT[,ALT:PORT] (repeatable, or links = [...] in the file) dials
-another galed; alternates are tried in turn. `galed --status [HOST:PORT]` prints a
+another galed; alternates are tried in turn. --orig-link HOST:PORT[,ALT:PORT] links
+to a galed of the original C Gale. Clients of the original protocol are served
+on every listener, told apart by their first bytes (docs/protocol.md §17).
+`galed --status [HOST:PORT]` prints a
 running galed's state as tables (links, busiest clients); add --json for the whole
 report (clients, links, interest, queues, counters) as JSON.
 
@@ -104,6 +108,10 @@ pub struct Args {
     /// their key, or that someone else took first.
     #[arg(long, value_name = "NAME", conflicts_with_all = ["status", "check_config"])]
     pub drop_inbox: Option<String>,
+    /// Link to a galed of the original (C) Gale, HOST:PORT[,ALT:PORT]
+    /// (repeatable): public traffic both ways (docs/protocol.md §17.7).
+    #[arg(long = "orig-link", value_name = "HOST:PORT[,...]")]
+    pub orig_links: Vec<String>,
     /// Serve Prometheus metrics over HTTP on ADDR (HOST:PORT), at /metrics.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
@@ -121,7 +129,7 @@ pub struct Args {
         value_name = "ADDR",
         num_args = 0..=1,
         default_missing_value = "localhost:11512",
-        conflicts_with_all = ["listen", "config", "name", "keepalive_ms", "client_queue_bytes", "links", "metrics"]
+        conflicts_with_all = ["listen", "config", "name", "keepalive_ms", "client_queue_bytes", "links", "orig_links", "metrics"]
     )]
     pub status: Option<String>,
     /// With --status: print the whole report as JSON instead of tables.

@@ -32,6 +32,7 @@ pub struct Overrides {
     pub keepalive_ms: Option<u64>,
     pub client_queue_bytes: Option<usize>,
     pub links: Vec<String>,
+    pub orig_links: Vec<String>,
     pub metrics: Option<String>,
     pub data_dir: Option<std::path::PathBuf>,
     pub no_inboxes: bool,
@@ -45,6 +46,7 @@ impl Overrides {
             keepalive_ms: args.keepalive_ms,
             client_queue_bytes: args.client_queue_bytes,
             links: args.links.clone(),
+            orig_links: args.orig_links.clone(),
             metrics: args.metrics.clone(),
             data_dir: args.data_dir.clone(),
             no_inboxes: args.no_inboxes,
@@ -74,6 +76,7 @@ impl Overrides {
             config.metrics = Some(m.clone());
         }
         config.links.extend(self.links.iter().cloned());
+        config.orig_links.extend(self.orig_links.iter().cloned());
         if let Some(d) = &self.data_dir {
             config.data_dir = Some(d.clone());
         }
@@ -159,7 +162,7 @@ pub fn reload(settings: &Settings, router: &Arc<Router>) -> Result<Reloaded> {
             .push(format!("memory_limit: {old_budget} -> {budget}"));
     }
     let old = &router.config;
-    let fixed: [(&str, bool); 19] = [
+    let fixed: [(&str, bool); 20] = [
         (
             "listen",
             new.listen != old.listen && !settings.default_listen,
@@ -185,6 +188,7 @@ pub fn reload(settings: &Settings, router: &Arc<Router>) -> Result<Reloaded> {
             new.resume_window_secs != old.resume_window_secs,
         ),
         ("metrics", new.metrics != old.metrics),
+        ("orig_links", new.orig_links != old.orig_links),
         // The inbox store is opened once, at start.
         ("data_dir", new.data_dir != old.data_dir),
         ("inboxes", new.inboxes != old.inboxes),

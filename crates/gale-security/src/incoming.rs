@@ -273,6 +273,15 @@ impl Opener {
         if !opening.delivery.is_sealed() {
             return opening;
         }
+        if let Payload::Sealed {
+            kind: gale_orig::convert::KIND_ORIGINAL,
+            raw,
+        } = &opening.delivery.payload
+        {
+            let raw = raw.clone();
+            original(&mut opening.delivery, &raw);
+            return opening;
+        }
         let mut d = opening.delivery.clone();
         let mine: Vec<&SecretKey> = self.secrets.iter().collect();
         let unusable = RefCell::new(None);
@@ -382,6 +391,54 @@ impl Opener {
             opening.sealed = Some(arrived);
         }
         opening
+    }
+}
+
+/// A message from a client of the original Gale (docs/security.md §14): its
+/// fragments are shown, but never as verified: an original signature is RSA/MD5
+/// by a key outside our trust, which this client does not check.
+fn original(d: &mut Delivery, content: &[u8]) {
+    use gale_orig::convert::{describe, Security};
+    match describe(content) {
+        Ok(o) => {
+            d.verify = match o.security {
+                Security::Unsigned => Verify::Anonymous,
+                Security::OriginalSignature { key } => Verify::Unverified {
+                    from: key.as_deref().and_then(|k| KeyName::parse(k).ok()),
+                    why: "signed with an original Gale (RSA) key, which this client cannot verify"
+                        .into(),
+                },
+                Security::OriginalEncryption { recipients } => {
+                    d.encrypted = true;
+                    d.unreadable = Some(Unreadable::NotForYou);
+                    d.verify = Verify::Unverified {
+                        from: None,
+                        why: format!(
+                            "encrypted by an original Gale client to {}: this client cannot read it",
+                            recipients.join(", ")
+                        ),
+                    };
+                    return;
+                }
+            };
+            let mut f = o.fragments;
+            // An original puff's id is a hash, not a time: without its own
+            // time, it is shown with the time it arrived.
+            if f.time(gale_proto::names::ID_TIME).is_none() {
+                f.push(
+                    gale_proto::names::ID_TIME,
+                    gale_proto::Value::Time(Timestamp::now()),
+                );
+            }
+            d.payload = Payload::Plain(f);
+        }
+        Err(e) => {
+            d.unreadable = Some(Unreadable::Malformed(e.to_string()));
+            d.verify = Verify::Unverified {
+                from: None,
+                why: e.to_string(),
+            };
+        }
     }
 }
 

@@ -40,6 +40,9 @@ pub struct Config {
     /// Server links to dial: each entry is `host:port`, or alternates tried in turn,
     /// `a:11512,b:11512`.
     pub links: Vec<String>,
+    /// Links to galeds of the original Gale (docs/protocol.md §17.7), as
+    /// `links`: `host:port`, or alternates `a:11512,b:11512`.
+    pub orig_links: Vec<String>,
     /// Recently seen message ids remembered to drop duplicates (links only).
     pub dedup_cache: usize,
     /// Subscription entries held in all, clients' and links' together; past it
@@ -121,6 +124,7 @@ impl Default for Config {
             client_queue_frames: 65_536,
             max_connections: 100_000,
             links: Vec::new(),
+            orig_links: Vec::new(),
             dedup_cache: 65_536,
             max_subscriptions: 4_000_000,
             max_link_interest: gale_proto::limits::DEFAULT_MAX_LINK_INTEREST as usize,
@@ -207,12 +211,14 @@ impl Config {
                 ));
             }
         }
-        for l in &self.links {
-            gale_net::parse_server_list(l).map_err(|e| ConfigError::Invalid {
-                field: "links",
-                value: format!("{l:?}"),
-                why: e.to_string(),
-            })?;
+        for (field, list) in [("links", &self.links), ("orig_links", &self.orig_links)] {
+            for l in list {
+                gale_net::parse_server_list(l).map_err(|e| ConfigError::Invalid {
+                    field,
+                    value: format!("{l:?}"),
+                    why: e.to_string(),
+                })?;
+            }
         }
         if self.max_frame < MIN_MAX_FRAME || self.max_frame > DEFAULT_MAX_FRAME {
             return Err(ConfigError::Range {

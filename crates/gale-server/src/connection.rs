@@ -32,6 +32,22 @@ use crate::session::{
     self, describe, finish_writer, protocol, read_frames, read_hello, refuse, End,
 };
 
+/// Reads the connection's first four bytes: true if they are the original
+/// protocol's version word.
+async fn sniff(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<bool, End> {
+    while buf.len() < 4 {
+        buf.reserve(1024);
+        match tokio::io::AsyncReadExt::read_buf(stream, buf).await {
+            Ok(0) => return Err(End::PeerClosed),
+            Ok(_) => {}
+            Err(e) => return Err(End::Io(e)),
+        }
+    }
+    Ok(gale_orig::wire::is_version_word(
+        buf[..4].try_into().expect("4 bytes"),
+    ))
+}
+
 /// Serves one accepted connection to the end.
 pub async fn serve(
     router: Arc<Router>,
@@ -41,13 +57,25 @@ pub async fn serve(
 ) {
     let _ = stream.set_nodelay(true);
     let mut buf = BytesMut::new();
-    let hello = match tokio::time::timeout(
-        router.limits.handshake_timeout(),
-        read_hello(&mut stream, &mut buf, router.config.max_frame),
-    )
+    let hello = match tokio::time::timeout(router.limits.handshake_timeout(), async {
+        // The original protocol begins with a version word where ours begins
+        // with HELLO's length (docs/protocol.md §17.1).
+        if sniff(&mut stream, &mut buf).await? {
+            return Ok(None);
+        }
+        read_hello(&mut stream, &mut buf, router.config.max_frame)
+            .await
+            .map(Some)
+    })
     .await
     {
-        Ok(Ok(h)) => h,
+        Ok(Ok(Some(h))) => h,
+        Ok(Ok(None)) => {
+            buf.advance(4);
+            // Boxed, as links are: an idle client connection of ours should not
+            // carry room for a gateway.
+            return Box::pin(crate::orig::serve(router, stream, buf, peer, shutdown)).await;
+        }
         Ok(Err(end)) => {
             tracing::info!(%peer, "handshake failed: {}", describe(&end));
             if let End::Protocol(code, text) = end {
@@ -111,6 +139,9 @@ pub async fn serve(
         subscriptions: Arc::new(AtomicUsize::new(0)),
         published: Arc::new(AtomicU64::new(0)),
     };
+    if router.orig_gateways.lock().remove(&peer) {
+        outbox.set_original();
+    }
     let id = match router.register(info.clone()) {
         Ok(id) => id,
         Err(why) => {
@@ -301,6 +332,11 @@ impl Conn<'_> {
                     self.info.published.fetch_add(1, Ordering::Relaxed);
                     if self.router.first_sighting(&view, self.id) {
                         self.router.route(&frame, &view, self.id, routing);
+                        if routing.private_refused > 0 {
+                            let n = std::mem::take(&mut routing.private_refused);
+                            self.outbox
+                                .push_control(crate::orig::refusal_notice(&view, n));
+                        }
                         if routing.is_blocked() {
                             return Ok(Some(frame));
                         }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use gale_proto::fragment::kind;
 use gale_proto::limits::FRAME_HEADER_LEN;
 use gale_proto::MessageView;
 use tokio::sync::Notify;
@@ -47,6 +48,9 @@ pub struct Routing {
     /// Messages routed and deliveries made, not yet added to the router's totals.
     pub(crate) published: u64,
     pub(crate) delivered: u64,
+    /// Private messages not offered to original-protocol clients since the
+    /// publisher was last told ([`crate::orig::refusal_notice`]).
+    pub(crate) private_refused: u64,
     /// The wall clock (ms since the Unix epoch) as of this reader's last read, for
     /// the resume window: reading it per message costs a publisher dearly on some
     /// virtual machines, and the window needs no finer time. 0: read it now.
@@ -73,6 +77,7 @@ impl Routing {
             generation: None,
             published: 0,
             delivered: 0,
+            private_refused: 0,
             now_ms: 0,
             store_waiting: Vec::new(),
         }
@@ -131,10 +136,16 @@ impl Routing {
             flush,
             blocked,
             may_hold,
+            private_refused,
             ..
         } = self;
         let room = room.get_or_insert_with(Default::default);
+        let private = frame.get(FRAME_HEADER_LEN + view.payload_offset) == Some(&kind::ENCRYPTED);
         for ob in targets.iter() {
+            if private && ob.is_original() {
+                *private_refused += 1;
+                continue;
+            }
             let hold = may_hold.then_some(Hold {
                 waker: room,
                 unearned: &mut *unearned,

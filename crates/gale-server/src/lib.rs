@@ -22,6 +22,10 @@
 //!   clients that reconnect, and the gaps it cannot fill.
 //! - [`inbox`]: durable inboxes in the embedded store: storing what their
 //!   owners' devices miss, and sending it back in order.
+//! - [`orig`]: the gateway for clients of the original Gale protocol, which
+//!   galed tells from ours by their first bytes.
+//! - [`orig_link`]: a link to a galed of the original Gale, bridged to an
+//!   ordinary link of ours.
 //! - [`seen_ids`]: the recent-message-id cache that stops duplicates and cycles.
 //! - [`status`]: the operator's view of the server's state (text and JSON).
 //!
@@ -42,6 +46,8 @@ pub mod link;
 pub mod live;
 pub mod logs;
 pub mod memory;
+pub mod orig;
+pub mod orig_link;
 pub mod outbox;
 pub mod resume;
 pub mod router;
@@ -80,6 +86,30 @@ pub async fn serve(listeners: Vec<TcpListener>, router: Arc<Router>, shutdown: C
     router
         .dials
         .start(&router, tracker.clone(), shutdown.clone());
+    // Links to original galeds are bridged to this galed's own listener.
+    let own = listeners
+        .iter()
+        .find_map(|l| l.local_addr().ok())
+        .map(|mut a| {
+            if a.ip().is_unspecified() {
+                a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            a
+        });
+    for spec in &router.config.orig_links {
+        match (link::parse_link(spec), own) {
+            (Ok(alts), Some(own)) => {
+                tracker.spawn(orig_link::dial_loop(
+                    router.clone(),
+                    alts,
+                    own,
+                    shutdown.clone(),
+                ));
+            }
+            (Err(e), _) => tracing::error!("{e}"),
+            (_, None) => tracing::error!("a link to an original galed needs a listener"),
+        }
+    }
     tracker.spawn(expire_loop(router.clone(), shutdown.clone()));
     for listener in listeners {
         tracker.spawn(accept_loop(

@@ -39,7 +39,7 @@ use crate::session::{self, describe, finish_writer, protocol, read_frames, End, 
 /// How long a dial may take to connect and complete its handshake.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// A link that stayed up this long was healthy: redial at once when it breaks.
-const STABLE_LINK: Duration = Duration::from_secs(5);
+pub(crate) const STABLE_LINK: Duration = Duration::from_secs(5);
 /// Outgoing queue of a link: links carry everything, so it is larger than a client's.
 const LINK_QUEUE_FRAMES: usize = 262_144;
 const LINK_QUEUE_BYTES: usize = 16 * 1024 * 1024;
@@ -57,35 +57,75 @@ pub async fn dial_loop(
     alternates: Vec<ServerAddr>,
     shutdown: CancellationToken,
 ) {
+    keep_up(&alternates, &shutdown, "link", |addr| {
+        let router = router.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            let (stream, buf, peer, sa, agreed) =
+                match tokio::time::timeout(DIAL_TIMEOUT, dial(&router, &addr)).await {
+                    Ok(Ok(d)) => d,
+                    Ok(Err(why)) => return Attempt::Failed(why),
+                    Err(_) => return Attempt::Failed(format!("no answer within {DIAL_TIMEOUT:?}")),
+                };
+            let began = Instant::now();
+            tracing::info!(
+                "link to {peer} ({addr}) is up (frames up to {} bytes)",
+                agreed.max_frame
+            );
+            let end = run_link(&router, stream, buf, &peer, sa, true, agreed, &shutdown).await;
+            if matches!(end, End::Shutdown) {
+                return Attempt::Shutdown;
+            }
+            tracing::warn!("link to {peer} ({addr}) is down: {}", describe(&end));
+            Attempt::Ran {
+                stable: began.elapsed() >= STABLE_LINK,
+            }
+        }
+    })
+    .await
+}
+
+/// How one attempt at a link's alternate went.
+pub(crate) enum Attempt {
+    /// It came up and has ended; `stable` if it stayed up long enough to count
+    /// as healthy ([`STABLE_LINK`]), which redials at once.
+    Ran {
+        stable: bool,
+    },
+    /// It did not come up, and why.
+    Failed(String),
+    Shutdown,
+}
+
+/// Tries each alternate in turn with `attempt`, and backs off (jittered, capped)
+/// after a round in which none stayed up, until `shutdown`. `what` names the
+/// kind of link in the log.
+pub(crate) async fn keep_up<F, Fut>(
+    alternates: &[ServerAddr],
+    shutdown: &CancellationToken,
+    what: &str,
+    mut attempt: F,
+) where
+    F: FnMut(ServerAddr) -> Fut,
+    Fut: std::future::Future<Output = Attempt>,
+{
     let mut failures = 0u32;
     loop {
         let mut healthy = false;
         let mut why_not = Vec::new();
-        for addr in &alternates {
-            let dialed = tokio::select! {
+        for addr in alternates {
+            let outcome = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                d = tokio::time::timeout(DIAL_TIMEOUT, dial(&router, addr)) => d,
+                o = attempt(addr.clone()) => o,
             };
-            match dialed {
-                Ok(Ok((stream, buf, peer, sa, agreed))) => {
-                    let began = Instant::now();
-                    tracing::info!(
-                        "link to {peer} ({addr}) is up (frames up to {} bytes)",
-                        agreed.max_frame
-                    );
-                    let end =
-                        run_link(&router, stream, buf, &peer, sa, true, agreed, &shutdown).await;
-                    if matches!(end, End::Shutdown) {
-                        return;
-                    }
-                    tracing::warn!("link to {peer} ({addr}) is down: {}", describe(&end));
-                    if began.elapsed() >= STABLE_LINK {
-                        healthy = true;
-                        break;
-                    }
+            match outcome {
+                Attempt::Shutdown => return,
+                Attempt::Ran { stable: true } => {
+                    healthy = true;
+                    break;
                 }
-                Ok(Err(why)) => why_not.push(format!("{addr}: {why}")),
-                Err(_) => why_not.push(format!("{addr}: no answer within {DIAL_TIMEOUT:?}")),
+                Attempt::Ran { stable: false } => {}
+                Attempt::Failed(why) => why_not.push(format!("{addr}: {why}")),
             }
         }
         if healthy {
@@ -97,7 +137,7 @@ pub async fn dial_loop(
         if !why_not.is_empty() {
             // One line per round of attempts, however many alternates.
             tracing::warn!(
-                "cannot link ({}); trying again in {:.1}s",
+                "cannot {what} ({}); trying again in {:.1}s",
                 why_not.join("; "),
                 delay.as_secs_f64()
             );
@@ -205,6 +245,11 @@ async fn run_link(
         )
         .with_budget(router.memory.clone()),
     );
+    // The bridge of a link to an original galed (`crate::orig_link`): not
+    // offered private messages, as an original client's gateway is not.
+    if router.orig_gateways.lock().remove(&addr) {
+        outbox.set_original();
+    }
     let stats = Arc::new(LinkStats::default());
     let sock = Arc::new(stream);
     let writer = tokio::spawn(write_loop(outbox.clone(), sock.clone()));
@@ -300,6 +345,14 @@ impl LinkReader<'_> {
                             .map_err(protocol)?;
                     if self.router.first_sighting(&view, self.id) {
                         self.router.route(&frame, &view, self.id, routing);
+                        // Its publisher is on another server, and cannot be told
+                        // here (docs/protocol.md §17.6): logged.
+                        let private = std::mem::take(&mut routing.private_refused);
+                        if private > 0 {
+                            tracing::info!(id = %view.id, from = self.peer,
+                                "a private message from a link was not offered to {private} \
+                                 original-Gale clients");
+                        }
                         if routing.is_blocked() {
                             return Ok(Some(frame));
                         }

@@ -262,6 +262,9 @@ pub struct Outbox {
     /// holding publishers charged to it. What a write takes while saturated is
     /// room the peer made by reading, which earns credit.
     saturated: AtomicBool,
+    /// The gateway of an original-protocol client (`crate::orig`): it is not
+    /// offered private messages, which it could not decrypt.
+    original: AtomicBool,
     kind: Kind,
     max_frames: usize,
     max_bytes: usize,
@@ -307,6 +310,7 @@ impl Outbox {
             notify: Notify::new(),
             dropping: AtomicBool::new(false),
             saturated: AtomicBool::new(false),
+            original: AtomicBool::new(false),
             kind,
             max_frames,
             max_bytes,
@@ -357,6 +361,15 @@ impl Outbox {
                 q.reserved = keep;
             }
         }
+    }
+
+    /// Marks this as an original-protocol client's outbox.
+    pub fn set_original(&self) {
+        self.original.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_original(&self) -> bool {
+        self.original.load(Ordering::Relaxed)
     }
 
     pub fn kind(&self) -> Kind {

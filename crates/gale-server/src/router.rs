@@ -146,6 +146,9 @@ pub struct Router {
     cycle_warned: Mutex<HashMap<(u64, u64), Instant>>,
     /// Durable inboxes (see [`crate::inbox`]).
     pub inboxes: crate::inbox::Inboxes,
+    /// Addresses the gateways of original-protocol clients dial this server
+    /// from (`crate::orig`), until their connection is accepted.
+    pub orig_gateways: Mutex<HashSet<SocketAddr>>,
 }
 
 impl Router {
@@ -163,7 +166,7 @@ impl Router {
     }
 
     fn build(config: Config, inboxes: crate::inbox::Inboxes) -> Router {
-        let federated = !config.links.is_empty();
+        let federated = !config.links.is_empty() || !config.orig_links.is_empty();
         let mut fed = Federation::new(config.max_link_interest);
         // Inboxes keep their interest on the links whether their owners are
         // connected or not.
@@ -201,6 +204,7 @@ impl Router {
             federated: AtomicBool::new(federated),
             cycle_warned: Mutex::new(HashMap::new()),
             inboxes,
+            orig_gateways: Mutex::new(HashSet::new()),
         }
     }
 
