@@ -44,6 +44,14 @@ pub(crate) struct Books {
 }
 
 impl Books {
+    /// Messages and payload bytes held, per inbox.
+    pub fn sizes(&self) -> HashMap<u64, (u64, u64)> {
+        self.inboxes
+            .iter()
+            .map(|(n, a)| (*n, (a.count, a.bytes)))
+            .collect()
+    }
+
     pub fn load(db: &Database) -> Result<Books> {
         let tx = db.begin_read().map_err(engine)?;
         let mut books = Books::default();
@@ -255,12 +263,7 @@ impl Committer {
         // all of them after a sweep (limits may have dropped from any).
         let acct = |a: Option<&Acct>| a.map_or((0, 0), |a| (a.count, a.bytes));
         if sweep {
-            s.held_by = self
-                .books
-                .inboxes
-                .iter()
-                .map(|(n, a)| (*n, (a.count, a.bytes)))
-                .collect();
+            s.held_by = self.books.sizes();
         } else {
             for (_, op) in batch {
                 if let Some(num) = op.inbox() {

@@ -90,15 +90,11 @@ impl Store {
         let db = Arc::new(Db::open(&file, policy.cache_bytes)?);
         let books = db.with(Books::load)?;
         let sync = Arc::new(Sync::default());
-        db.with(|db| load_registrations(db, &mut sync.lock()))?;
+        db.with(|db| load_registrations(db, &books, &mut sync.lock()))?;
         {
             let mut s = sync.lock();
             s.held = (books.count, books.bytes);
-            s.held_by = books
-                .inboxes
-                .iter()
-                .map(|(n, a)| (*n, (a.count, a.bytes)))
-                .collect();
+            s.held_by = books.sizes();
         }
         let committer = Committer::new(
             db.clone(),
@@ -496,7 +492,7 @@ impl Drop for Store {
     }
 }
 
-fn load_registrations(db: &Database, s: &mut Shared) -> Result<()> {
+fn load_registrations(db: &Database, books: &Books, s: &mut Shared) -> Result<()> {
     let tx = db.begin_read().map_err(engine)?;
     let next_seq = tx.open_table(NEXT_SEQ).map_err(engine)?;
     let messages = tx.open_table(MESSAGES).map_err(engine)?;
@@ -533,23 +529,15 @@ fn load_registrations(db: &Database, s: &mut Shared) -> Result<()> {
                     .collect(),
                 next_seq: next,
                 durable_seq: next - 1,
-                devices: Default::default(),
+                // The committer read the devices' cursors already.
+                devices: books.inboxes.get(&num).map_or_else(Default::default, |a| {
+                    a.devices
+                        .iter()
+                        .map(|(d, (acked, _))| (d.clone(), *acked))
+                        .collect()
+                }),
             },
         );
-    }
-    let by_num: std::collections::HashMap<u64, String> =
-        s.inboxes.iter().map(|(n, m)| (m.num, n.clone())).collect();
-    for row in tx
-        .open_table(DEVICES)
-        .map_err(engine)?
-        .iter()
-        .map_err(engine)?
-    {
-        let (k, v) = row.map_err(engine)?;
-        let (num, device) = k.value();
-        if let Some(m) = by_num.get(&num).and_then(|n| s.inboxes.get_mut(n)) {
-            m.devices.insert(device.to_string(), v.value().0);
-        }
     }
     Ok(())
 }
