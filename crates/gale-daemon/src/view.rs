@@ -215,37 +215,10 @@ pub fn tables(before: &Status, s: &Status, over: Duration) -> String {
 /// The inboxes: the store at a glance, then the inboxes holding the most.
 fn inboxes(s: &Status) -> String {
     let ib = &s.inboxes;
-    let mut out = String::new();
+    let mut out = format!("\nInboxes: {}\n", ib.summary());
     if !ib.enabled {
-        let _ = writeln!(
-            out,
-            "\nInboxes: none kept ({})",
-            ib.unavailable.as_deref().unwrap_or("turned off")
-        );
         return out;
     }
-    let _ = writeln!(
-        out,
-        "\nInboxes: {} in {}, {} messages ({}, file {}), oldest {}; {} stored, {} sent; \
-         errors {}, dropped {} at a limit, {} by age, {} behind, {} in failed commits{}",
-        ib.count,
-        ib.data_dir.as_deref().unwrap_or("?"),
-        ib.messages,
-        bytes(ib.bytes),
-        bytes(ib.file_bytes),
-        ib.oldest_secs.map_or("-".to_string(), duration),
-        ib.stored,
-        ib.sent,
-        ib.errors,
-        ib.dropped_limit,
-        ib.dropped_age,
-        ib.dropped_overload,
-        ib.dropped_failed,
-        ib.last_error
-            .as_ref()
-            .map(|e| format!("\n  last error: {e}"))
-            .unwrap_or_default(),
-    );
     let mut list: Vec<_> = ib.list.iter().collect();
     list.sort_by_key(|i| std::cmp::Reverse(i.messages));
     let mut rows = vec![row(&["INBOX", "MESSAGES", "BYTES", "DEVICES (WAITING)"])];

@@ -100,6 +100,43 @@ pub struct InboxesStatus {
     pub list: Vec<InboxStatus>,
 }
 
+impl InboxesStatus {
+    /// One line for a person: the store at a glance (the SIGUSR1 report and
+    /// `galed --status`'s tables both show it).
+    pub fn summary(&self) -> String {
+        if !self.enabled {
+            return format!(
+                "none kept ({})",
+                self.unavailable.as_deref().unwrap_or("turned off")
+            );
+        }
+        format!(
+            "{} in {}, {} messages ({} KiB, file {} KiB), oldest {}; {} stored, {} sent; \
+             {} commits, {} errors, dropped {} at a limit, {} by age, {} behind, {} in \
+             failed commits{}",
+            self.count,
+            self.data_dir.as_deref().unwrap_or("?"),
+            self.messages,
+            self.bytes >> 10,
+            self.file_bytes >> 10,
+            self.oldest_secs
+                .map_or("-".to_string(), |s| format!("{s}s")),
+            self.stored,
+            self.sent,
+            self.commits,
+            self.errors,
+            self.dropped_limit,
+            self.dropped_age,
+            self.dropped_overload,
+            self.dropped_failed,
+            self.last_error
+                .as_ref()
+                .map(|e| format!("; last error: {e}"))
+                .unwrap_or_default(),
+        )
+    }
+}
+
 /// One durable inbox.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct InboxStatus {
@@ -439,39 +476,7 @@ impl Status {
             w.resumed,
             w.gaps,
         );
-        let ib = &self.inboxes;
-        if ib.enabled {
-            let _ = writeln!(
-                out,
-                "  inboxes: {} in {}, {} messages ({} MB, file {} MB), oldest {}s; {} stored, \
-                 {} sent; {} commits, {} errors, dropped {} at a limit, {} by age, {} behind, \
-                 {} in failed commits{}",
-                ib.count,
-                ib.data_dir.as_deref().unwrap_or("?"),
-                ib.messages,
-                ib.bytes >> 20,
-                ib.file_bytes >> 20,
-                ib.oldest_secs.unwrap_or(0),
-                ib.stored,
-                ib.sent,
-                ib.commits,
-                ib.errors,
-                ib.dropped_limit,
-                ib.dropped_age,
-                ib.dropped_overload,
-                ib.dropped_failed,
-                ib.last_error
-                    .as_ref()
-                    .map(|e| format!("; last error: {e}"))
-                    .unwrap_or_default(),
-            );
-        } else {
-            let _ = writeln!(
-                out,
-                "  inboxes: not kept: {}",
-                ib.unavailable.as_deref().unwrap_or("unknown")
-            );
-        }
+        let _ = writeln!(out, "  inboxes: {}", self.inboxes.summary());
         for l in &self.links {
             let _ = writeln!(
                 out,
