@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
-use clap::Parser;
 use gale_client::server::servers_from_env;
 use gale_client::{describe_error, Client, ClientConfig, Event};
 use gale_keys::{KeyName, KeyStore};
@@ -16,7 +15,7 @@ use gdomain::cli::Args;
 use tokio::signal::unix::{signal, SignalKind};
 
 /// EX_USAGE (sysexits.h): a usage error, the same code in every Gale program.
-const EXIT_USAGE: u8 = 64;
+use gale_client::args::EXIT_USAGE;
 
 /// The command line is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -111,12 +110,9 @@ async fn run(args: Args) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
+    let args = match gale_client::args::parse_args::<Args>() {
         Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
-        }
+        Err(code) => return code,
     };
     gale_client::logging::init("gdomain");
     let rt = match tokio::runtime::Builder::new_current_thread()

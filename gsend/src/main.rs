@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
-use clap::Parser;
 use gale_client::args::{domain_from_env, parse_locations};
 use gale_client::compose::{parse_keyword, parse_text_fragment, sender_from_env};
 use gale_client::server::servers_from_env;
@@ -45,7 +44,7 @@ const EXIT_UNDELIVERED: u8 = 2;
 /// Standard input could not be read.
 const EXIT_INPUT: u8 = 3;
 /// EX_USAGE (sysexits.h): a usage error, the same code in every Gale program.
-const EXIT_USAGE: u8 = 64;
+use gale_client::args::EXIT_USAGE;
 /// Sent, but no receipt came (--require-receipt, --ping).
 const EXIT_NO_RECEIPT: u8 = 4;
 
@@ -482,12 +481,9 @@ async fn send(
 }
 
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
+    let args = match gale_client::args::parse_args::<Args>() {
         Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
-        }
+        Err(code) => return code,
     };
     gale_client::logging::init("gsend");
     let runtime = match tokio::runtime::Builder::new_multi_thread()

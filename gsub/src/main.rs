@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
-use clap::Parser;
 use gale_client::args::{domain_from_env, parse_locations, parse_subscriptions, ArgError};
 use gale_client::compose::sender_from_env;
 use gale_client::presence;
@@ -48,7 +47,7 @@ use tokio::sync::mpsc;
 const AGENT: &str = concat!("gsub/", env!("CARGO_PKG_VERSION"));
 const SUBSCRIBE_ENV: &str = "GALE_SUBSCRIBE";
 /// EX_USAGE (sysexits.h): a usage error, the same code in every Gale program.
-const EXIT_USAGE: u8 = 64;
+use gale_client::args::EXIT_USAGE;
 
 enum Output {
     Human(Style),
@@ -679,12 +678,9 @@ fn presence_id(args: &Args) -> anyhow::Result<Location> {
 }
 
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
+    let args = match gale_client::args::parse_args::<Args>() {
         Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
-        }
+        Err(code) => return code,
     };
     gale_client::logging::init("gsub");
     // One thread: gsub is a pipeline (socket -> client task -> display), and on a
@@ -712,6 +708,7 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
 
     fn parse(args: &[&str]) -> Result<Args, clap::Error> {
         Args::try_parse_from(std::iter::once("gsub").chain(args.iter().copied()))

@@ -9,7 +9,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
-use clap::Parser;
 use gale_client::args::{domain_from_env, parse_locations};
 use gale_client::compose::sender_from_env;
 use gale_client::server::servers_from_env;
@@ -23,7 +22,7 @@ use gwho::cli::Args;
 use serde_json::json;
 
 const AGENT: &str = concat!("gwho/", env!("CARGO_PKG_VERSION"));
-const EXIT_USAGE: u8 = 64;
+use gale_client::args::EXIT_USAGE;
 /// Nobody answered (as zlocate: 0 if anyone was found).
 const EXIT_NOBODY: u8 = 1;
 /// No server could be reached, or your key could not be used.
@@ -149,12 +148,9 @@ async fn run(args: Args) -> Result<ExitCode, (u8, anyhow::Error)> {
 }
 
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
+    let args = match gale_client::args::parse_args::<Args>() {
         Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
-        }
+        Err(code) => return code,
     };
     gale_client::logging::init("gwho");
     let runtime = match tokio::runtime::Builder::new_current_thread()

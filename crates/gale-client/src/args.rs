@@ -71,6 +71,19 @@ pub fn parse_subscriptions<S: AsRef<str>>(
     Ok(SubscriptionList::from_args(args, domain.unwrap_or(""))?)
 }
 
+/// Exit status of every program for a usage error (BSD's EX_USAGE).
+pub const EXIT_USAGE: u8 = 64;
+
+/// The program's command line, or the exit status to end with: clap's message
+/// is printed first; `--help` and `--version` end with 0, errors with
+/// [`EXIT_USAGE`].
+pub fn parse_args<A: clap::Parser>() -> Result<A, std::process::ExitCode> {
+    A::try_parse().map_err(|e| {
+        let _ = e.print();
+        std::process::ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
