@@ -65,6 +65,11 @@ fn people(ids: &[&str]) -> (Domain, Vec<User>) {
     (d, users)
 }
 
+/// `text` holds `what`; if not, the test fails showing all of it.
+fn says(text: &str, what: &str) {
+    assert!(text.contains(what), "{what:?} not in:\n{text}");
+}
+
 #[test]
 fn presence_changes_live_and_a_watcher_sees_it_without_a_restart() {
     let g = Galed::start(&[]);
@@ -101,11 +106,7 @@ fn presence_changes_live_and_a_watcher_sees_it_without_a_restart() {
     drop(bob_sub);
     let out = set_presence(bob, "in.present", None);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("no gsub of yours is running"),
-        "{}",
-        text(&out.stderr)
-    );
+    says(&text(&out.stderr), "no gsub of yours is running");
 }
 
 #[test]
@@ -149,14 +150,8 @@ fn gwho_finds_two_devices_of_one_person_and_says_no_answer_for_another() {
     let out = run(alice, "gwho", &s, &["@example.org"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let shown = text(&out.stdout);
-    assert!(
-        shown.contains("in.present bob@example.org (laptop)"),
-        "{shown}"
-    );
-    assert!(
-        shown.contains("out.to.lunch bob@example.org (desktop)"),
-        "{shown}"
-    );
+    says(&shown, "in.present bob@example.org (laptop)");
+    says(&shown, "out.to.lunch bob@example.org (desktop)");
 
     // Nobody there: exit 1, and a line saying so.
     let out = run(alice, "gwho", &s, &["--timeout", "1", "carol"]);
@@ -239,14 +234,8 @@ fn receipts_come_from_each_recipient_and_private_ones_are_encrypted() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let shown = text(&out.stdout);
-    assert!(
-        shown.contains("received: in.present bob@example.org (laptop)"),
-        "{shown}"
-    );
-    assert!(
-        shown.contains("received: in.present carol@example.org (phone)"),
-        "{shown}"
-    );
+    says(&shown, "received: in.present bob@example.org (laptop)");
+    says(&shown, "received: in.present carol@example.org (phone)");
     assert_eq!(shown.lines().count(), 2, "{shown}");
     // alice's own gsub shows them too, one line each, as Gale did.
     for _ in 0..2 {
@@ -262,7 +251,10 @@ fn receipts_come_from_each_recipient_and_private_ones_are_encrypted() {
         &["--require-receipt", "-m", "psst", "bob@example.org"],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("received: in.present bob@example.org (laptop)"));
+    says(
+        &text(&out.stdout),
+        "received: in.present bob@example.org (laptop)",
+    );
     assert_eq!(next_of(&bob_sub, "message")["body"], "lunch?\n");
     let m = next_of(&bob_sub, "message");
     assert_eq!(m["body"], "psst\n");
@@ -285,11 +277,7 @@ fn receipts_come_from_each_recipient_and_private_ones_are_encrypted() {
         ],
     );
     assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stderr).contains("no receipt"),
-        "{}",
-        text(&out.stderr)
-    );
+    says(&text(&out.stderr), "no receipt");
 }
 
 #[test]
@@ -400,13 +388,13 @@ fn a_forged_presence_notice_is_shown_as_forged() {
     human.stderr.wait_for("gsub: subscribed");
     set_presence(&mallory, "out.gone", None);
     let line = human.stdout.wait_for("out.gone");
-    assert!(line.contains("bob@example.org (evil)"), "{line}");
-    assert!(line.contains("FORGED"), "{line}");
+    says(&line, "bob@example.org (evil)");
+    says(&line, "FORGED");
     // And gwho does not count a forged answer.
     let out = run(alice, "gwho", &s, &["--timeout", "1", "bob"]);
     let shown = text(&out.stdout);
-    assert!(shown.contains("FORGED"), "{shown}");
-    assert!(shown.contains("bob@example.org no answer"), "{shown}");
+    says(&shown, "FORGED");
+    says(&shown, "bob@example.org no answer");
     assert_eq!(out.status.code(), Some(1));
 }
 
