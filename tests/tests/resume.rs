@@ -110,20 +110,27 @@ fn body(m: &serde_json::Value) -> &str {
         .trim_end_matches('\n')
 }
 
-#[test]
-fn messages_sent_during_a_reconnect_are_replayed_once_in_order() {
-    let g = Galed::start(&[]);
-    let proxy = Proxy::start(g.addr);
+/// A gsub through `proxy` receives "one"; its connection is cut and held
+/// while "two", a message it does not want, and "three" are sent; then it is
+/// let through again.
+fn away_for_two(g: &Galed, proxy: &Proxy) -> Gsub {
     let sub = Gsub::start(&proxy.server(), &[LOC]);
     send_ok(&g.server(), &[LOC], "one\n");
     assert_eq!(body(&next_json(&sub)), "one");
-
     proxy.cut_and_hold();
     sub.stderr.wait_for("gsub: connection to");
     send_ok(&g.server(), &[LOC], "two\n");
     send_ok(&g.server(), &["pub.other@example.org"], "not wanted\n");
     send_ok(&g.server(), &[LOC], "three\n");
     proxy.release();
+    sub
+}
+
+#[test]
+fn messages_sent_during_a_reconnect_are_replayed_once_in_order() {
+    let g = Galed::start(&[]);
+    let proxy = Proxy::start(g.addr);
+    let sub = away_for_two(&g, &proxy);
     let note = sub.stderr.wait_for("gsub: resumed on");
     assert!(note.contains("2 messages"), "{note}");
     send_ok(&g.server(), &[LOC], "four\n");
@@ -202,16 +209,7 @@ fn a_passed_window_is_a_gap_with_its_count() {
     // and locations, so the gap can be counted.
     let (g, _dir) = galed_with("resume_window_bytes = 0\n");
     let proxy = Proxy::start(g.addr);
-    let sub = Gsub::start(&proxy.server(), &[LOC]);
-    send_ok(&g.server(), &[LOC], "one\n");
-    assert_eq!(body(&next_json(&sub)), "one");
-
-    proxy.cut_and_hold();
-    sub.stderr.wait_for("gsub: connection to");
-    send_ok(&g.server(), &[LOC], "two\n");
-    send_ok(&g.server(), &["pub.other@example.org"], "not wanted\n");
-    send_ok(&g.server(), &[LOC], "three\n");
-    proxy.release();
+    let sub = away_for_two(&g, &proxy);
     let line = sub.stderr.wait_for("gsub: missed messages");
     assert!(
         line.contains("(2 messages)") && line.contains("resume window"),
