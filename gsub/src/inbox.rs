@@ -21,15 +21,6 @@ impl InboxSigner for KeySigner {
     }
 }
 
-/// This machine's name, the default device name.
-pub fn default_device() -> String {
-    let uname = rustix::system::uname();
-    match uname.nodename().to_str() {
-        Ok(s) if !s.is_empty() => s.chars().filter(|c| !c.is_whitespace()).collect(),
-        _ => "gsub".to_string(),
-    }
-}
-
 /// The inbox to open: `durable` names one holding the positive entries of
 /// `subs`; otherwise the user's own location `me` (their private messages).
 pub fn config(
@@ -56,6 +47,15 @@ pub fn config(
                 .map_err(|e| anyhow::anyhow!("your id {me} is not a location: {e}"))?],
         ),
     };
+    if device.is_empty()
+        || device.len() > gale_proto::inbox::MAX_DEVICE_NAME
+        || device.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        anyhow::bail!(
+            "device name {device:?}: 1 to {} bytes, no spaces (--device or $GALE_DEVICE)",
+            gale_proto::inbox::MAX_DEVICE_NAME
+        );
+    }
     if locations.len() > gale_proto::inbox::MAX_INBOX_LOCATIONS {
         anyhow::bail!(
             "an inbox keeps at most {} locations; {} given",

@@ -128,13 +128,7 @@ async fn set_remote(args: &Args) -> anyhow::Result<Option<anyhow::Error>> {
 fn device(args: &Args) -> String {
     args.device
         .clone()
-        .or_else(|| {
-            std::env::var(gale_security::people::idle::DEVICE_ENV)
-                .ok()
-                .map(|d| d.trim().to_string())
-                .filter(|d| !d.is_empty())
-        })
-        .unwrap_or_else(inbox::default_device)
+        .unwrap_or_else(gale_security::people::idle::default_device)
 }
 
 /// The away message from --away or --away-file.
