@@ -61,12 +61,15 @@ pub async fn dial_loop(
         let router = router.clone();
         let shutdown = shutdown.clone();
         async move {
-            let (stream, buf, peer, sa, agreed) =
-                match tokio::time::timeout(DIAL_TIMEOUT, dial(&router, &addr)).await {
-                    Ok(Ok(d)) => d,
-                    Ok(Err(why)) => return Attempt::Failed(why),
-                    Err(_) => return Attempt::Failed(format!("no answer within {DIAL_TIMEOUT:?}")),
-                };
+            let dialled = tokio::select! {
+                _ = shutdown.cancelled() => return Attempt::Shutdown,
+                d = tokio::time::timeout(DIAL_TIMEOUT, dial(&router, &addr)) => d,
+            };
+            let (stream, buf, peer, sa, agreed) = match dialled {
+                Ok(Ok(d)) => d,
+                Ok(Err(why)) => return Attempt::Failed(why),
+                Err(_) => return Attempt::Failed(format!("no answer within {DIAL_TIMEOUT:?}")),
+            };
             let began = Instant::now();
             tracing::info!(
                 "link to {peer} ({addr}) is up (frames up to {} bytes)",
@@ -114,10 +117,13 @@ pub(crate) async fn keep_up<F, Fut>(
         let mut healthy = false;
         let mut why_not = Vec::new();
         for addr in alternates {
-            let outcome = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                o = attempt(addr.clone()) => o,
-            };
+            if shutdown.is_cancelled() {
+                return;
+            }
+            // Not raced against `shutdown`: an attempt watches it itself, so
+            // that a link it brought up is taken down properly (unregistered,
+            // its writer finished) rather than dropped half-way.
+            let outcome = attempt(addr.clone()).await;
             match outcome {
                 Attempt::Shutdown => return,
                 Attempt::Ran { stable: true } => {

@@ -58,18 +58,25 @@ pub async fn dial_loop(
         "link to an original galed",
         |addr| {
             let router = router.clone();
+            let shutdown = shutdown.clone();
             async move {
-                let (orig, inner) =
-                    match tokio::time::timeout(DIAL_TIMEOUT, connect(&router, &addr, own)).await {
-                        Ok(Ok(c)) => c,
-                        Ok(Err(e)) => return Attempt::Failed(e.to_string()),
-                        Err(_) => {
-                            return Attempt::Failed(format!("no answer within {DIAL_TIMEOUT:?}"))
-                        }
-                    };
+                // The bridge holds only sockets: dropping it on shutdown
+                // closes both, and our galed takes its side down as usual.
+                let connected = tokio::select! {
+                    _ = shutdown.cancelled() => return Attempt::Shutdown,
+                    c = tokio::time::timeout(DIAL_TIMEOUT, connect(&router, &addr, own)) => c,
+                };
+                let (orig, inner) = match connected {
+                    Ok(Ok(c)) => c,
+                    Ok(Err(e)) => return Attempt::Failed(e.to_string()),
+                    Err(_) => return Attempt::Failed(format!("no answer within {DIAL_TIMEOUT:?}")),
+                };
                 let began = Instant::now();
                 tracing::info!("link to original galed {addr} is up");
-                let why = bridge(orig, inner).await;
+                let why = tokio::select! {
+                    _ = shutdown.cancelled() => return Attempt::Shutdown,
+                    why = bridge(orig, inner) => why,
+                };
                 tracing::warn!("link to original galed {addr} is down: {why}");
                 Attempt::Ran {
                     stable: began.elapsed() >= STABLE_LINK,
